@@ -1,0 +1,1 @@
+"""Vallum's proxy: the network shell that serves from an immutable route table."""
