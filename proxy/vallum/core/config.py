@@ -1,8 +1,8 @@
 """Configuration values: ``Settings``, ``Route`` and the immutable ``RouteTable``.
 
-These frozen dataclasses are the contract between everything that *produces* configuration
-(the YAML loader in :mod:`vallum.core.configfile`, later the Kubernetes operator) and everything
-*serves* from it (the proxy). Names follow Pomerium's settings and route options wherever Pomerium
+These frozen dataclasses are the contract between what *produces* configuration (the YAML
+loader in :mod:`vallum.core.configfile`, later the Kubernetes operator) and what *serves* from it
+(the proxy). Names follow Pomerium's settings and route options wherever Pomerium
 has one, so an existing Pomerium config file needs no edits for the features Vallum supports.
 
 Values here are already validated and normalised: durations are seconds (``float``), PEM material
