@@ -1,0 +1,66 @@
+"""AccessLog: one JSON object per line, stable field names, can be disabled, never raises."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+
+import pytest
+
+from vallum.proxy import accesslog
+
+FIELDS = dict(
+    method="GET",
+    host="app.example.com",
+    path="/a\"b",
+    status=200,
+    bytes_sent=1234,
+    duration=0.0125,
+    route="app",
+    request_id="r-1",
+    client_ip="10.0.0.1",
+    upstream="http://127.0.0.1:8080",
+)
+
+
+def test_one_json_object_per_line() -> None:
+    out = io.StringIO()
+    log = accesslog.AccessLog(out)
+    log.write(**FIELDS)
+    log.write(**{**FIELDS, "status": 404}, user="alice@example.com")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert first["path"] == "/a\"b"
+    assert first["status"] == 200 and first["bytes"] == 1234
+    assert first["duration_ms"] == 12.5
+    assert "user" not in first
+    assert second["status"] == 404 and second["user"] == "alice@example.com"
+    when = dt.datetime.fromisoformat(first["time"])
+    assert when.tzinfo is not None
+    assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 5
+
+
+def test_disabled_writes_nothing() -> None:
+    out = io.StringIO()
+    log = accesslog.AccessLog(out, enabled=False)
+    log.write(**FIELDS)
+    assert out.getvalue() == ""
+
+
+def test_broken_stream_disables_and_reports_once(caplog: pytest.LogCaptureFixture) -> None:
+    out = io.StringIO()
+    out.close()
+    log = accesslog.AccessLog(out)
+    logger = logging.getLogger("vallum")
+    logger.propagate, saved = True, logger.propagate
+    try:
+        with caplog.at_level(logging.ERROR, logger="vallum.accesslog"):
+            log.write(**FIELDS)
+            log.write(**FIELDS)
+    finally:
+        logger.propagate = saved
+    assert log.enabled is False
+    assert [r.message for r in caplog.records] == ["access log disabled: cannot write"]
