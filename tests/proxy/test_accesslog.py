@@ -6,12 +6,13 @@ import datetime as dt
 import io
 import json
 import logging
+from typing import Any
 
 import pytest
 
 from vallum.proxy import accesslog
 
-FIELDS = dict(
+FIELDS: dict[str, Any] = dict(
     method="GET",
     host="app.example.com",
     path="/a\"b",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +13,7 @@ from vallum.proxy import logs
 
 
 @pytest.fixture
-def restore_vallum_logger() -> object:
+def restore_vallum_logger() -> Iterator[None]:
     logger = logging.getLogger("vallum")
     saved = (list(logger.handlers), logger.level, logger.propagate)
     yield None
