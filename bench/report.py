@@ -1,0 +1,173 @@
+"""What the data-plane benchmark found, and how it is shown: table, target checks, JSON.
+
+Kept apart from the runner so the same results can be printed, saved and tested without running
+a server. A check whose inputs are missing (a scenario failed or was not selected) says ``n/a``
+with the reason instead of passing or failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bench import scenarios, wrk
+
+
+@dataclass
+class Outcome:
+    """What one scenario produced: its peak run, its paced run (if any), or why it failed."""
+
+    scenario: scenarios.Scenario
+    peak: wrk.WrkResult | None = None
+    paced: wrk.WrkResult | None = None
+    paced_target_rate: float | None = None
+    error: str | None = None
+    commands: list[list[str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One of the issue's targets: the measured value against the target, or why there is none."""
+
+    name: str
+    value: float | None
+    target: str
+    verdict: Literal["PASS", "FAIL", "n/a"]
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return {"name": self.name, "value": self.value, "target": self.target,
+                "verdict": self.verdict, "detail": self.detail}
+
+
+def header(
+    workers: int, connections: int, threads: int, duration_s: float,
+    server_cores: Sequence[int], load_cores: Sequence[int], machine: dict[str, object],
+) -> str:
+    placement = (
+        f"server on cores {_cores(server_cores)}, wrk + upstream on cores {_cores(load_cores)}"
+        if server_cores else "not pinned (no core left for the load generator)"
+    )
+    return (
+        f"vallum data-plane bench: {workers} worker(s), wrk -t{threads} -c{connections} "
+        f"-d{duration_s:g}s --latency, keep-alive, loopback; {placement}\n"
+        f"machine: {machine['nproc']} x {machine['cpu']}, load average {_load(machine)}"
+    )
+
+
+def _load(machine: dict[str, object]) -> str:
+    load = machine.get("load_average")
+    if not isinstance(load, tuple):
+        return "unknown"
+    return " ".join(f"{x:.2f}" for x in load)
+
+
+def _cores(cores: Sequence[int]) -> str:
+    return ",".join(map(str, cores))
+
+
+def progress_line(outcome: Outcome) -> str:
+    name = outcome.scenario.name
+    if outcome.error is not None:
+        return f"  {name}: FAILED: {outcome.error}"
+    if outcome.peak is None:
+        return f"  {name}: no result"
+    line = f"  {name}: {outcome.peak.requests_per_s:,.0f} req/s"
+    if outcome.paced is not None:
+        line += f", paced {outcome.paced.requests_per_s:,.0f} req/s"
+    return line
+
+
+def table(outcomes: Sequence[Outcome]) -> str:
+    rows = [("scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "requests")]
+    for outcome in outcomes:
+        title = outcome.scenario.title
+        if outcome.error is not None:
+            rows.append((title, "FAILED", "-", "-", "-", "-"))
+            continue
+        for label, result in (("", outcome.peak), (" @ half peak", outcome.paced)):
+            if result is None:
+                continue
+            rows.append((
+                title + label, f"{result.requests_per_s:,.0f}", f"{result.p50_ms:.2f}",
+                f"{result.p99_ms:.2f}",
+                "-" if result.p999_ms is None else f"{result.p999_ms:.2f}",
+                f"{result.requests:,}",
+            ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:],
+                                                                        strict=True)]
+        lines.append("  ".join(cells))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _find(outcomes: Sequence[Outcome], server: str, scheme: str) -> Outcome | None:
+    for outcome in outcomes:
+        if outcome.scenario.server == server and outcome.scenario.scheme == scheme:
+            return outcome
+    return None
+
+
+def checks(outcomes: Sequence[Outcome], ratio_target: float, p99_target_ms: float) -> list[Check]:
+    """The issue's targets, for each protocol that has a Vallum scenario in this run."""
+    found: list[Check] = []
+    for scheme in ("http", "https"):
+        vallum = _find(outcomes, "vallum", scheme)
+        if vallum is None:
+            continue
+        nginx = _find(outcomes, "nginx", scheme)
+        name = f"Vallum/nginx req/s, {scheme.upper()}"
+        target = f">= {ratio_target:g}"
+        if nginx is None:
+            found.append(Check(name, None, target, "n/a", f"nginx-{scheme} not in this run"))
+        elif vallum.peak is None or nginx.peak is None:
+            found.append(Check(name, None, target, "n/a", "a scenario failed to run"))
+        else:
+            ratio = vallum.peak.requests_per_s / nginx.peak.requests_per_s
+            found.append(Check(
+                name, ratio, target, "PASS" if ratio >= ratio_target else "FAIL",
+                f"{vallum.peak.requests_per_s:,.0f} / {nginx.peak.requests_per_s:,.0f} req/s",
+            ))
+        name = f"Vallum p99 at half peak, {scheme.upper()}"
+        target = f"< {p99_target_ms:g} ms"
+        if vallum.paced is None or vallum.paced_target_rate is None:
+            found.append(Check(name, None, target, "n/a", "the scenario failed to run"))
+        else:
+            p99 = vallum.paced.p99_ms
+            found.append(Check(
+                name, p99, target, "PASS" if p99 < p99_target_ms else "FAIL",
+                f"asked {vallum.paced_target_rate:,.0f} req/s, achieved "
+                f"{vallum.paced.requests_per_s:,.0f} req/s",
+            ))
+    return found
+
+
+def check_lines(found: Sequence[Check]) -> str:
+    if not found:
+        return "targets: none checked (no Vallum scenario in this run)"
+    width = max(len(c.name) for c in found)
+    lines = ["targets (issue 2):"]
+    for check in found:
+        value = "-" if check.value is None else f"{check.value:.2f}"
+        lines.append(f"  {check.name.ljust(width)}  {value:>6}  (target {check.target})  "
+                     f"{check.verdict}  {check.detail}".rstrip())
+    return "\n".join(lines)
+
+
+def outcome_dict(outcome: Outcome) -> dict[str, object]:
+    return {
+        "name": outcome.scenario.name,
+        "title": outcome.scenario.title,
+        "server": outcome.scenario.server,
+        "scheme": outcome.scenario.scheme,
+        "error": outcome.error,
+        "peak": None if outcome.peak is None else outcome.peak.as_dict(),
+        "paced_target_rate": outcome.paced_target_rate,
+        "paced": None if outcome.paced is None else outcome.paced.as_dict(),
+        "commands": [" ".join(c) for c in outcome.commands],
+    }

@@ -1,0 +1,173 @@
+"""The benchmark's scenarios: each one starts what it needs and yields the URL to load.
+
+A scenario is a small entry in :data:`SCENARIOS`: a name, a title, which proxy and protocol it
+stands for (so the report can pair Vallum with nginx) and a context-manager function taking the
+:class:`Env`. Adding one (the identity issue's "authenticated route", say) is one function and one
+entry; the runner in :mod:`bench.bench_proxy` needs no change.
+
+Placement: the server under test is pinned to ``Env.server_cores``; wrk and, in proxy scenarios,
+the upstream nginx share ``Env.load_cores``. Every scenario sends the same ``Host`` header and
+gets the same small ``200 ok`` answer from the same kind of upstream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from tests.support.net import free_port
+
+from bench import servers
+
+HOST = "bench.vallum.test"
+"""The host every request names; Vallum's route is for it, nginx answers any host."""
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """What every scenario gets: a private folder, core placement, worker count, TLS files."""
+
+    folder: Path
+    workers: int
+    server_cores: tuple[int, ...]
+    load_cores: tuple[int, ...]
+    cert_file: Path
+    key_file: Path
+
+    def subfolder(self, name: str) -> Path:
+        path = self.folder / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where wrk sends its load, with the headers every request carries."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = (("Host", HOST),)
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    name: str
+    title: str
+    server: Literal["upstream", "nginx", "vallum"]
+    scheme: Literal["http", "https"]
+    start: Callable[[Env], ContextManager[Target]]
+    paced: bool = False
+    """Also measure p99 at half of this scenario's peak rate (the issue's latency target)."""
+
+
+def _headers() -> dict[str, str]:
+    return {"Host": HOST}
+
+
+@contextlib.contextmanager
+def _upstream(env: Env, name: str, cores: tuple[int, ...], workers: int) -> Iterator[int]:
+    port = free_port()
+    with servers.nginx(
+        "upstream.conf.tmpl", {"workers": workers, "port": port},
+        folder=env.subfolder(name), name=name, ready_url=f"http://127.0.0.1:{port}/",
+        cores=cores,
+    ):
+        yield port
+
+
+@contextlib.contextmanager
+def direct(env: Env) -> Iterator[Target]:
+    """(1) The upstream itself, as the server under test: the ceiling of this machine."""
+    with _upstream(env, "upstream-direct", env.server_cores, env.workers) as port:
+        yield Target(f"http://127.0.0.1:{port}/")
+
+
+def _nginx_proxy(scheme: Literal["http", "https"]) -> Callable[[Env], ContextManager[Target]]:
+    @contextlib.contextmanager
+    def start(env: Env) -> Iterator[Target]:
+        """(2) Debian's nginx as a reverse proxy with keep-alive to the upstream."""
+        with _upstream(env, f"upstream-for-nginx-{scheme}", env.load_cores, 1) as upstream:
+            port, tls_port = free_port(), free_port()
+            url = (f"http://127.0.0.1:{port}/" if scheme == "http"
+                   else f"https://127.0.0.1:{tls_port}/")
+            values = {
+                "workers": env.workers, "port": port, "tls_port": tls_port,
+                "upstream_port": upstream, "cert_file": env.cert_file, "key_file": env.key_file,
+            }
+            with servers.nginx(
+                "proxy.conf.tmpl", values, folder=env.subfolder(f"nginx-{scheme}"),
+                name=f"nginx-proxy-{scheme}", ready_url=url, cores=env.server_cores,
+            ):
+                yield Target(url)
+
+    return start
+
+
+def vallum_config(
+    scheme: Literal["http", "https"], port: int, upstream_port: int, cert_file: Path,
+    key_file: Path,
+) -> dict[str, object]:
+    """Vallum's standalone config (Pomerium option names): one public route to the upstream."""
+    config: dict[str, object] = {
+        "address": f"127.0.0.1:{port}",
+        "routes": [{
+            "from": f"{scheme}://{HOST}",
+            "to": f"http://127.0.0.1:{upstream_port}",
+            "allow_public_unauthenticated_access": True,
+        }],
+    }
+    if scheme == "http":
+        config["insecure_server"] = True
+    else:
+        config["certificate_file"] = str(cert_file)
+        config["certificate_key_file"] = str(key_file)
+    return config
+
+
+def _vallum(scheme: Literal["http", "https"]) -> Callable[[Env], ContextManager[Target]]:
+    @contextlib.contextmanager
+    def start(env: Env) -> Iterator[Target]:
+        """(3) ``vallum serve --workers N`` with a public route to the same upstream."""
+        with _upstream(env, f"upstream-for-vallum-{scheme}", env.load_cores, 1) as upstream:
+            folder = env.subfolder(f"vallum-{scheme}")
+            port = free_port()
+            config_file = folder / "vallum.yaml"
+            # JSON is YAML: no YAML writer needed, and the file stays readable.
+            config_file.write_text(json.dumps(
+                vallum_config(scheme, port, upstream, env.cert_file, env.key_file), indent=2
+            ))
+            url = f"{scheme}://127.0.0.1:{port}/"
+            cmd = [servers.python(), "-m", "vallum.cli", "serve", "--config", str(config_file),
+                   "--workers", str(env.workers)]
+            with servers.process(
+                cmd, name=f"vallum-{scheme}", ready_url=url, cores=env.server_cores,
+                headers=_headers(), folder=folder,
+            ):
+                yield Target(url)
+
+    return start
+
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario("direct", "upstream direct (nginx return 200)", "upstream", "http", direct),
+    Scenario("nginx-http", "nginx reverse proxy, HTTP", "nginx", "http", _nginx_proxy("http")),
+    Scenario("vallum-http", "vallum serve, public route, HTTP", "vallum", "http",
+             _vallum("http"), paced=True),
+    Scenario("nginx-https", "nginx reverse proxy, HTTPS", "nginx", "https",
+             _nginx_proxy("https")),
+    Scenario("vallum-https", "vallum serve, public route, HTTPS", "vallum", "https",
+             _vallum("https"), paced=True),
+)
+
+
+def by_name(names: list[str]) -> list[Scenario]:
+    """The scenarios named, in the table's order; an unknown name is an error listing the known."""
+    known = {s.name: s for s in SCENARIOS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [s for s in SCENARIOS if s.name in names]
