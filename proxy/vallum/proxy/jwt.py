@@ -113,17 +113,19 @@ def private_key_pem(key: ec.EllipticCurvePrivateKey) -> str:
     ).decode()
 
 
-def load_keys(entries: Iterable[str], place: str = "signing_key") -> list[SigningKey]:
+def load_keys(
+    entries: Iterable[str], place: str = "signing_key", *, indexed: bool = True
+) -> list[SigningKey]:
     """Parse every key in ``entries`` (PEM text, or base64 of PEM), in order.
 
-    Raises :class:`ConfigError` naming each bad entry (``signing_key[1]: ...``); duplicates (same
-    ``kid``) are kept once.
+    Raises :class:`ConfigError` naming each bad entry (``signing_key[1]: ...``; just ``place``
+    when not ``indexed``); duplicates (same ``kid``) are kept once.
     """
     keys: list[SigningKey] = []
     problems: list[str] = []
     seen: set[str] = set()
     for index, entry in enumerate(entries):
-        where = f"{place}[{index}]"
+        where = f"{place}[{index}]" if indexed else place
         text = _pem_text(entry)
         blocks = [m.group(0) for m in _PEM_BLOCK.finditer(text)]
         if not blocks:
