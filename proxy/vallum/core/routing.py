@@ -1,0 +1,396 @@
+"""Route matching: which route takes a request, by host and path (Kubernetes Ingress semantics).
+
+Why a module of its own: the route table is the one value everything compiles into, and this is
+the one place that decides which of its routes a request reaches. It must be exact (no spelling of
+a path may reach a route whose rule should not match it) and fast (a 10,000-route table is matched
+in O(routes for that host), here even O(path depth + regex routes of that host)).
+
+Host selection works like an Envoy virtual host or an nginx ``server`` block: the request's host
+picks one host entry, then only that host's routes are tried (no fall-back to a wildcard when an
+exact host exists but none of its paths matched)::
+
+    1. the exact host            ``app.example.com``
+    2. the wildcard of its parent ``*.example.com``   (exactly one label: not ``a.b.example.com``)
+    3. the catch-all host         ``*`` (routes without a host, e.g. an Ingress rule with no host)
+
+Within a host, the order is (documented in docs/configuration.md; Pomerium tries routes in file
+order, Vallum uses Ingress's "most specific first" so that order in the file cannot matter)::
+
+    1. Exact paths (``path``)                      equal to the normalised path
+    2. Regex routes (``regex``), in file order     full match of the normalised path
+    3. Prefix routes (``prefix``, default ``/``)   longest first, element-wise
+
+Regex routes sit between exact and prefix, as nginx's ``location ~`` blocks do, so that a regex
+route is reachable next to a catch-all ``prefix: /`` route (Pomerium files put regex routes before
+the catch-all and expect them to work). Two routes with the same host and the same rule: the first
+in file order wins, as in Pomerium; the later one is unreachable.
+
+The path is normalised *before* matching, and the normalised path is what the proxy forwards
+upstream (see :func:`normalize_path`).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from vallum.core import config, errors
+
+# --------------------------------------------------------------------------------------------
+# Path normalisation
+
+
+_UNRESERVED = frozenset((string.ascii_letters + string.digits + "-._~").encode())
+# Characters a path segment may carry literally (RFC 3986 pchar minus pct-encoded).
+_LITERAL = _UNRESERVED | frozenset(b"!$&'()*+,;=:@")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_SEPARATORS = frozenset(b"/\\")
+_DOUBLE_ENCODED = re.compile(r"%25[0-9A-Fa-f]{2}")
+
+
+def normalize_path(raw: str) -> str | None:
+    """The canonical form of a request path, or ``None`` to refuse the request (HTTP 400).
+
+    Steps, all before matching, so that every spelling of a path is matched as the same path:
+
+    * percent-escapes of unreserved characters (``%2e`` -> ``.``, ``%41`` -> ``A``) are decoded,
+      other escapes are kept with upper-case hex, characters that must be escaped are escaped
+      (non-ASCII as UTF-8: ``/café`` -> ``/caf%C3%A9``);
+    * ``\\``, ``%2F`` and ``%5C`` (any case) are path separators, like ``/``;
+    * repeated separators are merged, ``.`` segments dropped, ``..`` removes the segment before it;
+    * a trailing separator is kept (``/a/`` stays ``/a/``; ``/a/b/..`` gives ``/a/``).
+
+    Refused: a path not starting with ``/``, a malformed escape, a control character or NUL
+    (raw or encoded), ``..`` above the root, double encoding (an escaped ``%`` followed by two
+    hex digits once decoded, e.g. ``%252e`` or ``%25%32%65``: an upstream that decodes twice
+    would see a different path than we matched), and ``.``/``..`` followed by a ``;`` parameter
+    (``/..;/``, a path-parameter traversal that Tomcat-style servers resolve).
+    """
+    if raw == "":
+        return "/"
+    try:
+        data = raw.encode("utf-8", "surrogateescape")
+    except UnicodeError:
+        return None
+    if data[:1] not in (b"/", b"\\"):
+        return None
+    segments: list[str] = []
+    current: list[str] = []
+    trailing = False
+    i, n = 0, len(data)
+    while i < n:
+        byte = data[i]
+        escaped = byte == 0x25  # '%'
+        if escaped:
+            if i + 2 >= n or data[i + 1] not in _HEX or data[i + 2] not in _HEX:
+                return None
+            byte = int(data[i + 1 : i + 3], 16)
+            i += 3
+        else:
+            i += 1
+        if byte in _SEPARATORS:
+            if current:
+                if not _push(segments, "".join(current)):
+                    return None
+                current = []
+            trailing = True
+            continue
+        if byte < 0x20 or byte == 0x7F:
+            return None
+        if byte in (_UNRESERVED if escaped else _LITERAL):
+            current.append(chr(byte))
+        else:
+            current.append(f"%{byte:02X}")
+        trailing = False
+    if current:
+        last = "".join(current)
+        if not _push(segments, last):
+            return None
+        trailing = last in (".", "..")
+    path = "/" + "/".join(segments)
+    if trailing and segments:
+        path += "/"
+    if _DOUBLE_ENCODED.search(path):
+        return None
+    return path
+
+
+def _push(segments: list[str], segment: str) -> bool:
+    """Apply one segment to the stack; False when it must be refused."""
+    if segment == ".":
+        return True
+    if segment == "..":
+        if not segments:
+            return False
+        segments.pop()
+        return True
+    head = segment.split(";", 1)[0]
+    if head in (".", "..") and ";" in segment:
+        return False
+    segments.append(segment)
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Host normalisation
+
+
+def normalize_host(raw: str) -> str:
+    """A host as sent (any case, maybe ``:port``, maybe a trailing dot) in the table's form.
+
+    Lower-case, without port, without one trailing dot; IPv6 literals keep their brackets
+    (``[::1]:8443`` -> ``[::1]``); non-ASCII names become their IDNA (``xn--``) form.
+    """
+    host = raw.strip()
+    if host.startswith("["):
+        end = host.find("]")
+        if end != -1:
+            return host[: end + 1].lower()
+        return host.lower()
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host.endswith("."):
+        host = host[:-1]
+    host = host.lower()
+    if not host.isascii():
+        try:
+            host = host.encode("idna").decode("ascii")
+        except UnicodeError:
+            return host
+    return host
+
+
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def _host_problem(host: str) -> str | None:
+    """Why ``host`` (already normalised) cannot be a route's host, or None."""
+    if host == "*":
+        return None
+    if host.startswith("[") and host.endswith("]"):
+        return None
+    name = host[2:] if host.startswith("*.") else host
+    if not name:
+        return "empty host"
+    if "*" in name:
+        return "a wildcard must be the whole first label (*.example.com)"
+    if len(name) > 253 or not all(_LABEL.fullmatch(label) for label in name.split(".")):
+        return f"invalid host name {host!r}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# The index
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    route: config.Route
+    route_index: int
+    value: str  # the normalised exact path or prefix (no trailing slash except "/"), or regex
+    pattern: re.Pattern[str] | None = None
+
+
+@dataclass(slots=True)
+class _Host:
+    """The routes of one host, ready to match: dicts for exact paths and prefixes."""
+
+    exact: dict[str, _Entry] = field(default_factory=dict)
+    regex: list[tuple[re.Pattern[str], _Entry]] = field(default_factory=list)
+    prefix: dict[str, _Entry] = field(default_factory=dict)
+
+    def ordered(self) -> list[_Entry]:
+        """Every entry in match order (exact, regex, prefix longest first); for reports."""
+        exact = sorted(self.exact.values(), key=lambda e: (-len(e.value), e.value))
+        prefix = sorted(self.prefix.values(), key=lambda e: (-len(e.value), e.value))
+        return [*exact, *(e for _, e in self.regex), *prefix]
+
+
+@dataclass(frozen=True, slots=True)
+class Index:
+    """The host index: exact hosts, wildcards keyed by parent domain, the catch-all."""
+
+    exact: dict[str, _Host]
+    wildcard: dict[str, _Host]
+    default: _Host | None
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The route a request reached, and the normalised path to forward upstream."""
+
+    route: config.Route
+    path: str
+    route_index: int
+
+
+def build_table(settings: config.Settings) -> config.RouteTable:
+    """Compile ``settings`` into a :class:`RouteTable`; raise ``ConfigError`` with every problem."""
+    problems: list[str] = []
+    exact: dict[str, _Host] = {}
+    wildcard: dict[str, _Host] = {}
+    default: _Host | None = None
+    for index, route in enumerate(settings.routes):
+        place = route.source or f"routes[{index}]"
+        entry_problems: list[str] = []
+        host = normalize_host(route.host) if route.host not in ("", "*") else "*"
+        problem = _host_problem(host)
+        if problem:
+            entry_problems.append(f"{place}: from: {problem}")
+        if not route.to:
+            entry_problems.append(f"{place}: to: a route needs at least one upstream")
+        rules = [k for k in ("prefix", "path", "regex") if getattr(route, k) is not None]
+        if len(rules) > 1:
+            entry_problems.append(f"{place}: only one of prefix, path, regex may be set: {rules}")
+        entry = _entry(route, index, place, entry_problems)
+        for name in ("regex_rewrite_pattern",):
+            pattern = getattr(route, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as exc:
+                    entry_problems.append(f"{place}: {name}: invalid regular expression: {exc}")
+        if (route.regex_rewrite_pattern is None) != (route.regex_rewrite_substitution is None):
+            entry_problems.append(
+                f"{place}: regex_rewrite_pattern and regex_rewrite_substitution go together"
+            )
+        if entry_problems or entry is None:
+            problems.extend(entry_problems)
+            continue
+        if host == "*":
+            default = default or _Host()
+            vhost = default
+        elif host.startswith("*."):
+            vhost = wildcard.setdefault(host[2:], _Host())
+        else:
+            vhost = exact.setdefault(host, _Host())
+        match route.path_match:
+            case "exact":
+                vhost.exact.setdefault(entry.value, entry)
+            case "prefix":
+                vhost.prefix.setdefault(entry.value, entry)
+            case "regex":
+                if entry.pattern is not None:
+                    vhost.regex.append((entry.pattern, entry))
+    if problems:
+        raise errors.ConfigError(problems)
+    index_value = Index(exact=exact, wildcard=wildcard, default=default)
+    return config.RouteTable(settings=settings, checksum=settings.checksum(), index=index_value)
+
+
+def _entry(route: config.Route, index: int, place: str, problems: list[str]) -> _Entry | None:
+    kind = route.path_match
+    value = route.path_value
+    if kind == "regex":
+        try:
+            pattern = re.compile(value)
+        except re.error as exc:
+            problems.append(f"{place}: regex: invalid regular expression: {exc}")
+            return None
+        return _Entry(route, index, value, pattern)
+    key = "path" if kind == "exact" else "prefix"
+    if not value.startswith("/"):
+        problems.append(f"{place}: {key}: must start with '/', got {value!r}")
+        return None
+    normal = normalize_path(value)
+    if normal is None:
+        problems.append(f"{place}: {key}: not a valid path: {value!r}")
+        return None
+    if kind == "prefix" and normal != "/":
+        normal = normal.rstrip("/")  # "/foo/" behaves as "/foo", as in Ingress
+    return _Entry(route, index, normal)
+
+
+# --------------------------------------------------------------------------------------------
+# Matching
+
+
+def match(table: config.RouteTable, host: str, path: str) -> Match | None:
+    """The route for ``host`` and raw ``path`` (no query), or None (no route, or refused path).
+
+    Use :func:`normalize_path` first to tell "refused" (400) from "no route" (404).
+    """
+    return _match(table, host, path, None)
+
+
+def trace(table: config.RouteTable, host: str, path: str) -> tuple[Match | None, int]:
+    """Like :func:`match`, also counting the look-ups and comparisons it made (for tests)."""
+    steps = [0]
+    return _match(table, host, path, steps), steps[0]
+
+
+def host_routes(table: config.RouteTable, host: str) -> list[config.Route]:
+    """The routes a request for ``host`` can reach, in match order (for reports and tests)."""
+    vhost = _select_host(_index(table), normalize_host(host), None)
+    return [] if vhost is None else [e.route for e in vhost.ordered()]
+
+
+def _index(table: config.RouteTable) -> Index:
+    index = table.index
+    if not isinstance(index, Index):
+        raise TypeError("RouteTable.index was not built by vallum.core.routing.build_table")
+    return index
+
+
+def _select_host(index: Index, host: str, steps: list[int] | None) -> _Host | None:
+    if steps is not None:
+        steps[0] += 1
+    vhost = index.exact.get(host)
+    if vhost is not None:
+        return vhost
+    dot = host.find(".")
+    if dot > 0:
+        if steps is not None:
+            steps[0] += 1
+        vhost = index.wildcard.get(host[dot + 1 :])
+        if vhost is not None:
+            return vhost
+    return index.default
+
+
+def _match(table: config.RouteTable, host: str, path: str, steps: list[int] | None) -> Match | None:
+    vhost = _select_host(_index(table), normalize_host(host), steps)
+    if vhost is None:
+        return None
+    normal = normalize_path(path)
+    if normal is None:
+        return None
+    entry = _find(vhost, normal, steps)
+    if entry is None:
+        return None
+    return Match(route=entry.route, path=normal, route_index=entry.route_index)
+
+
+def _find(vhost: _Host, path: str, steps: list[int] | None) -> _Entry | None:
+    if vhost.exact:
+        if steps is not None:
+            steps[0] += 1
+        entry = vhost.exact.get(path)
+        if entry is not None:
+            return entry
+    for pattern, entry in vhost.regex:
+        if steps is not None:
+            steps[0] += 1
+        if pattern.fullmatch(path):
+            return entry
+    if vhost.prefix:
+        for candidate in _prefixes(path):
+            if steps is not None:
+                steps[0] += 1
+            entry = vhost.prefix.get(candidate)
+            if entry is not None:
+                return entry
+    return None
+
+
+def _prefixes(path: str) -> Iterator[str]:
+    """The element-wise prefixes of a normalised path, longest first, ending with ``/``."""
+    end = len(path)
+    if path.endswith("/") and end > 1:
+        end -= 1
+    while end > 1:
+        yield path[:end]
+        end = path.rfind("/", 0, end)
+    yield "/"
