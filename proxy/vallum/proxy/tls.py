@@ -93,7 +93,7 @@ def server_context(settings: config.Settings) -> ssl.SSLContext:
             load_cert_chain(ctx, certificate.cert_pem, certificate.key_pem)
             names = dns_names(certificate.cert_pem)
         except (ssl.SSLError, ValueError) as exc:
-            problems.append(f"{place}: cannot load certificate and key: {_reason(exc)}")
+            problems.append(f"{place}: cannot load certificate and key: {describe_error(exc)}")
             continue
         contexts.append(ctx)
         for name in names:
@@ -153,7 +153,7 @@ def _base_context(settings: config.Settings) -> ssl.SSLContext:
         ctx.load_verify_locations(cadata=mtls.ca_pem)
     except (ssl.SSLError, ValueError) as exc:
         raise errors.ConfigError(
-            [f"downstream_mtls.ca: cannot load CA bundle: {_reason(exc)}"]
+            [f"downstream_mtls.ca: cannot load CA bundle: {describe_error(exc)}"]
         ) from None
     flags = ctx.verify_flags | ssl.VERIFY_X509_PARTIAL_CHAIN
     if mtls.crl_pem:
@@ -161,7 +161,7 @@ def _base_context(settings: config.Settings) -> ssl.SSLContext:
             _load_crl(ctx, mtls.crl_pem)
         except (ssl.SSLError, ValueError) as exc:
             raise errors.ConfigError(
-                [f"downstream_mtls.crl: cannot load CRL: {_reason(exc)}"]
+                [f"downstream_mtls.crl: cannot load CRL: {describe_error(exc)}"]
             ) from None
         flags |= ssl.VERIFY_CRL_CHECK_LEAF
     ctx.verify_flags = flags
@@ -394,7 +394,8 @@ def _issued_by(cert: x509.Certificate, candidates: Sequence[x509.Certificate]) -
     return None
 
 
-def _reason(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """A short reason for a TLS or PEM loading error (OpenSSL's reason code, readable)."""
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason).lower().replace("_", " ")
     return str(exc) or type(exc).__name__
