@@ -21,6 +21,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,16 +68,21 @@ def _load(
     env: scenarios.Env, target: scenarios.Target, opts: Options, outcome: report.Outcome, *,
     duration_s: float, script: str, label: str, record: bool = True,
 ) -> wrk.WrkResult:
+    """One wrk run against ``target``; records its command and the server's CPU use."""
     script_file = env.folder / f"{outcome.scenario.name}-{label}.lua"
     script_file.write_text(script)
     cmd = wrk.command(
         target.url, duration_s=duration_s, connections=opts.connections, threads=opts.threads,
         script=script_file, headers=target.headers, cores=env.load_cores,
     )
+    cpu_before, wall_before = servers.cpu_seconds(target.server_group), time.monotonic()
+    result, _ = wrk.run(cmd, duration_s=duration_s)
+    cpu = servers.cpu_seconds(target.server_group) - cpu_before
+    wall = time.monotonic() - wall_before
+    _check_errors(result, f"{label} run")
     if record:
         outcome.commands.append(cmd)
-    result, _ = wrk.run(cmd, duration_s=duration_s)
-    _check_errors(result, f"{label} run")
+        outcome.server_cpu[label] = 100.0 * cpu / wall if wall > 0 else 0.0
     return result
 
 

@@ -24,6 +24,8 @@ class Outcome:
     paced_target_rate: float | None = None
     error: str | None = None
     commands: list[list[str]] = field(default_factory=list)
+    server_cpu: dict[str, float] = field(default_factory=dict)
+    """Per run ("peak", "paced"): CPU of the server under test, % of one core, over the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +82,22 @@ def progress_line(outcome: Outcome) -> str:
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
-    rows = [("scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "requests")]
+    rows = [("scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "requests", "server CPU")]
     for outcome in outcomes:
         title = outcome.scenario.title
         if outcome.error is not None:
-            rows.append((title, "FAILED", "-", "-", "-", "-"))
+            rows.append((title, "FAILED", "-", "-", "-", "-", "-"))
             continue
-        for label, result in (("", outcome.peak), (" @ half peak", outcome.paced)):
+        runs = (("peak", "", outcome.peak), ("paced", " @ half peak", outcome.paced))
+        for key, label, result in runs:
             if result is None:
                 continue
+            cpu = outcome.server_cpu.get(key)
             rows.append((
                 title + label, f"{result.requests_per_s:,.0f}", f"{result.p50_ms:.2f}",
                 f"{result.p99_ms:.2f}",
                 "-" if result.p999_ms is None else f"{result.p999_ms:.2f}",
-                f"{result.requests:,}",
+                f"{result.requests:,}", "-" if cpu is None else f"{cpu:.0f}%",
             ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
@@ -169,5 +173,6 @@ def outcome_dict(outcome: Outcome) -> dict[str, object]:
         "peak": None if outcome.peak is None else outcome.peak.as_dict(),
         "paced_target_rate": outcome.paced_target_rate,
         "paced": None if outcome.paced is None else outcome.paced.as_dict(),
+        "server_cpu_percent": outcome.server_cpu,
         "commands": [" ".join(c) for c in outcome.commands],
     }

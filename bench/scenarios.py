@@ -50,6 +50,8 @@ class Target:
     """Where wrk sends its load, with the headers every request carries."""
 
     url: str
+    server_group: int
+    """Process group of the server under test (its CPU use is measured during each run)."""
     headers: tuple[tuple[str, str], ...] = (("Host", HOST),)
 
 
@@ -69,28 +71,31 @@ def _headers() -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _upstream(env: Env, name: str, cores: tuple[int, ...], workers: int) -> Iterator[int]:
+def _upstream(
+    env: Env, name: str, cores: tuple[int, ...], workers: int
+) -> Iterator[tuple[int, int]]:
+    """The tiny upstream nginx: yields (port, process group)."""
     port = free_port()
     with servers.nginx(
         "upstream.conf.tmpl", {"workers": workers, "port": port},
         folder=env.subfolder(name), name=name, ready_url=f"http://127.0.0.1:{port}/",
         cores=cores,
-    ):
-        yield port
+    ) as proc:
+        yield port, proc.pid
 
 
 @contextlib.contextmanager
 def direct(env: Env) -> Iterator[Target]:
     """(1) The upstream itself, as the server under test: the ceiling of this machine."""
-    with _upstream(env, "upstream-direct", env.server_cores, env.workers) as port:
-        yield Target(f"http://127.0.0.1:{port}/")
+    with _upstream(env, "upstream-direct", env.server_cores, env.workers) as (port, group):
+        yield Target(f"http://127.0.0.1:{port}/", group)
 
 
 def _nginx_proxy(scheme: Literal["http", "https"]) -> Callable[[Env], ContextManager[Target]]:
     @contextlib.contextmanager
     def start(env: Env) -> Iterator[Target]:
         """(2) Debian's nginx as a reverse proxy with keep-alive to the upstream."""
-        with _upstream(env, f"upstream-for-nginx-{scheme}", env.load_cores, 1) as upstream:
+        with _upstream(env, f"upstream-for-nginx-{scheme}", env.load_cores, 1) as (upstream, _):
             port, tls_port = free_port(), free_port()
             url = (f"http://127.0.0.1:{port}/" if scheme == "http"
                    else f"https://127.0.0.1:{tls_port}/")
@@ -101,8 +106,8 @@ def _nginx_proxy(scheme: Literal["http", "https"]) -> Callable[[Env], ContextMan
             with servers.nginx(
                 "proxy.conf.tmpl", values, folder=env.subfolder(f"nginx-{scheme}"),
                 name=f"nginx-proxy-{scheme}", ready_url=url, cores=env.server_cores,
-            ):
-                yield Target(url)
+            ) as proc:
+                yield Target(url, proc.pid)
 
     return start
 
@@ -132,7 +137,7 @@ def _vallum(scheme: Literal["http", "https"]) -> Callable[[Env], ContextManager[
     @contextlib.contextmanager
     def start(env: Env) -> Iterator[Target]:
         """(3) ``vallum serve --workers N`` with a public route to the same upstream."""
-        with _upstream(env, f"upstream-for-vallum-{scheme}", env.load_cores, 1) as upstream:
+        with _upstream(env, f"upstream-for-vallum-{scheme}", env.load_cores, 1) as (upstream, _):
             folder = env.subfolder(f"vallum-{scheme}")
             port = free_port()
             config_file = folder / "vallum.yaml"
@@ -146,8 +151,8 @@ def _vallum(scheme: Literal["http", "https"]) -> Callable[[Env], ContextManager[
             with servers.process(
                 cmd, name=f"vallum-{scheme}", ready_url=url, cores=env.server_cores,
                 headers=_headers(), folder=folder,
-            ):
-                yield Target(url)
+            ) as proc:
+                yield Target(url, proc.pid)
 
     return start
 

@@ -154,6 +154,26 @@ def nginx(
         yield proc
 
 
+def cpu_seconds(group: int) -> float:
+    """CPU time (user + system) used so far by the live processes of process group ``group``.
+
+    Read from ``/proc/<pid>/stat`` (fields 14 and 15, after the parenthesised command name).
+    Lets the report say whether the server under test was saturated during a run.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        if int(fields[2]) == group:  # pgrp, the 5th field overall
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def python() -> str:
     """The interpreter that runs Vallum: this one (the one the package is installed into)."""
     return sys.executable
