@@ -1,0 +1,120 @@
+"""A real OpenID provider for integration tests: npm ``oidc-provider`` run with the machine's Node.
+
+``start_provider`` writes a config file, starts ``tests/oidc/provider.mjs`` over HTTPS on
+127.0.0.1 with a certificate from the test CA and waits for it to listen. Vallum trusts it through
+its ordinary ``certificate_authority`` setting (no test-only code path).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.certs import TestCA
+from tests.support.net import free_port
+
+OIDC_DIR = Path(__file__).resolve().parent.parent / "oidc"
+CLIENT_ID = "vallum"
+CLIENT_SECRET = "vallum-test-client-secret-0123456789"
+RESOURCE_AUDIENCE = "https://api.vallum.test"
+
+HEAVY_GROUPS = [f"engineering-team-group-number-{i:03d}" for i in range(300)]
+USERS: dict[str, dict[str, Any]] = {
+    "alice": {"email": "alice@example.test", "name": "Alice Admin", "groups": ["admins", "staff"]},
+    "bob": {"email": "bob@example.test", "name": "Bob Staff", "groups": ["staff"]},
+    "carol": {"email": "carol@other.test", "name": "Carol Outsider", "groups": []},
+    "heavy": {"email": "heavy@example.test", "name": "Heavy Groups", "groups": HEAVY_GROUPS},
+}
+
+
+def require_node() -> None:
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (scripts/bootstrap installs what the tests need)")
+    if not (OIDC_DIR / "node_modules" / "oidc-provider").is_dir():
+        pytest.skip("tests/oidc/node_modules missing: run scripts/bootstrap (npm ci)")
+
+
+@dataclass
+class Provider:
+    """A running provider; ``issuer`` is ``https://127.0.0.1:<port>``."""
+
+    issuer: str
+    port: int
+    ca: TestCA
+    client_id: str = CLIENT_ID
+    client_secret: str = CLIENT_SECRET
+    users: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: USERS)
+
+    def settings(self) -> dict[str, Any]:
+        """The ``Settings`` fields that point Vallum at this provider."""
+        return {
+            "idp_provider_url": self.issuer,
+            "idp_client_id": self.client_id,
+            "idp_client_secret": self.client_secret,
+            "certificate_authority_pem": self.ca.cert_pem,
+        }
+
+
+@contextlib.asynccontextmanager
+async def start_provider(
+    ca: TestCA,
+    folder: Path,
+    *,
+    redirect_uris: Sequence[str],
+    post_logout_redirect_uris: Sequence[str] = (),
+    ttl: Mapping[str, int] | None = None,
+    users: Mapping[str, Mapping[str, Any]] = USERS,
+) -> AsyncIterator[Provider]:
+    require_node()
+    port = free_port()
+    issuer = f"https://127.0.0.1:{port}"
+    leaf = ca.issue("127.0.0.1", sans=["127.0.0.1", "localhost"])
+    cert_file, key_file = leaf.write(folder, "oidc-provider")
+    config = {
+        "port": port,
+        "issuer": issuer,
+        "cert_file": str(cert_file),
+        "key_file": str(key_file),
+        "clients": [{
+            "client_id": CLIENT_ID,
+            "client_secret": CLIENT_SECRET,
+            "redirect_uris": list(redirect_uris),
+            "post_logout_redirect_uris": list(post_logout_redirect_uris),
+        }],
+        "users": dict(users),
+        "ttl": dict(ttl or {}),
+        "resource_audience": RESOURCE_AUDIENCE,
+    }
+    config_file = folder / "oidc-provider.json"
+    config_file.write_text(json.dumps(config))
+    process = await asyncio.create_subprocess_exec(
+        "node", str(OIDC_DIR / "provider.mjs"), str(config_file),
+        cwd=OIDC_DIR, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
+        except TimeoutError:
+            line = b""
+        if not line.startswith(b"ready"):
+            process.kill()
+            _, err = await process.communicate()
+            raise RuntimeError(f"oidc-provider did not start: {line!r} {err[-2000:]!r}")
+        yield Provider(issuer=issuer, port=port, ca=ca, users=users)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), timeout=5)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
