@@ -1,0 +1,257 @@
+"""What changes between the request the client sent and the one the upstream gets (and back).
+
+Header rules (Pomerium/Envoy behaviour unless noted):
+
+* Hop-by-hop headers (RFC 9110 7.6.1: ``Connection``, ``Keep-Alive``, ``Proxy-Connection``,
+  ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Authenticate``,
+  ``Proxy-Authorization``) and every header *named in* ``Connection`` are dropped both ways;
+  Vallum frames bodies itself. A websocket upgrade re-adds ``Connection: upgrade``/``Upgrade``.
+* ``X-Forwarded-For``: the peer address is appended (Pomerium's default, ``skip_xff_append:
+  false``). The *trusted client address* (for policy and logs) follows Envoy's
+  ``xff_num_trusted_hops``: with N > 0 it is the N-th address from the right of the incoming
+  header; with 0, or a header too short, it is the peer address.
+* ``X-Forwarded-Proto``/``X-Forwarded-Host``: set to the scheme and ``Host`` the client used;
+  when ``xff_num_trusted_hops`` > 0 a value already set by the trusted proxy in front is kept.
+* ``X-Request-Id``: always Vallum's own id (a client's value is replaced).
+* ``Host``: the ``to`` URL's host (Envoy's auto host rewrite), or ``host_rewrite``, or the
+  client's with ``preserve_host_header``.
+* Path: ``regex_rewrite_pattern``/``_substitution`` (every match replaced, ``\\1`` groups), else
+  ``prefix_rewrite`` swapping the matched prefix (or the whole exact path), else a path in the
+  ``to`` URL acting as ``prefix_rewrite`` (as Pomerium does). The swap is literal, like Envoy's.
+* ``remove_request_headers`` then ``set_request_headers`` (replacing), then the gate's headers;
+  ``set_response_headers`` replace upstream response headers. Pomerium's ``${pomerium.*}``
+  substitutions in header values are not supported (a documented deviation).
+
+All per-route work (lower-casing names, compiling regexes, encoding constant headers) happens
+once per route in :class:`RoutePlan`; the per-request functions only join bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Iterable
+
+from vallum.core.config import Route, RouteTable, Upstream
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    }
+)
+
+# Headers Vallum always sets itself on the upstream request (client values are replaced).
+_REPLACED = frozenset(
+    {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "expect"}
+)
+
+
+def client_ip(peer_ip: str, xff: str | None, trusted_hops: int) -> str:
+    """The trusted client address: Envoy's ``xff_num_trusted_hops`` rule (see module doc)."""
+    if trusted_hops <= 0 or not xff:
+        return peer_ip
+    parts = xff.split(",")
+    if len(parts) < trusted_hops:
+        return peer_ip
+    candidate = parts[-trusted_hops].strip()
+    return candidate or peer_ip
+
+
+def connection_tokens(value: str | None) -> frozenset[str]:
+    """Lower-case header names listed in a ``Connection`` header value."""
+    if not value:
+        return frozenset()
+    return frozenset(t.strip().lower() for t in value.split(",") if t.strip())
+
+
+def _enc(value: str) -> bytes:
+    return value.encode("latin-1", "replace")
+
+
+class RoutePlan:
+    """Everything about forwarding to one route that can be prepared before any request."""
+
+    __slots__ = (
+        "_host_headers",
+        "_prefix",
+        "_prefix_rewrite",
+        "_regex",
+        "_regex_sub",
+        "_strip",
+        "_to_paths",
+        "idle_timeout",
+        "pool_keys",
+        "response_set",
+        "response_set_names",
+        "route",
+        "set_request",
+        "timeout",
+    )
+
+    def __init__(self, route: Route, strip: Iterable[str] = ()) -> None:
+        self.route = route
+        self.timeout = route.timeout
+        self.idle_timeout = route.idle_timeout
+        set_names = {name.lower() for name, _ in route.set_request_headers}
+        self._strip = frozenset(
+            {
+                *HOP_BY_HOP,
+                *_REPLACED,
+                *(n.lower() for n in route.remove_request_headers),
+                *set_names,
+                *(n.lower() for n in strip),
+            }
+        )
+        self.set_request = b"".join(
+            _enc(f"{name}: {value}\r\n") for name, value in route.set_request_headers
+        )
+        self.response_set_names = frozenset(n.lower() for n, _ in route.set_response_headers)
+        self.response_set = b"".join(
+            _enc(f"{name}: {value}\r\n") for name, value in route.set_response_headers
+        )
+        pattern = route.regex_rewrite_pattern
+        self._regex = re.compile(pattern) if pattern else None
+        self._regex_sub = route.regex_rewrite_substitution or ""
+        self._prefix_rewrite = route.prefix_rewrite
+        self._prefix = route.prefix or "/"
+        self._to_paths = tuple(u.path if u.path not in ("", "/") else None for u in route.to)
+        self._host_headers = tuple(self._host_for(u) for u in route.to)
+        profile = route.upstream_tls_profile
+        self.pool_keys = tuple(
+            (u.scheme, u.host, u.port, profile if u.scheme == "https" else None) for u in route.to
+        )
+
+    def _host_for(self, upstream: Upstream) -> bytes:
+        if self.route.host_rewrite:
+            return _enc(self.route.host_rewrite)
+        return _enc(urllib.parse.urlsplit(upstream.url).netloc.rpartition("@")[2] or upstream.host)
+
+    def rewrite_path(self, path: str, upstream_index: int = 0) -> str:
+        """The path to send upstream for the (normalised) request ``path``."""
+        if self._regex is not None:
+            return self._regex.sub(self._regex_sub, path) or "/"
+        replacement = self._prefix_rewrite
+        if replacement is None:
+            replacement = self._to_paths[upstream_index] if self._to_paths else None
+            if replacement is None:
+                return path
+        route = self.route
+        if route.path is not None or route.regex is not None:
+            return replacement
+        prefix = self._prefix
+        if path.startswith(prefix):
+            return replacement + path[len(prefix) :]
+        if path + "/" == prefix:  # "/admin" under prefix "/admin/"
+            return replacement
+        return path
+
+    def request_head(
+        self,
+        *,
+        method: str,
+        target: str,
+        raw_headers: list[tuple[bytes, bytes]],
+        connection: str | None,
+        upstream_index: int,
+        host: str,
+        scheme: str,
+        peer_ip: str,
+        request_id: str,
+        trusted_hops: int,
+        extra: tuple[tuple[str, str], ...] = (),
+        chunked: bool = False,
+        upgrade: str | None = None,
+    ) -> bytes:
+        """The complete upstream request head (request line, headers, blank line)."""
+        strip = self._strip
+        dynamic = connection_tokens(connection) if connection else None
+        out = [_enc(f"{method} {target} HTTP/1.1\r\n")]
+        xff: bytes | None = None
+        xfp: bytes | None = None
+        xfh: bytes | None = None
+        original_host = b""
+        for name_b, value in raw_headers:
+            name = name_b.lower()
+            if name == b"host":
+                original_host = value
+            if name == b"x-forwarded-for":
+                xff = value if xff is None else xff + b", " + value
+                continue
+            if trusted_hops > 0:
+                if name == b"x-forwarded-proto":
+                    xfp = value
+                elif name == b"x-forwarded-host":
+                    xfh = value
+            lname = name.decode("latin-1")
+            if lname in strip or (dynamic and lname in dynamic):
+                continue
+            out.append(name_b + b": " + value + b"\r\n")
+        if self.route.preserve_host_header:
+            host_b = original_host or _enc(host)
+        else:
+            host_b = self._host_headers[upstream_index]
+        peer_b = _enc(peer_ip)
+        out.append(b"Host: " + host_b + b"\r\n")
+        out.append(b"X-Forwarded-For: " + (xff + b", " + peer_b if xff else peer_b) + b"\r\n")
+        out.append(b"X-Forwarded-Proto: " + (xfp or _enc(scheme)) + b"\r\n")
+        out.append(b"X-Forwarded-Host: " + (xfh or original_host or _enc(host)) + b"\r\n")
+        out.append(b"X-Request-Id: " + _enc(request_id) + b"\r\n")
+        if self.set_request:
+            out.append(self.set_request)
+        for extra_name, extra_value in extra:
+            out.append(_enc(f"{extra_name}: {extra_value}\r\n"))
+        if chunked:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        if upgrade is not None:
+            out.append(b"Connection: upgrade\r\nUpgrade: " + _enc(upgrade) + b"\r\n")
+        out.append(b"\r\n")
+        return b"".join(out)
+
+    def response_headers(self, raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:
+        """Upstream response header lines to pass on (hop-by-hop and replaced ones removed)."""
+        dynamic: frozenset[str] | None = None
+        for name_b, value in raw_headers:
+            if len(name_b) == 10 and name_b.lower() == b"connection":
+                dynamic = (dynamic or frozenset()) | connection_tokens(value.decode("latin-1"))
+        replaced = self.response_set_names
+        out: list[bytes] = []
+        for name_b, value in raw_headers:
+            lname = name_b.lower().decode("latin-1")
+            if lname in HOP_BY_HOP or lname in replaced or (dynamic and lname in dynamic):
+                continue
+            out.append(name_b + b": " + value + b"\r\n")
+        if self.response_set:
+            out.append(self.response_set)
+        return out
+
+
+class Plans:
+    """Route plans for the current table, built on first use of each route.
+
+    Keyed by table identity: a reload swaps the table and the next request starts a fresh set
+    (requests still running on the old table keep the plan they already hold).
+    """
+
+    __slots__ = ("_plans", "_strip", "_table")
+
+    def __init__(self, strip: Iterable[str] = ()) -> None:
+        self._strip = frozenset(strip)
+        self._table: RouteTable | None = None
+        self._plans: dict[int, RoutePlan] = {}
+
+    def get(self, table: RouteTable, route_index: int, route: Route) -> RoutePlan:
+        if table is not self._table:
+            self._table = table
+            self._plans = {}
+        plan = self._plans.get(route_index)
+        if plan is None or plan.route is not route:
+            plan = self._plans[route_index] = RoutePlan(route, self._strip)
+        return plan

@@ -1,0 +1,845 @@
+"""The HTTP/1.1 hot path: an ``asyncio.Protocol`` parsed by ``httptools`` (llhttp).
+
+Why a protocol and not ``aiohttp.web``: measured here, aiohttp's request/response objects cost
+half of what a Python proxy can do per core (see the performance guide). This module does only
+what the wire needs: parse, ask :mod:`vallum.proxy.pipeline` what to do, and pass bytes between
+the client and an :class:`~vallum.proxy.upstream.UpstreamConnection`.
+
+* Keep-alive and pipelining: requests parsed while another is in flight wait in a queue with
+  their body bytes; responses go out strictly in order (one :class:`Exchange` at a time).
+* Flow control, so bodies of any size pass in constant memory: the client's reading pauses while
+  the upstream's write buffer is full (or too much is buffered before the upstream is ready);
+  the upstream's reading pauses while the client's write buffer is full.
+* Framing: ``Content-Length`` bodies pass through as they are; chunked (and read-until-close)
+  bodies are re-chunked for HTTP/1.1 peers; HTTP/1.0 clients get close-delimited responses.
+* ``Expect: 100-continue`` is answered by Vallum once the request is authorized and an upstream
+  connection is ready (Envoy's default); refused requests get their answer and a closed
+  connection instead, so an unsent body is never read.
+* Websockets: with ``allow_websockets`` the upgrade is forwarded on a fresh connection and, on
+  ``101``, both transports are spliced byte for byte; otherwise the upgrade is refused (403).
+* The route ``timeout`` runs from the end of the request to the end of the response (504 if no
+  response head came, else the connection is cut); ``idle_timeout`` cuts a stream with no bytes
+  either way for that long; ``timeout_idle`` closes idle keep-alive connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Coroutine, Generator
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import httptools
+
+from vallum.core.config import RouteTable
+from vallum.core.request import ClientCertificate
+from vallum.proxy import errors, pipeline, tls, upstream
+from vallum.proxy import forward as fwd
+
+log = logging.getLogger("vallum.http")
+
+BUFFER_LIMIT = 256 * 1024  # request bytes held before an upstream is ready
+QUEUE_LIMIT = 32  # pipelined requests held before reading pauses
+MAX_HEAD = 64 * 1024  # request line + headers
+_PAUSE_UPSTREAM = 1
+_PAUSE_BUFFER = 2
+
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
+
+
+class TableSource(Protocol):
+    """Where the current route table comes from (``vallum.proxy.state.TableHolder``)."""
+
+    @property
+    def current(self) -> RouteTable: ...
+
+
+class Observer(Protocol):
+    """Told about every finished exchange (access log, metrics)."""
+
+    def finished(self, ex: Exchange) -> None: ...
+
+
+class Context:
+    """What every connection of one listener shares."""
+
+    def __init__(
+        self,
+        tables: TableSource,
+        gate: pipeline.Gate,
+        pool: upstream.Pool,
+        *,
+        scheme: str = "https",
+        observer: Observer | None = None,
+    ) -> None:
+        self.tables = tables
+        self.gate = gate
+        self.pool = pool
+        self.scheme = scheme
+        self.observer = observer
+        self.plans = fwd.Plans(gate.strip_request_headers())
+        self.connections: set[HTTP1] = set()
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    def protocol(self) -> HTTP1:
+        """The protocol factory for ``loop.create_server``."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+        return HTTP1(self)
+
+    def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self.connections):
+            conn.close_when_idle()
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        limit = loop.time() - self.tables.current.settings.timeout_idle
+        for conn in list(self.connections):
+            if conn.active is None and conn.last_active < limit:
+                conn.close_when_idle()
+        self._sweeper = loop.call_later(1.0, self._sweep)
+
+
+class _HeadTooLarge(Exception):
+    pass
+
+
+class HTTP1(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.peer_ip = ""
+        self.client_cert: ClientCertificate | None = None
+        self.active: Exchange | None = None
+        self.parsing: Exchange | None = None
+        self.queue: collections.deque[Exchange] = collections.deque()
+        self.buffered = 0
+        self.write_paused = False
+        self.raw = False
+        self.closed = False
+        self.last_active = self.loop.time()
+        self._paused = 0
+        self._starting = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._chunked = False
+        self._expect = False
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = str(peer[0]) if peer else ""
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            settings = self.ctx.tables.current.settings
+            self.client_cert = tls.client_certificate(ssl_object, settings)
+        self.ctx.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ctx.connections.discard(self)
+        active, self.active = self.active, None
+        if active is not None:
+            active.downstream_lost()
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = self.loop.time()
+        if self.raw:
+            if self.active is not None:
+                self.active.downstream_raw(data)
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.raw = True
+            ex = self.queue[-1] if self.queue else self.active
+            if ex is not None:
+                if self.parsing is ex:  # upgrade without on_message_complete
+                    ex.body_end()
+                    self.parsing = None
+                rest = data[exc.args[0] :]
+                if rest:
+                    ex.downstream_raw(rest)
+        except httptools.HttpParserError as exc:
+            too_large = isinstance(exc.__context__, _HeadTooLarge)
+            self.raw = True  # nothing more is parsed on this connection
+            self.pause(_PAUSE_BUFFER)
+            if self.parsing is not None and self.parsing.head_sent:
+                self.abort()
+                return
+            bad = Exchange.bad(self, 431 if too_large else 400)
+            if self.parsing is not None and self.parsing in self.queue:
+                self.queue.remove(self.parsing)
+            self.parsing = None
+            self.queue.append(bad)
+        self._start_next()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        ex = self.active
+        if ex is not None and ex.conn is not None:
+            ex.conn.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        ex = self.active
+        if ex is not None and ex.conn is not None:
+            ex.conn.resume_reading()
+
+    # -- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_size = 0
+        self._chunked = False
+        self._expect = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._head_size += len(url)
+        if self._head_size > MAX_HEAD:
+            raise _HeadTooLarge
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value)
+        if self._head_size > MAX_HEAD:
+            raise _HeadTooLarge
+        size = len(name)
+        if size == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = True
+        elif size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        ex = Exchange(
+            self,
+            parser.get_method().decode("ascii"),
+            self._url,
+            self._headers,
+            keep_alive=parser.should_keep_alive(),
+            http10=parser.get_http_version() == "1.0",
+            upgrade=parser.should_upgrade(),
+            chunked=self._chunked,
+            expect=self._expect,
+        )
+        self.parsing = ex
+        self.queue.append(ex)
+        if len(self.queue) > QUEUE_LIMIT:
+            self.pause(_PAUSE_BUFFER)
+
+    def on_body(self, body: bytes) -> None:
+        if self.parsing is not None:
+            self.parsing.request_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.parsing is not None:
+            self.parsing.body_end()
+            self.parsing = None
+
+    # -- flow control and sequencing --------------------------------------------------------
+    def pause(self, reason: int) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and self.transport is not None and not self.closed:
+                self.transport.resume_reading()
+
+    def buffer_changed(self, delta: int) -> None:
+        self.buffered += delta
+        if self.buffered > BUFFER_LIMIT:
+            self.pause(_PAUSE_BUFFER)
+        elif self._paused & _PAUSE_BUFFER and len(self.queue) <= QUEUE_LIMIT and not self.raw:
+            self.resume(_PAUSE_BUFFER)
+
+    def exchange_done(self, ex: Exchange, close: bool) -> None:
+        if self.active is not ex:
+            return
+        self.active = None
+        self.last_active = self.loop.time()
+        if close:
+            self.closed = True
+            self.queue.clear()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._start_next()
+
+    def _start_next(self) -> None:
+        if self._starting:
+            return
+        self._starting = True
+        try:
+            while self.active is None and self.queue and not self.closed:
+                ex = self.active = self.queue.popleft()
+                if self._paused & _PAUSE_BUFFER and not self.raw:
+                    self.buffer_changed(0)
+                ex.start()
+        finally:
+            self._starting = False
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(parts)
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    def close_when_idle(self) -> None:
+        if self.active is None and not self.queue and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+
+class _Resume:
+    """Await a coroutine that already ran up to its first suspension (``coro.send(None)``).
+
+    The pipeline usually finishes without suspending (public routes, cached sessions); running
+    it directly and making a task only when it does suspend saves a task per request.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, value = self.coro, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+class Exchange:
+    """One request and its response on a client connection: the sink of an upstream leg."""
+
+    __slots__ = (
+        "allow",
+        "body_done",
+        "buffer",
+        "buffered",
+        "chunked",
+        "conn",
+        "expect",
+        "finished",
+        "head_sent",
+        "http10",
+        "keep_alive",
+        "last_activity",
+        "match",
+        "method",
+        "plan",
+        "proto",
+        "raw_headers",
+        "raw_in",
+        "req",
+        "request_id",
+        "resp_chunked",
+        "resp_close",
+        "retried",
+        "route_name",
+        "sent",
+        "started",
+        "status",
+        "table",
+        "task",
+        "timer",
+        "tried",
+        "upgrade",
+        "upgraded",
+        "upstream_index",
+        "upstream_url",
+        "url",
+    )
+
+    def __init__(
+        self,
+        proto: HTTP1,
+        method: str,
+        url: bytes,
+        raw_headers: list[tuple[bytes, bytes]],
+        *,
+        keep_alive: bool,
+        http10: bool = False,
+        upgrade: bool = False,
+        chunked: bool = False,
+        expect: bool = False,
+    ) -> None:
+        self.proto = proto
+        self.method = method
+        self.url = url
+        self.raw_headers = raw_headers
+        self.keep_alive = keep_alive
+        self.http10 = http10
+        self.upgrade = upgrade
+        self.chunked = chunked
+        self.expect = expect
+        self.body_done = False
+        self.buffer: list[bytes] = []
+        self.buffered = 0
+        self.raw_in: list[bytes] = []
+        self.conn: upstream.UpstreamConnection | None = None
+        self.req: Any = None
+        self.table: RouteTable | None = None
+        self.match: Any = None
+        self.plan: fwd.RoutePlan | None = None
+        self.allow: pipeline.Allow = pipeline.ALLOW
+        self.request_id = errors.new_request_id()
+        self.started = proto.loop.time()
+        self.last_activity = self.started
+        self.status = 0
+        self.sent = 0
+        self.head_sent = False
+        self.resp_chunked = False
+        self.resp_close = False
+        self.upgraded = False
+        self.finished = False
+        self.retried = False
+        self.route_name = ""
+        self.upstream_url = ""
+        self.upstream_index = 0
+        self.tried: frozenset[int] = frozenset()
+        self.timer: asyncio.TimerHandle | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def bad(cls, proto: HTTP1, status: int) -> Exchange:
+        """A placeholder exchange that answers a request the parser rejected."""
+        ex = cls(proto, "GET", b"", [], keep_alive=False)
+        ex.status = -status
+        ex.body_done = True
+        return ex
+
+    # -- the decision -----------------------------------------------------------------------
+    def start(self) -> None:
+        if self.status < 0:
+            self.respond_error(-self.status, "The request is malformed.")
+            return
+        ctx = self.proto.ctx
+        table = self.table = ctx.tables.current
+        req = self.req = pipeline.request_info(
+            method=self.method,
+            target=self.url.decode("latin-1"),
+            headers=pipeline.header_map(self.raw_headers),
+            scheme=ctx.scheme,
+            peer_ip=self.proto.peer_ip,
+            trusted_hops=table.settings.xff_num_trusted_hops,
+            request_id=self.request_id,
+            client_cert=self.proto.client_cert,
+        )
+        if req is None:
+            self.respond_error(400, "The request has no valid Host or target.")
+            return
+        coro = pipeline.decide(req, table, ctx.gate)
+        try:
+            first = coro.send(None)
+        except StopIteration as stop:
+            self.decided(stop.value)
+            return
+        except Exception:
+            log.exception("pipeline failed (request %s)", self.request_id)
+            self.respond_error(500, "Vallum failed to handle this request.")
+            return
+        self.task = self.proto.loop.create_task(self._decide_later(coro, first))
+
+    async def _decide_later(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        try:
+            verdict = await _Resume(coro, first)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("pipeline failed (request %s)", self.request_id)
+            self.respond_error(500, "Vallum failed to handle this request.")
+            return
+        if not self.finished:
+            self.decided(verdict)
+
+    def decided(self, verdict: pipeline.Forward | pipeline.Respond) -> None:
+        if isinstance(verdict, pipeline.Respond):
+            self.respond(verdict.status, verdict.headers, verdict.body)
+            return
+        match = self.match = verdict.match
+        route = match.route
+        self.route_name = route.name or route.from_url
+        self.allow = verdict.allow
+        assert self.table is not None
+        self.plan = self.proto.ctx.plans.get(self.table, match.route_index, route)
+        if self.upgrade:
+            kind = self.req.headers.get("upgrade", "").lower()
+            if not route.allow_websockets or kind != "websocket":
+                self.respond_error(403, "Protocol upgrades (websockets) are not allowed here.")
+                return
+        self.dispatch()
+
+    # -- the upstream leg -------------------------------------------------------------------
+    def dispatch(self) -> None:
+        assert self.plan is not None
+        pool = self.proto.ctx.pool
+        route = self.plan.route
+        index = pool.pick(route, self.tried)
+        if index is None:
+            self.respond_error(502, "The upstream service is unreachable.")
+            return
+        self.upstream_index = index
+        key = self.plan.pool_keys[index]
+        conn = None if self.upgrade else pool.take(key)
+        if conn is not None:
+            self.send(conn)
+            return
+        self.task = self.proto.loop.create_task(self._connect(key, index))
+
+    async def _connect(self, key: upstream.PoolKey, index: int) -> None:
+        assert self.plan is not None
+        route = self.plan.route
+        timeout = upstream.CONNECT_TIMEOUT
+        if 0 < self.plan.timeout < timeout:
+            timeout = self.plan.timeout
+        try:
+            conn = await self.proto.ctx.pool.connect(key, route, route.to[index], timeout)
+        except asyncio.CancelledError:
+            return
+        except (OSError, TimeoutError) as exc:
+            log.info("upstream %s unreachable: %r", route.to[index].url, exc)
+            self.tried = self.tried | {index}
+            if not self.finished:
+                self.dispatch()
+            return
+        if self.finished:
+            conn.close()
+            return
+        self.send(conn)
+
+    def send(self, conn: upstream.UpstreamConnection) -> None:
+        plan, req, proto = self.plan, self.req, self.proto
+        assert plan is not None and self.table is not None
+        index = self.upstream_index
+        self.conn = conn
+        self.upstream_url = plan.route.to[index].url
+        conn.attach(self, head_only=self.method == "HEAD")
+        target = plan.rewrite_path(self.match.path, index)
+        if req.query:
+            target = f"{target}?{req.query}"
+        conn.write(
+            plan.request_head(
+                method=self.method,
+                target=target,
+                raw_headers=self.raw_headers,
+                connection=req.headers.get("connection"),
+                upstream_index=index,
+                host=req.host,
+                scheme=proto.ctx.scheme,
+                peer_ip=proto.peer_ip,
+                request_id=self.request_id,
+                trusted_hops=self.table.settings.xff_num_trusted_hops,
+                extra=self.allow.request_headers,
+                chunked=self.chunked,
+                upgrade=req.headers.get("upgrade") if self.upgrade else None,
+            )
+        )
+        if proto.write_paused:
+            conn.pause_reading()
+        if self.expect and not self.body_done and not self.buffer:
+            proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.buffer:
+            for chunk in self.buffer:
+                self._write_body(chunk)
+            self.buffer = []
+            proto.buffer_changed(-self.buffered)
+            self.buffered = 0
+        if self.body_done:
+            self._request_sent()
+        idle = plan.idle_timeout
+        if idle > 0 and (plan.timeout <= 0 or plan.timeout > idle or self.upgrade):
+            self.timer = proto.loop.call_later(idle, self._idle_check)
+
+    def _write_body(self, data: bytes) -> None:
+        assert self.conn is not None
+        if self.chunked:
+            self.conn.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.conn.write(data)
+
+    def _request_sent(self) -> None:
+        conn = self.conn
+        assert conn is not None and self.plan is not None
+        if self.chunked:
+            conn.write(b"0\r\n\r\n")
+        conn.request_complete = True
+        timeout = self.plan.timeout
+        if timeout > 0 and not self.upgrade and self.timer is None:
+            self.timer = self.proto.loop.call_later(timeout, self._timed_out)
+
+    # -- request body from the client -------------------------------------------------------
+    def request_body(self, data: bytes) -> None:
+        if self.finished:
+            return
+        self.last_activity = self.proto.last_active
+        if self.conn is not None:
+            self._write_body(data)
+            return
+        self.buffer.append(data)
+        self.buffered += len(data)
+        self.proto.buffer_changed(len(data))
+
+    def body_end(self) -> None:
+        self.body_done = True
+        if self.conn is not None and not self.finished:
+            self._request_sent()
+
+    def downstream_raw(self, data: bytes) -> None:
+        """Bytes after an upgrade request: the websocket stream towards the upstream."""
+        self.last_activity = self.proto.last_active
+        if self.upgraded and self.conn is not None:
+            self.conn.write(data)
+        elif not self.finished:
+            self.raw_in.append(data)
+            self.proto.buffer_changed(len(data))
+
+    def downstream_lost(self) -> None:
+        if self.finished:
+            return
+        if not self.head_sent and not self.status:
+            self.status = 499  # nginx's "client closed request"
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if self.upgraded:
+                conn.close()
+            else:
+                conn.abort()
+        self._end()
+
+    # -- the response (upstream.Sink) -------------------------------------------------------
+    def upstream_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], framing: int, keep_alive: bool
+    ) -> None:
+        assert self.plan is not None
+        self.status = status
+        self.last_activity = self.proto.loop.time()
+        lines = self.plan.response_headers(headers)
+        if status == 101:
+            kind = b"websocket"
+            for name, value in headers:
+                if name.lower() == b"upgrade":
+                    kind = value
+            lines.append(b"Connection: upgrade\r\nUpgrade: " + kind + b"\r\n")
+        elif framing == upstream.FRAMING_CHUNKED or framing == upstream.FRAMING_EOF:
+            if self.http10:
+                self.resp_close = True
+            else:
+                self.resp_chunked = True
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+        if status != 101:
+            if not self.keep_alive or self.upgrade:
+                self.resp_close = True
+            if self.resp_close:
+                lines.append(b"Connection: close\r\n")
+            elif self.http10:
+                lines.append(b"Connection: keep-alive\r\n")
+        for name_s, value_s in self.allow.response_headers:
+            lines.append(f"{name_s}: {value_s}\r\n".encode("latin-1", "replace"))
+        lines.append(b"\r\n")
+        self.proto.write(status_line(status) + b"".join(lines))
+        self.head_sent = True
+
+    def upstream_body(self, data: bytes) -> None:
+        self.sent += len(data)
+        if self.resp_chunked:
+            self.proto.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.proto.write(data)
+
+    def upstream_done(self) -> None:
+        self.conn = None
+        if self.upgraded:
+            self.resp_close = True
+        elif self.resp_chunked:
+            self.proto.write(b"0\r\n\r\n")
+        if not self.body_done:
+            self.resp_close = True  # the rest of the request body would desynchronise us
+        self._end()
+
+    def upstream_failed(self, exc: BaseException | None) -> None:
+        conn, self.conn = self.conn, None
+        if self.finished:
+            return
+        if self.head_sent:
+            log.info("upstream %s failed mid-response: %r", self.upstream_url, exc)
+            self.resp_close = True
+            self.proto.abort()
+            self._end()
+            return
+        if (
+            conn is not None
+            and conn.reused
+            and not self.retried
+            and self.body_done
+            and not self.chunked
+            and "content-length" not in self.req.headers
+        ):
+            self.retried = True  # a pooled connection the upstream had just closed: retry once
+            self._cancel_timer()
+            self.dispatch()
+            return
+        log.info("upstream %s failed: %r", self.upstream_url, exc)
+        self.respond_error(502, "The upstream service closed the connection or is unreachable.")
+
+    def upstream_upgraded(self, rest: bytes) -> None:
+        self.upgraded = True
+        self._cancel_timer()
+        assert self.plan is not None
+        idle = self.plan.idle_timeout
+        if idle > 0:
+            self.timer = self.proto.loop.call_later(idle, self._idle_check)
+        if rest:
+            self.upstream_raw(rest)
+        conn = self.conn
+        if conn is not None and self.raw_in:
+            for chunk in self.raw_in:
+                conn.write(chunk)
+            self.proto.buffer_changed(-sum(len(c) for c in self.raw_in))
+            self.raw_in = []
+
+    def upstream_raw(self, data: bytes) -> None:
+        self.last_activity = self.proto.loop.time()
+        self.sent += len(data)
+        self.proto.write(data)
+
+    def upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self.proto.resume(_PAUSE_UPSTREAM)
+        else:
+            self.proto.pause(_PAUSE_UPSTREAM)
+
+    # -- answers Vallum makes itself --------------------------------------------------------
+    def respond_error(self, status: int, message: str) -> None:
+        accept = self.req.headers.get("accept") if self.req is not None else None
+        page = errors.page(status, self.request_id, accept=accept, message=message)
+        self.respond(page.status, page.headers, page.body)
+
+    def respond(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
+        if self.finished:
+            return
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        if self.head_sent:
+            self.resp_close = True
+            self.proto.abort()
+            self._end()
+            return
+        self.status = status
+        close = not self.keep_alive or not self.body_done or self.upgrade or self.proto.raw
+        self.resp_close = close
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+        if close:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if self.method != "HEAD":
+            parts.append(body)
+            self.sent = len(body)
+        self.proto.write(b"".join(parts))
+        self.head_sent = True
+        self._end()
+
+    # -- timers and the end -----------------------------------------------------------------
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        log.info("upstream %s timed out (request %s)", self.upstream_url, self.request_id)
+        if self.head_sent:
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.abort()
+            self.resp_close = True
+            self.proto.abort()
+            self._end()
+        else:
+            self.status = 504
+            self.respond_error(504, "The upstream service did not answer in time.")
+
+    def _idle_check(self) -> None:
+        self.timer = None
+        if self.finished or self.plan is None:
+            return
+        loop = self.proto.loop
+        idle = self.plan.idle_timeout
+        last = max(self.last_activity, self.proto.last_active)
+        if loop.time() - last >= idle:
+            self._timed_out()
+        else:
+            self.timer = loop.call_at(last + idle, self._idle_check)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _end(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._cancel_timer()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        if self.buffered:
+            self.proto.buffer_changed(-self.buffered)
+            self.buffered = 0
+            self.buffer = []
+        observer = self.proto.ctx.observer
+        if observer is not None:
+            try:
+                observer.finished(self)
+            except Exception:
+                log.exception("access log / metrics failed")
+        self.proto.exchange_done(self, self.resp_close)
+
+    @property
+    def duration(self) -> float:
+        return self.proto.loop.time() - self.started

@@ -1,0 +1,191 @@
+"""The protocol-independent request pipeline: intercept -> match -> authorize -> forward.
+
+A listener (today the HTTP/1.1 hot path in :mod:`vallum.proxy.http1`, later HTTP/2 or a
+forward-auth endpoint) builds a :class:`~vallum.core.request.RequestInfo` with
+:func:`request_info` and asks :func:`decide` what to do with it. The answer is either a
+:class:`Respond` (Vallum answers itself: error page, redirect, sign-in page, JWKS) or a
+:class:`Forward` (send it upstream, adding the headers the gate asked for).
+
+Authentication and authorization plug in through a :class:`Gate`. Until the identity issue lands,
+:class:`PublicOnlyGate` is the default: public routes pass, every other route is refused with a
+403 that says sign-in is not configured -- Vallum fails closed, never open.
+
+The request id travels in ``RequestInfo.headers["x-request-id"]`` (Vallum always generates its
+own and replaces the client's), so a gate can render an error page with :func:`error` without
+any other context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from vallum.core import routing
+from vallum.core.config import RouteTable
+from vallum.core.identity import Identity
+from vallum.core.request import ClientCertificate, RequestInfo
+from vallum.proxy import errors
+from vallum.proxy import forward as fwd
+
+
+@dataclass(frozen=True, slots=True)
+class Respond:
+    """A response Vallum makes itself (error page, redirect, sign-in pages, JWKS)."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Allow:
+    """Forward upstream, adding these headers; ``identity`` is for the access log."""
+
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    identity: Identity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """The pipeline's verdict to forward: which route matched and what the gate added."""
+
+    match: routing.Match
+    allow: Allow
+
+
+class Gate(Protocol):
+    """Authentication and authorization, as the pipeline sees them."""
+
+    async def intercept(self, req: RequestInfo, table: RouteTable) -> Respond | None:
+        """Before route matching: internal endpoints (``/.vallum/*``, ``/.well-known/*``, the
+        authenticate host). Must be nearly free for ordinary paths."""
+        ...
+
+    async def authorize(
+        self, req: RequestInfo, match: routing.Match, table: RouteTable
+    ) -> Allow | Respond:
+        """Decide a matched request: forward (:class:`Allow`) or answer (:class:`Respond`)."""
+        ...
+
+    def strip_request_headers(self) -> frozenset[str]:
+        """Lower-case header names always removed from client requests before forwarding."""
+        ...
+
+
+ALLOW = Allow()
+"""The plain "forward as is" verdict (shared: it is immutable)."""
+
+IDENTITY_HEADERS = frozenset(
+    {"x-pomerium-jwt-assertion", "x-vallum-jwt-assertion", "x-pomerium-jwt-assertion-for"}
+)
+"""Headers only Vallum may set upstream; a client sending them is trying to impersonate."""
+
+
+class PublicOnlyGate:
+    """The fail-closed default before sign-in exists: only public routes are served."""
+
+    async def intercept(self, req: RequestInfo, table: RouteTable) -> Respond | None:
+        return None
+
+    async def authorize(
+        self, req: RequestInfo, match: routing.Match, table: RouteTable
+    ) -> Allow | Respond:
+        if match.route.allow_public_unauthenticated_access:
+            return ALLOW
+        return error(
+            req,
+            403,
+            "This route requires sign-in, and sign-in is not configured on this Vallum.",
+        )
+
+    def strip_request_headers(self) -> frozenset[str]:
+        return IDENTITY_HEADERS
+
+
+def error(req: RequestInfo, status: int, message: str = "") -> Respond:
+    """The standard error page for ``req`` (JSON or HTML by its ``Accept`` header)."""
+    rendered = errors.page(
+        status,
+        req.headers.get("x-request-id", ""),
+        accept=req.headers.get("accept"),
+        message=message,
+    )
+    return Respond(rendered.status, rendered.headers, rendered.body)
+
+
+def request_info(
+    *,
+    method: str,
+    target: str,
+    headers: dict[str, str],
+    scheme: str,
+    peer_ip: str,
+    trusted_hops: int,
+    request_id: str,
+    client_cert: ClientCertificate | None = None,
+) -> RequestInfo | None:
+    """Build the pipeline's request value; ``None`` when it is malformed (answer 400).
+
+    ``headers`` maps lower-case names to values and is *taken over* (the request id is stored
+    into it). ``target`` is the request target: origin form (``/p?q``) or absolute form
+    (``http://host/p?q``, whose host then wins over the ``Host`` header, as RFC 9112 says).
+    """
+    host_raw = headers.get("host")
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+    elif "://" in target:
+        rest = target.split("://", 1)[1]
+        authority, slash, tail = rest.partition("/")
+        host_raw = authority.rpartition("@")[2]
+        path, _, query = (slash + tail).partition("?")
+        path = path or "/"
+    else:  # "*" (OPTIONS *) or garbage: nothing to route
+        return None
+    if not host_raw:
+        return None
+    host = routing.normalize_host(host_raw)
+    if not host:
+        return None
+    headers["x-request-id"] = request_id
+    return RequestInfo(
+        method=method,
+        host=host,
+        path=path,
+        query=query,
+        scheme=scheme,
+        headers=headers,
+        client_ip=fwd.client_ip(peer_ip, headers.get("x-forwarded-for"), trusted_hops),
+        client_cert=client_cert,
+    )
+
+
+async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | Respond:
+    """Run the pipeline for one request: intercept, normalise and match, authorize."""
+    early = await gate.intercept(req, table)
+    if early is not None:
+        return early
+    match = routing.match(table, req.host, req.path)  # normalises the path itself
+    if match is None:
+        if routing.normalize_path(req.path) is None:
+            return error(req, 400, "The request path is malformed.")
+        return error(req, 404, "No route matches this host and path.")
+    verdict = await gate.authorize(req, match, table)
+    if isinstance(verdict, Respond):
+        return verdict
+    return Forward(match, verdict)
+
+
+def header_map(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-case name -> value for ``RequestInfo`` (repeats joined by ``", "``, cookies by
+    ``"; "``)."""
+    out: dict[str, str] = {}
+    for name_b, value_b in pairs:
+        name = name_b.decode("latin-1").lower()
+        value = value_b.decode("latin-1")
+        if name in out:
+            out[name] = f"{out[name]}{'; ' if name == 'cookie' else ', '}{value}"
+        else:
+            out[name] = value
+    return out
+
