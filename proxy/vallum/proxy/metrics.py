@@ -1,0 +1,158 @@
+"""Prometheus metrics for the data plane, cheap on the hot path and correct with ``--workers N``.
+
+* ``vallum_requests_total{route,method,status}`` and ``vallum_request_duration_seconds{route}``
+  — one :meth:`Metrics.observe` per request. Labelled children are cached in a dict, so a request
+  costs one dict lookup, one counter increment and one histogram observation (``labels()`` with
+  its validation runs once per label combination). Methods outside the standard set are counted
+  as ``OTHER`` so a client cannot grow the label space.
+* ``vallum_route_table_generation``, ``vallum_route_table_routes``,
+  ``vallum_config_last_reload_success`` and ``vallum_config_reload_failures_total`` — what live
+  reload did.
+
+Several worker processes share one port, and a scrape reaches only one of them; prometheus_client's
+multiprocess mode makes every worker write its values to files in ``PROMETHEUS_MULTIPROC_DIR``
+and a scrape sums them. The server calls :func:`enable_multiprocess` *before* forking workers;
+:meth:`Metrics.render` serves either mode.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# From 1 ms (a cached public route on loopback) to a minute (long uploads, slow upstreams).
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+           60.0)
+
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"}
+)
+
+
+def enable_multiprocess(directory: str | None = None) -> str:
+    """Switch this process (and the workers it forks) to multiprocess metrics.
+
+    Creates a private temporary directory unless ``directory`` is given, exports it as
+    ``PROMETHEUS_MULTIPROC_DIR`` and makes metrics created from now on write there. Returns the
+    directory; the caller removes it at exit.
+    """
+    path = directory or tempfile.mkdtemp(prefix="vallum-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    _use_multiprocess_values()
+    return path
+
+
+def _use_multiprocess_values() -> None:
+    # prometheus_client picks its value class when first imported; re-pick it if the directory
+    # was exported after that import.
+    if getattr(values.ValueClass, "__name__", "") != "MmapedValue":
+        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+
+
+def worker_exited(pid: int) -> None:
+    """Forget a dead worker's live gauges (call from the parent when a worker exits)."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if directory:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """The data plane's metrics. One instance per process."""
+
+    def __init__(self, *, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROC_ENV) or None
+        if self.multiprocess_dir:
+            _use_multiprocess_values()
+        self.registry = CollectorRegistry()
+        if not self.multiprocess_dir:
+            ProcessCollector(registry=self.registry)
+        self.requests = Counter(
+            "vallum_requests",
+            "Requests served, by route, method and status.",
+            ("route", "method", "status"),
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "vallum_request_duration_seconds",
+            "Time from request received to response finished, by route.",
+            ("route",),
+            buckets=BUCKETS,
+            registry=self.registry,
+        )
+        self.generation = Gauge(
+            "vallum_route_table_generation",
+            "Generation of the route table being served (1 = the first one loaded).",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.routes = Gauge(
+            "vallum_route_table_routes",
+            "Routes in the table being served.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.last_reload_success = Gauge(
+            "vallum_config_last_reload_success",
+            "1 if the last reload was accepted, 0 if it was rejected (old table kept).",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self.reload_failures = Counter(
+            "vallum_config_reload_failures",
+            "Reloads rejected because the configuration did not compile.",
+            registry=self.registry,
+        )
+        self.last_reload_success.set(1)
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and its duration. Hot path: keep it this small."""
+        if method not in METHODS:
+            method = "OTHER"
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._child(route, method, status)
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def _child(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
+        children = (
+            self.requests.labels(route, method, str(status)),
+            self.duration.labels(route),
+        )
+        self._children[(route, method, status)] = children
+        return children
+
+    def set_table(self, generation: int, routes: int) -> None:
+        """Record that the table ``generation`` with ``routes`` routes is being served."""
+        self.generation.set(generation)
+        self.routes.set(routes)
+        self.last_reload_success.set(1)
+
+    def reload_failed(self, _message: str = "") -> None:
+        """Record a rejected reload (usable as a ``Reloader`` ``on_failure`` callback)."""
+        self.reload_failures.inc()
+        self.last_reload_success.set(0)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type; sums every worker in multiprocess mode."""
+        if self.multiprocess_dir:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
