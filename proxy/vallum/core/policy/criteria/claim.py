@@ -1,0 +1,77 @@
+"""``claim/<name>``: a string list matcher on one of the identity's claims.
+
+The name is everything after the first ``/`` (``claim/example.com/role`` is the claim
+``example.com/role``). A dotted name reaches into nested objects (``claim/org.team`` reads
+``{"org": {"team": ...}}``) when no claim has the literal dotted name. A scalar claim behaves as
+a one-element list, a list claim as its scalar items, and a missing (or object-valued) claim as
+an empty list. Numbers and booleans compare in canonical text (``true``, ``42``).
+Anonymous: unauthenticated, so ``claim/x: {exclude: v}`` does not admit anonymous users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from vallum.core.errors import PolicyError
+from vallum.core.policy import logic, matchers
+from vallum.core.policy.criteria import base
+from vallum.core.policy.subject import Subject
+
+NAME = "claim"
+ABOUT_USER = True
+SUB_PATH = True
+
+
+def claim_values(claims: object, name: str, parts: tuple[str, ...]) -> tuple[str, ...]:
+    """The canonical string values of claim ``name`` (``parts`` = name split at dots)."""
+    if not isinstance(claims, Mapping):
+        return ()
+    value = claims.get(name, _MISSING)
+    if value is _MISSING and len(parts) > 1:
+        value = claims
+        for part in parts:
+            if not isinstance(value, Mapping):
+                return ()
+            value = value.get(part, _MISSING)
+            if value is _MISSING:
+                return ()
+    if isinstance(value, (list, tuple)):
+        return matchers.canonical_list(value)
+    text = matchers.canonical(value)
+    return () if text is None else (text,)
+
+
+_MISSING = object()
+
+
+def build(spec: base.Spec) -> base.Leaf:
+    name = spec.sub_path
+    if not name:
+        raise PolicyError(spec.path, "`claim` needs a claim name: claim/<name>")
+    m = matchers.list_matcher(spec.data, spec.path)
+    match = m.test
+    parts = tuple(name.split("."))
+
+    def test(subject: Subject) -> int:
+        identity = subject.identity
+        if identity is None:
+            return logic.UNAUTH
+        values = claim_values(getattr(identity, "claims", None), name, parts)
+        return logic.TRUE if match(values) else logic.FALSE
+
+    only_has = list(m.normalized) == ["has"]
+    requirement = (
+        f"claim `{name}` = `{m.normalized['has']}`"
+        if only_has
+        else f"claim `{name}` that {m.description}"
+    )
+    return base.Leaf(
+        spec.key,
+        test,
+        f"claim/{name} {m.description}",
+        requirement,
+        "claim-unauthorized",
+        m.normalized,
+        spec.path,
+        about_user=True,
+    )

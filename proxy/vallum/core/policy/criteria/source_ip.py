@@ -1,0 +1,74 @@
+"""``source_ip``: the client address is in one of the given IPs or CIDR ranges.
+
+The value is a string or a list of strings. A bare address means /32 (/128); a range with host
+bits set (``192.168.1.1/24``) is accepted as its network. An IPv4-mapped IPv6 client address
+(``::ffff:10.0.0.1``) matches its IPv4 form. The client address is ``RequestInfo.client_ip``
+(after ``xff_num_trusted_hops``); a missing or unparsable one matches nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from vallum.core.errors import PolicyError
+from vallum.core.policy import logic
+from vallum.core.policy.criteria import base
+from vallum.core.policy.subject import Subject
+
+NAME = "source_ip"
+ABOUT_USER = False
+SUB_PATH = False
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _networks(data: object, path: str) -> tuple[Network, ...]:
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise PolicyError(path, "expected an IP address or CIDR range, or a non-empty list of them")
+    out: list[Network] = []
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]" if isinstance(data, list) else path
+        if not isinstance(item, str):
+            raise PolicyError(where, f"expected an IP address or CIDR range, got {item!r}")
+        try:
+            out.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise PolicyError(where, f"not an IP address or CIDR range: {item!r}") from None
+    return tuple(out)
+
+
+def build(spec: base.Spec) -> base.Leaf:
+    networks = _networks(spec.data, spec.path)
+    v4 = tuple(n for n in networks if n.version == 4)
+    v6 = tuple(n for n in networks if n.version == 6)
+
+    def test(subject: Subject) -> int:
+        text = subject.request.client_ip
+        if type(text) is not str or not text:
+            return logic.FALSE
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            return logic.FALSE
+        if address.version == 6:
+            mapped = address.ipv4_mapped
+            if mapped is not None:
+                address = mapped
+        candidates = v4 if address.version == 4 else v6
+        for network in candidates:
+            if address in network:
+                return logic.TRUE
+        return logic.FALSE
+
+    normalized = [str(n) for n in networks]
+    shown = ", ".join(normalized)
+    return base.Leaf(
+        spec.key,
+        test,
+        f"source_ip in {shown}",
+        f"a client address in {shown}",
+        base.code_for(NAME),
+        normalized,
+        spec.path,
+    )
