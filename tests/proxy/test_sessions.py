@@ -28,7 +28,9 @@ def _session(groups: int = 2, ttl: float = 3600) -> sessions.Session:
     ident = identity.Identity(
         user="alice", email="alice@example.test", name="Alice",
         groups=tuple(f"group-{i:03d}-with-a-realistic-length-name" for i in range(groups)),
-        claims={"sub": "alice", "org": {"team": "red"}}, session_id="sid-1",
+        claims={"sub": "alice", "org": {"team": "red"},
+                "groups": [f"group-{i:03d}-with-a-realistic-length-name" for i in range(groups)]},
+        session_id="sid-1",
         expires_at=exp,
     )
     return sessions.Session(ident, refresh_token="rt-1", expires_at=exp,

@@ -124,18 +124,28 @@ class Session:
 
     def to_json(self) -> dict[str, Any]:
         ident = self.identity
+        groups = list(ident.groups)
+        claims = dict(ident.claims)
+        # The groups claim usually repeats the groups: store them once (a cookie is small).
+        same = [k for k, v in claims.items() if v == groups and groups]
+        for key in same:
+            del claims[key]
         return {
-            "u": ident.user, "e": ident.email, "n": ident.name, "g": list(ident.groups),
-            "c": dict(ident.claims), "s": ident.session_id, "r": self.refresh_token,
+            "u": ident.user, "e": ident.email, "n": ident.name, "g": groups, "gk": same,
+            "c": claims, "s": ident.session_id, "r": self.refresh_token,
             "x": self.expires_at, "f": self.refresh_at, "i": self.issued_at,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Session:
+        groups = [str(g) for g in data["g"]]
+        claims = dict(data["c"])
+        for key in data.get("gk", ()):
+            claims[str(key)] = list(groups)
         return cls(
             identity=identity.Identity(
                 user=str(data["u"]), email=str(data["e"]), name=str(data["n"]),
-                groups=tuple(str(g) for g in data["g"]), claims=dict(data["c"]),
+                groups=tuple(groups), claims=claims,
                 session_id=str(data["s"]), expires_at=float(data["x"]),
             ),
             refresh_token=str(data["r"]),
@@ -217,14 +227,23 @@ class SessionCookies:
             parts.append(part)
         return "".join(parts)
 
+    def domain_for(self, host: str | None) -> str | None:
+        """``cookie_domain`` when it covers ``host`` (or no host is given), else host-only."""
+        domain = self.settings.cookie_domain
+        if not domain or host is None:
+            return domain
+        domain = domain.lstrip(".").lower()
+        return domain if host == domain or host.endswith("." + domain) else None
+
     def set_headers(
-        self, session: Session, present: Iterable[str] = (), now: float | None = None
+        self, session: Session, present: Iterable[str] = (), now: float | None = None,
+        host: str | None = None,
     ) -> list[str]:
-        """``Set-Cookie`` values storing ``session``; ``present`` = cookie names the client sent
-        (stale chunks among them are cleared)."""
+        """``Set-Cookie`` values storing ``session`` for ``host``; ``present`` = cookie names
+        the client sent (stale chunks among them are cleared)."""
         value = self.encode(session, now)
         max_age = session.expires_at - (time.time() if now is None else now)
-        domain = self.settings.cookie_domain
+        domain = self.domain_for(host)
         if len(value) <= CHUNK_SIZE:
             pairs = [(self.name, value)]
         else:
@@ -249,11 +268,12 @@ class SessionCookies:
         ]
         return headers
 
-    def clear_headers(self, present: Iterable[str] = ()) -> list[str]:
+    def clear_headers(self, present: Iterable[str] = (), host: str | None = None) -> list[str]:
         """``Set-Cookie`` values removing every session cookie (and the plain name, always)."""
         names = {self.name} | {n for n in present if self._is_ours(n)}
+        domain = self.domain_for(host)
         return [
-            cookie_header(name, "", self.settings, max_age=0, domain=self.settings.cookie_domain)
+            cookie_header(name, "", self.settings, max_age=0, domain=domain)
             for name in sorted(names)
         ]
 
