@@ -44,6 +44,18 @@ def test_one_json_object_per_line() -> None:
     assert abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 5
 
 
+def test_hostile_strings_stay_one_valid_line() -> None:
+    out = io.StringIO()
+    log = accesslog.AccessLog(out)
+    path = '/x\n{"status":1}\u2028é\x00\\'
+    log.write(**{**FIELDS, "path": path, "host": "h\"\r"}, user="ünï\tcode")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1
+    entry = json.loads(lines[0])
+    assert entry["path"] == path and entry["host"] == "h\"\r" and entry["user"] == "ünï\tcode"
+    assert entry["time"].endswith("Z")
+
+
 def test_disabled_writes_nothing() -> None:
     out = io.StringIO()
     log = accesslog.AccessLog(out, enabled=False)
