@@ -12,12 +12,19 @@ so that a change reloads), hosts are lower-case without a trailing dot.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import hashlib
 import json
+import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NewType
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 Host = NewType("Host", str)
 """A lower-case host name without port or trailing dot; may start with ``*.`` (one label)."""
@@ -168,6 +175,11 @@ class Settings:
     downstream_mtls: DownstreamMTLS | None = None
     certificate_authority_pem: str | None = None
     dev_mode: bool = False
+    # Added with the YAML loader: the route ``timeout`` used when a route sets none (Pomerium's
+    # ``default_upstream_timeout``), the IdP kind as written, and the log level.
+    default_upstream_timeout: float = 30.0
+    idp_provider: str = "oidc"
+    log_level: str = "info"
     routes: tuple[Route, ...] = ()
     # Every file this configuration was read from; a change to any of them triggers a reload.
     watched_files: tuple[str, ...] = ()
@@ -199,3 +211,110 @@ class RouteTable:
     checksum: str
     index: Any = field(repr=False, compare=False, default=None)
     """The routing index (built by :mod:`vallum.core.routing`); opaque to everyone else."""
+
+
+# ------------------------------------------------------------------------------------------
+# Value forms shared by every producer of configuration (the YAML loader, the operator's
+# annotations). Each raises ``ValueError`` with a message meant for the user; the caller adds
+# the place (file, line, key).
+
+_GO_DURATION = re.compile(r"([0-9]*\.?[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+_GO_UNITS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a Go duration string (``"30s"``, ``"1m30s"``, ``"1.5h"``, ``"0"``) or a
+    number of seconds. Negative durations are refused."""
+    if isinstance(value, bool):
+        raise ValueError(f'expected a duration like "30s", got {value!r}')
+    if isinstance(value, (int, float)):
+        if value < 0 or value != value:
+            raise ValueError(f"expected a duration of zero or more, got {value!r}")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f'expected a duration like "30s", got {value!r}')
+    text = value.strip()
+    if text in ("0", "+0"):
+        return 0.0
+    body = text[1:] if text.startswith("+") else text
+    pos, total = 0, 0.0
+    for found in _GO_DURATION.finditer(body):
+        if found.start() != pos:
+            break
+        total += float(found.group(1)) * _GO_UNITS[found.group(2)]
+        pos = found.end()
+    if not body or pos != len(body):
+        raise ValueError(f'expected a duration like "30s" or "1m30s", got {value!r}')
+    return total
+
+
+def parse_upstream(text: str) -> Upstream:
+    """One ``to`` entry: ``http(s)://host[:port][/path]``, optionally ``,weight`` (Pomerium's
+    weighted form, weight a positive integer)."""
+    url, weight = text.strip(), 1
+    if "," in url:
+        url, _, raw_weight = url.partition(",")
+        if not raw_weight.strip().isdigit() or int(raw_weight) < 1:
+            raise ValueError(f"weight must be a positive integer, got {raw_weight!r} in {text!r}")
+        weight = int(raw_weight)
+    parsed = urllib.parse.urlsplit(url)
+    scheme = parsed.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"upstream must be an http:// or https:// URL, got {url!r}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError as exc:
+        raise ValueError(f"invalid upstream URL {url!r}: {exc}") from None
+    if not host:
+        raise ValueError(f"upstream URL has no host: {url!r}")
+    if parsed.query or parsed.fragment or parsed.username or parsed.password:
+        raise ValueError(f"upstream URL may not carry a query, fragment or user: {url!r}")
+    default_port = 443 if scheme == "https" else 80
+    return Upstream(
+        url=url,
+        scheme="https" if scheme == "https" else "http",
+        host=host,
+        port=port or default_port,
+        path=parsed.path.rstrip("/") if parsed.path != "/" else "",
+        weight=weight,
+    )
+
+
+def parse_pem(value: str, kind: Literal["certificate", "private key", "crl", "any"]) -> str:
+    """PEM text from raw PEM or base64-encoded PEM (Pomerium's inline form), checked to hold
+    at least one ``kind`` block that ``cryptography`` can load."""
+    text = value.strip()
+    if "-----BEGIN" not in text:
+        try:
+            text = base64.b64decode("".join(text.split()), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise ValueError(f"expected PEM or base64-encoded PEM ({kind})") from None
+        if "-----BEGIN" not in text:
+            raise ValueError(f"base64 value does not decode to PEM ({kind})")
+    data = text.encode()
+    try:
+        if kind == "certificate":
+            x509.load_pem_x509_certificates(data)
+        elif kind == "private key":
+            serialization.load_pem_private_key(data, password=None)
+        elif kind == "crl":
+            x509.load_pem_x509_crl(data)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a valid PEM {kind}: {exc}") from None
+    return text.strip() + "\n"
+
+
+def claim_header_name(claim: str) -> str:
+    """Pomerium's header for a claim listed without a name: ``given_name`` ->
+    ``X-Pomerium-Claim-Given-Name``."""
+    parts = claim.replace("_", "-").split("-")
+    return "X-Pomerium-Claim-" + "-".join(p[:1].upper() + p[1:].lower() for p in parts)

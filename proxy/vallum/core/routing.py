@@ -165,7 +165,7 @@ def normalize_host(raw: str) -> str:
 _LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
 
 
-def _host_problem(host: str) -> str | None:
+def host_problem(host: str) -> str | None:
     """Why ``host`` (already normalised) cannot be a route's host, or None."""
     if host == "*":
         return None
@@ -236,7 +236,7 @@ def build_table(settings: config.Settings) -> config.RouteTable:
         place = route.source or f"routes[{index}]"
         entry_problems: list[str] = []
         host = normalize_host(route.host) if route.host not in ("", "*") else "*"
-        problem = _host_problem(host)
+        problem = host_problem(host)
         if problem:
             entry_problems.append(f"{place}: from: {problem}")
         if not route.to:
