@@ -28,7 +28,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Hashable
-from typing import Protocol
+from typing import Protocol, cast
 
 import httptools
 
@@ -141,8 +141,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.raw:

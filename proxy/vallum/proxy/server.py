@@ -1,0 +1,419 @@
+"""Start and stop everything ``vallum serve`` runs, in one process or in N worker processes.
+
+One worker (:class:`Server`) runs, on one event loop (uvloop when installed):
+
+* the main listener on ``address``: HTTPS with the SNI-selecting context of
+  :mod:`vallum.proxy.tls`, or plain HTTP with ``insecure_server`` -- the hot path of
+  :mod:`vallum.proxy.http1`;
+* the HTTP listener on ``http_redirect_addr`` that answers every request with a ``301`` to the same
+  URL over HTTPS (as Pomerium does);
+* the admin listener on ``metrics_address`` (``/healthz``, ``/readyz``, ``/metrics``), in worker 0;
+* the :class:`~vallum.proxy.reload.Reloader`: a changed file or ``SIGHUP`` compiles a new table
+  beside the old one and swaps it in. A swap that changes the certificates rebuilds the TLS
+  context and opens a new listening socket beside the old one (``SO_REUSEPORT``) before closing
+  the old one, so no connection attempt is refused; established connections are not touched.
+
+``--workers N`` (:func:`run`) forks N such workers sharing the ports with ``SO_REUSEPORT`` -- the
+kernel spreads connections over them, as nginx's workers do. The parent only supervises:
+it passes ``SIGHUP``/``SIGTERM`` on, restarts a worker that dies, and gives up (exit 1) when one
+dies right at start (a port in use, say). ``SIGTERM``/``SIGINT`` drain: listeners close, idle
+connections close, running requests get up to ``DRAIN_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import httptools
+
+from vallum.core import config, configfile, errors, routing
+from vallum.proxy import (
+    accesslog,
+    http1,
+    metrics,
+    pipeline,
+    reload,
+    state,
+    tls,
+    upstream,
+    upstream_tls,
+)
+from vallum.proxy import errors as pages
+
+log = logging.getLogger("vallum.server")
+
+DRAIN_SECONDS = 10.0
+EARLY_DEATH_SECONDS = 3.0
+
+
+def parse_address(value: str, place: str) -> tuple[str | None, int]:
+    """``":443"``, ``"0.0.0.0:8443"``, ``"[::1]:443"`` -> (host or None for all, port)."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise errors.ConfigError([f"{place}: expected HOST:PORT or :PORT, got {value!r}"])
+    host = host.strip("[]")
+    return (host or None), int(port_text)
+
+
+def compile_file(path: str) -> config.RouteTable:
+    """The config file at ``path`` compiled into a table (raises ``ConfigError``)."""
+    return routing.build_table(configfile.load(path))
+
+
+class Observer:
+    """Writes the access log line and the metrics of each finished exchange."""
+
+    def __init__(self, log_: accesslog.AccessLog, metrics_: metrics.Metrics | None) -> None:
+        self.log = log_
+        self.metrics = metrics_
+
+    def finished(self, ex: http1.Exchange) -> None:
+        req = ex.req
+        duration = ex.duration
+        status = ex.status
+        if self.log.enabled:
+            identity = ex.allow.identity
+            self.log.write(
+                method=ex.method,
+                host=req.host if req is not None else "",
+                path=req.path if req is not None else "",
+                status=status,
+                bytes_sent=ex.sent,
+                duration=duration,
+                route=ex.route_name,
+                request_id=ex.request_id,
+                client_ip=req.client_ip if req is not None else ex.proto.peer_ip,
+                upstream=ex.upstream_url,
+                user=identity.user if identity is not None else None,
+            )
+        if self.metrics is not None:
+            self.metrics.observe(ex.route_name, ex.method, status, duration)
+
+
+class RedirectToHTTPS(asyncio.Protocol):
+    """The ``http_redirect_addr`` listener: every request gets a 301 to its HTTPS URL."""
+
+    def __init__(self, https_port: int) -> None:
+        self.suffix = "" if https_port == 443 else f":{https_port}"
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.host = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self._answer(400, "", close=True)
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.host = b""
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"host":
+            self.host = value
+
+    def on_message_complete(self) -> None:
+        host = routing.normalize_host(self.host.decode("latin-1")) if self.host else ""
+        target = self.url.decode("latin-1")
+        if not host or not target.startswith("/"):
+            self._answer(400, "", close=True)
+            return
+        keep = self.parser.should_keep_alive()
+        self._answer(301, f"https://{host}{self.suffix}{target}", close=not keep)
+
+    def _answer(self, status: int, location: str, *, close: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        page = pages.page(status, pages.new_request_id(), message="Use HTTPS.")
+        head = [http1.status_line(status)]
+        headers = [*page.headers, ("Content-Length", str(len(page.body)))]
+        if location:
+            headers.append(("Location", location))
+        if close:
+            headers.append(("Connection", "close"))
+        head.extend(f"{k}: {v}\r\n".encode("latin-1", "replace") for k, v in headers)
+        self.transport.write(b"".join(head) + b"\r\n" + page.body)
+        if close:
+            self.transport.close()
+
+
+class Server:
+    """One worker's listeners, pools and reloader."""
+
+    def __init__(
+        self,
+        table: config.RouteTable,
+        *,
+        config_path: str | None = None,
+        gate: pipeline.Gate | None = None,
+        worker: int = 0,
+        access_log: accesslog.AccessLog | None = None,
+        metrics_: metrics.Metrics | None = None,
+        admin: bool = True,
+    ) -> None:
+        self.holder = state.TableHolder(table)
+        self.config_path = config_path
+        self.worker = worker
+        self.metrics = metrics_ if metrics_ is not None else metrics.Metrics()
+        self.metrics.set_table(self.holder.generation, len(table.settings.routes))
+        self.upstream_tls = upstream_tls.UpstreamTLS(table.settings.certificate_authority_pem)
+        self.pool = upstream.Pool(self.upstream_tls)
+        settings = table.settings
+        self.ctx = http1.Context(
+            self.holder,
+            gate or pipeline.PublicOnlyGate(),
+            self.pool,
+            scheme="http" if settings.insecure_server else "https",
+            observer=Observer(access_log or accesslog.AccessLog(), self.metrics),
+        )
+        self.want_admin = admin
+        self.main: asyncio.Server | None = None
+        self.redirect: asyncio.Server | None = None
+        self.admin: Any = None
+        self.reloader: reload.Reloader | None = None
+        self.ready = False
+        self._tls_key = _tls_key(settings)
+        self._address = parse_address(settings.address, "address")
+
+    @property
+    def port(self) -> int:
+        assert self.main is not None
+        return int(self.main.sockets[0].getsockname()[1])
+
+    async def start(self) -> None:
+        settings = self.holder.current.settings
+        context = None if settings.insecure_server else tls.server_context(settings)
+        self.main = await self._listen(self._address, context)
+        if settings.http_redirect_addr and not settings.insecure_server:
+            address = parse_address(settings.http_redirect_addr, "http_redirect_addr")
+            loop = asyncio.get_running_loop()
+            https_port = self.port
+            self.redirect = await loop.create_server(
+                lambda: RedirectToHTTPS(https_port),
+                address[0],
+                address[1],
+                reuse_port=True,
+                backlog=1024,
+            )
+        if settings.metrics_address and self.want_admin:
+            await self._start_admin(settings.metrics_address)
+        if self.config_path is not None:
+            self.reloader = reload.Reloader(
+                self.config_path,
+                self.holder,
+                compile_file,
+                on_swap=[self.upstream_tls.retain, self._swapped],
+                on_failure=[self.metrics.reload_failed],
+            )
+            self.reloader.start()
+        self.ready = True
+
+    async def _start_admin(self, address_text: str) -> None:
+        from vallum.proxy import admin  # the admin listener is aiohttp; load it only when used
+
+        host, port = parse_address(address_text, "metrics_address")
+        self.admin = await admin.start_admin(
+            host or "0.0.0.0",  # noqa: S104 (the admin address is the operator's choice)
+            port,
+            self.holder,
+            self.metrics,
+            ready=lambda: self.ready,
+        )
+
+    async def _listen(
+        self, address: tuple[str | None, int], context: ssl.SSLContext | None
+    ) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        return await loop.create_server(
+            self.ctx.protocol,
+            address[0],
+            address[1],
+            ssl=context,
+            reuse_port=True,
+            backlog=4096,
+            ssl_handshake_timeout=10.0 if context is not None else None,
+        )
+
+    def _swapped(self, table: config.RouteTable) -> None:
+        self.metrics.set_table(self.holder.generation, len(table.settings.routes))
+        settings = table.settings
+        if parse_address(settings.address, "address") != self._address:
+            log.warning("address changed: restart vallum to listen on the new address")
+        key = _tls_key(settings)
+        if key != self._tls_key and not settings.insecure_server:
+            self._tls_key = key
+            asyncio.get_running_loop().create_task(self._rebind(settings))
+
+    async def _rebind(self, settings: config.Settings) -> None:
+        try:
+            context = tls.server_context(settings)
+            fresh = await self._listen(self._address, context)
+        except (errors.ConfigError, OSError) as exc:
+            log.error("certificates changed but the new TLS listener failed: %s", exc)
+            return
+        old, self.main = self.main, fresh
+        if old is not None:
+            old.close()
+        log.info("certificates reloaded", extra={"event": "tls_reloaded"})
+
+    async def close(self, drain: float = DRAIN_SECONDS) -> None:
+        """Stop listening, then give running requests up to ``drain`` seconds."""
+        self.ready = False
+        if self.reloader is not None:
+            await self.reloader.stop()
+        for server in (self.main, self.redirect):
+            if server is not None:
+                server.close()
+        self.ctx.close()
+        deadline = time.monotonic() + drain
+        while self.ctx.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            self.ctx.close()
+        for conn in list(self.ctx.connections):
+            conn.abort()
+        self.pool.close()
+        if self.admin is not None:
+            await self.admin.cleanup()
+
+
+def _tls_key(settings: config.Settings) -> object:
+    return (settings.certificates, settings.downstream_mtls, settings.insecure_server)
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def _run_loop(main: Callable[[], Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is an optional speed-up
+        return asyncio.run(main())
+    return uvloop.run(main())
+
+
+async def _serve(
+    config_path: str, table: config.RouteTable, worker: int, gate: pipeline.Gate | None
+) -> int:
+    server = Server(table, config_path=config_path, gate=gate, worker=worker, admin=worker == 0)
+    try:
+        await server.start()
+    except (errors.ConfigError, OSError) as exc:
+        problems = exc.problems if isinstance(exc, errors.ConfigError) else (str(exc),)
+        for problem in problems:
+            print(f"vallum serve: {problem}", file=sys.stderr)
+        await server.close(drain=0)
+        return 1
+    log.info(
+        "serving",
+        extra={"event": "serving", "address": table.settings.address, "worker": worker,
+               "pid": os.getpid()},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining", extra={"event": "draining", "worker": worker})
+    await server.close()
+    return 0
+
+
+def run(
+    config_path: str, *, workers: int = 1, gate_factory: Callable[[], pipeline.Gate] | None = None
+) -> int:
+    """Serve ``config_path`` until SIGTERM/SIGINT; returns the exit status.
+
+    A config that does not load is a ``ConfigError`` raised before anything starts.
+    """
+    table = compile_file(config_path)
+    if workers <= 1:
+        gate = gate_factory() if gate_factory else None
+        status: int = _run_loop(lambda: _serve(config_path, table, 0, gate))
+        return status
+    if not table.settings.insecure_server:
+        tls.server_context(table.settings)  # certificate problems: fail before forking
+    directory = metrics.enable_multiprocess()
+    try:
+        return _supervise(config_path, table, workers, gate_factory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _supervise(
+    config_path: str,
+    table: config.RouteTable,
+    workers: int,
+    gate_factory: Callable[[], pipeline.Gate] | None,
+) -> int:
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started)
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the reloader takes it
+            pages.reset_after_fork()
+            code = 1
+            try:
+                gate = gate_factory() if gate_factory else None
+                code = _run_loop(lambda: _serve(config_path, table, index, gate))
+            finally:
+                os._exit(code)
+        children[pid] = (index, time.monotonic())
+
+    stopping = False
+
+    def forward(sig: int, _frame: object) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    for index in range(workers):
+        spawn(index)
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:  # pragma: no cover - PEP 475 retries os.wait
+            continue
+        entry = children.pop(pid, None)
+        metrics.worker_exited(pid)
+        if stopping or entry is None:
+            continue
+        index, started = entry
+        exit_code = os.waitstatus_to_exitcode(code)
+        if time.monotonic() - started < EARLY_DEATH_SECONDS:
+            print(f"vallum serve: worker {index} exited at start ({exit_code})", file=sys.stderr)
+            status = 1
+            stopping = True
+            forward(signal.SIGTERM, None)
+            continue
+        log.error("worker %s exited (%s): restarting", index, exit_code)
+        spawn(index)
+    return status
