@@ -12,9 +12,11 @@ import datetime as dt
 import json
 import socket
 import ssl
+import tempfile
 import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -349,3 +351,18 @@ def test_verify_chain_with_cryptography(pki: dict[str, Any]) -> None:
     assert tls.verify_chain(carol.der, (), anchored) is None
     expired = ca.issue("old", client=True, not_before=dt.datetime.now(dt.UTC) - dt.timedelta(3))
     assert "expired" in (tls.verify_chain(expired.der, (), mtls) or "")
+
+
+async def test_self_signed_survives_reload_and_key_files_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    settings = config.Settings(address=":8443")
+    seen = []
+    for _ in range(2):  # a reload builds the context again from equal settings
+        async with tls_server(settings) as port:
+            _, cert, _ = await exchange(port, client_context(None))
+        assert cert is not None
+        seen.append(cert.fingerprint(hashes.SHA256()))
+    assert seen[0] == seen[1]
+    assert list(tmp_path.iterdir()) == []  # the PEM files were written, loaded and removed

@@ -45,6 +45,7 @@ CPython's object layout, so it is not done. Trust anchors may be intermediates, 
 from __future__ import annotations
 
 import _ssl
+import contextlib
 import datetime as dt
 import ipaddress
 import logging
@@ -52,7 +53,7 @@ import os
 import shutil
 import ssl
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from cryptography import x509
@@ -66,6 +67,7 @@ from vallum.core import config, errors, request
 log = logging.getLogger("vallum.proxy.tls")
 
 ALPN = ("http/1.1",)
+_self_signed_cache: dict[tuple[str, ...], config.Certificate] = {}
 _ENCODING_DER: int = getattr(_ssl, "ENCODING_DER", 1)
 
 
@@ -78,10 +80,14 @@ def server_context(settings: config.Settings) -> ssl.SSLContext:
     problems: list[str] = []
     certificates = list(settings.certificates)
     if not certificates:
-        certificates = [self_signed(_fallback_names(settings))]
+        names = tuple(_fallback_names(settings))
+        if names not in _self_signed_cache:  # one per process and set of names, not per reload
+            _self_signed_cache.clear()
+            _self_signed_cache[names] = self_signed(names)
+        certificates = [_self_signed_cache[names]]
         log.warning(
             "no certificates configured: serving a generated self-signed certificate",
-            extra={"event": "self_signed_certificate", "names": _fallback_names(settings)},
+            extra={"event": "self_signed_certificate", "names": list(names)},
         )
     contexts: list[ssl.SSLContext] = []
     exact: dict[str, ssl.SSLContext] = {}
@@ -91,12 +97,12 @@ def server_context(settings: config.Settings) -> ssl.SSLContext:
         ctx = _base_context(settings)  # a bad client CA or CRL raises once, for all
         try:
             load_cert_chain(ctx, certificate.cert_pem, certificate.key_pem)
-            names = dns_names(certificate.cert_pem)
+            san_names = dns_names(certificate.cert_pem)
         except (ssl.SSLError, ValueError) as exc:
             problems.append(f"{place}: cannot load certificate and key: {describe_error(exc)}")
             continue
         contexts.append(ctx)
-        for name in names:
+        for name in san_names:
             table = wildcard if name.startswith("*.") else exact
             table.setdefault(name[2:] if name.startswith("*.") else name, ctx)
     if problems:
@@ -195,23 +201,21 @@ def load_cert_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
         ctx.load_cert_chain(cert_path, key_path)
 
 
-class _private_dir:
-    """A 0700 temporary directory whose files are overwritten before it is removed."""
-
-    def __enter__(self) -> str:
-        self.path = tempfile.mkdtemp(prefix="vallum-tls-")
-        return self.path
-
-    def __exit__(self, *_: object) -> None:
-        for name in os.listdir(self.path):
-            path = os.path.join(self.path, name)
+@contextlib.contextmanager
+def _private_dir() -> Iterator[str]:
+    """A 0700 temporary directory whose files are overwritten with zeros before removal."""
+    path = tempfile.mkdtemp(prefix="vallum-tls-")
+    try:
+        yield path
+    finally:
+        for name in os.listdir(path):
             try:
-                size = os.path.getsize(path)
-                with open(path, "r+b") as handle:
-                    handle.write(b"\0" * size)
+                file = os.path.join(path, name)
+                with open(file, "r+b") as handle:
+                    handle.write(b"\0" * os.path.getsize(file))
             except OSError:
                 pass
-        shutil.rmtree(self.path, ignore_errors=True)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_private(path: str, text: str) -> None:
@@ -284,7 +288,8 @@ def client_certificate(
 
     ``None`` when the connection is not TLS or no certificate was presented. ``verified`` is true
     only when the certificate chains to ``downstream_mtls.ca`` within ``max_verify_depth`` (and,
-    with a CRL, is not revoked); ``error`` says why not.
+    with a CRL, is not revoked); ``error`` says why not. The answer cannot change during a
+    connection, so call it once per connection, not per request.
     """
     if ssl_object is None:
         return None
