@@ -41,6 +41,8 @@ class Check:
     audience: str | None = None
     issuer: str | None = None
     jwks_url: str | None = None
+    jwks_file: Path | None = None
+    """A local JWKS document instead of a URL (npm jose's ``createLocalJWKSet`` only)."""
     ca_file: Path | None = None
     resolve: Mapping[str, str] = field(default_factory=dict)
 
@@ -104,6 +106,11 @@ class Verifier:
             if check.jwks_url:
                 command += ["-jwks-url", check.jwks_url]
             return _verdict(_run(command, check.token), None)
+        if self.name == "jose" and check.jwks_file is not None:
+            build()
+            command = ["node", str(HERE / "jose" / "verify.mjs"), *_common(check),
+                       "--jwks-file", str(check.jwks_file)]
+            return _verdict(_run(command, check.token), "payload")
         if check.jwks_url is None:
             raise ValueError(f"{self.name} needs Check.jwks_url")
         if self.name == "jose":
