@@ -277,3 +277,17 @@ def test_original_user_headers_never_carry_a_forgery(key_pem: str) -> None:
     assert minter.original_user_headers(
         {"x-vallum-jwt-assertion-for": foreign, "x-vallum-jwt-assertion": good}
     ) == [("X-Vallum-Jwt-Assertion-For", good)]
+
+
+def test_original_user_context_is_remembered_only_until_it_expires(
+    key_pem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    minter = jwt.AssertionMinter(Settings(signing_key=(key_pem,)))
+    token = minter.mint(ALICE, HOST)
+    headers = {"x-vallum-jwt-assertion": token}
+    assert minter.original_user_headers(headers) == [("X-Vallum-Jwt-Assertion-For", token)]
+    assert token in minter._verified
+    assert minter.original_user_headers(headers) == [("X-Vallum-Jwt-Assertion-For", token)]
+    later = time.time() + 400
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert minter.original_user_headers(headers) == []

@@ -35,7 +35,20 @@ Public interface (used by the identity pipeline):
     :meth:`verify` accepts is carried on (Pomerium copies any value; see :mod:`vallum.core.claims`).
 
 ``kid`` is the RFC 7638 SHA-256 JWK thumbprint in hex, as Pomerium computes it
-(``pkg/cryptutil/jose.go``), so the same key has the same ``kid`` in both.
+(``pkg/cryptutil/jose.go``), so the same key has the same ``kid`` in both. The JWT header is
+``{"alg": "ES256", "kid": ..., "typ": "JWT"}`` and each JWK has ``use``, ``kty``, ``kid``, ``crv``,
+``alg``, ``x``, ``y``, as Pomerium publishes them.
+
+Deviations from Pomerium (on purpose):
+
+- Outside ``dev_mode`` a missing ``signing_key`` is a configuration error; Pomerium quietly
+  generates a key, which makes assertions unverifiable after every restart and differ between
+  replicas.
+- Only EC P-256 keys (ES256); Pomerium also signs RS256 with an RSA key.
+- A minted token is reused for the same session, route host and claims until ~30 s before it
+  expires, so its ``jti`` repeats across those requests (Pomerium signs per request). ``jti`` is
+  therefore not a per-request nonce; it still identifies one signed token.
+- The original-user-context header only carries a token Vallum verified.
 """
 
 from __future__ import annotations
@@ -184,6 +197,7 @@ class AssertionMinter:
             collections.OrderedDict()
         )
         self._cache_size = max(1, cache_size)
+        self._verified: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     @property
     def kid(self) -> str:
@@ -284,18 +298,30 @@ class AssertionMinter:
             claims.ASSERTION_HEADER, claims.POMERIUM_ASSERTION_HEADER,
         ):
             token = request_headers.get(name.lower(), "").strip()
-            if not token:
-                continue
-            try:
-                self.verify(token, None)
-            except errors.IdentityError as exc:
-                log.info("not carrying %s on: %s", name, exc)
+            if not token or not self._verified_once(token, name):
                 continue
             out = [(claims.ASSERTION_FOR_HEADER, token)]
             if self._settings.pomerium_compatibility:
                 out.append((claims.POMERIUM_ASSERTION_FOR_HEADER, token))
             return out
         return []
+
+    def _verified_once(self, token: str, header: str) -> bool:
+        """Whether ``token`` verifies; a verified token is remembered until it expires."""
+        now = time.time()
+        expires = self._verified.get(token)
+        if expires is not None and expires > now:
+            self._verified.move_to_end(token)
+            return True
+        try:
+            payload = self.verify(token, None, now=now)
+        except errors.IdentityError as exc:
+            log.info("not carrying %s on: %s", header, exc)
+            return False
+        self._verified[token] = float(payload["exp"])
+        while len(self._verified) > self._cache_size:
+            self._verified.popitem(last=False)
+        return True
 
 
 def _coordinates(public: ec.EllipticCurvePublicKey) -> dict[str, str]:
