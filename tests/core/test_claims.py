@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vallum.core import claims
 from vallum.core.config import Settings
@@ -173,3 +176,41 @@ def test_identity_from_claims_round_trips() -> None:
         "user-1", "alice@example.com", "Alice Liddell", ("admins", "staff", "everyone"), "sess-1"
     )
     assert who.expires_at == payload["exp"]
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+_VALUES = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner),
+    max_leaves=6,
+)
+
+
+@given(
+    user=st.text(),
+    email=st.text(),
+    groups=st.lists(st.text(), max_size=5),
+    provider=st.dictionaries(st.sampled_from(["sub", "email", "dept", "x_y", "iss"]), _VALUES),
+    listed=st.lists(st.sampled_from(["sub", "email", "dept", "x_y", "iss", "groups"]), max_size=4),
+    compat=st.booleans(),
+)
+def test_payload_and_headers_hold_for_any_identity(
+    user: str, email: str, groups: list[str], provider: dict[str, object], listed: list[str],
+    compat: bool,
+) -> None:
+    settings = Settings(
+        jwt_claims_headers=tuple((f"X-Pomerium-Claim-{c}", c) for c in listed),
+        pomerium_compatibility=compat,
+    )
+    who = Identity(user=user, email=email, groups=tuple(groups), claims=provider)
+    payload = claims.assertion_claims(who, "a.test", settings, NOW)
+    json.dumps(payload)  # serialisable as it is
+    assert payload["sub"] == payload["user"] == user
+    assert payload["iss"] == payload["aud"] == "a.test"
+    assert payload["groups"] == groups
+    for key in set(payload) - claims.BASE_CLAIMS:
+        assert isinstance(payload[key], str)
+    headers = claims.claim_headers(payload, settings)
+    assert len(headers) == len(listed) * (2 if compat else 1)
+    for name, value in headers:
+        assert "\r" not in value and "\n" not in value
+        assert name.startswith(("X-Vallum-Claim-", "X-Pomerium-Claim-"))

@@ -41,6 +41,11 @@ wins over an incoming assertion. The value is the original token unchanged, so t
 verifies it against the same JWKS. Unlike Pomerium, Vallum only carries a token it verified
 (signature by one of its keys, not expired); see :mod:`vallum.proxy.jwt`.
 :func:`identity_from_claims` turns such a verified payload back into an :class:`Identity`.
+
+Deviations from Pomerium (on purpose): ``email``/``name`` come from the signed-in identity (the
+provider's claims), not from a directory sync; a claim whose value is an object is rendered as
+compact JSON, where Pomerium would print Go's ``map[...]``; CR/LF in header values become spaces;
+``-For`` carries only verified tokens.
 """
 
 from __future__ import annotations
