@@ -43,6 +43,7 @@ class Options:
     workers: int
     json_file: Path | None
     scenario_names: list[str]
+    rounds: int = 1
 
 
 def cores(workers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -133,13 +134,17 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     parser.add_argument("--connections", type=int, default=64, help="wrk connections (64)")
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (1)")
     parser.add_argument("--workers", type=int, default=1, help="nginx and Vallum workers (1)")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="run every scenario this many times, interleaved; report the median round (1)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also save results here")
     parser.add_argument(
         "--scenarios", default=",".join(s.name for s in scenarios.SCENARIOS),
         help="comma-separated subset of: %(default)s",
     )
     args = parser.parse_args(argv)
-    for name in ("duration", "connections", "threads", "workers"):
+    for name in ("duration", "connections", "threads", "workers", "rounds"):
         if getattr(args, name) <= 0:
             parser.error(f"--{name} must be positive, got {getattr(args, name)}")
     if args.warmup < 0:
@@ -152,7 +157,7 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     except ValueError as exc:
         parser.error(f"--scenarios: {exc}")
     return Options(args.duration, args.warmup, args.connections, args.threads, args.workers,
-                   args.json, names)
+                   args.json, names, args.rounds)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -171,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     server_cores, load_cores = cores(opts.workers)
     started = dt.datetime.now(dt.UTC)
-    outcomes: list[report.Outcome] = []
+    chosen = scenarios.by_name(opts.scenario_names)
+    rounds: dict[str, list[report.Outcome]] = {s.name: [] for s in chosen}
     with tempfile.TemporaryDirectory(prefix="vallum-bench-") as tmp:
         folder = Path(tmp)
         ca = TestCA.create("Vallum Bench CA")
@@ -181,10 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         env = scenarios.Env(folder, opts.workers, server_cores, load_cores, cert_file, key_file)
         print(report.header(opts.workers, opts.connections, opts.threads, opts.duration_s,
                             server_cores, load_cores, machine()), flush=True)
-        for scenario in scenarios.by_name(opts.scenario_names):
-            outcome = run_scenario(scenario, env, opts)
-            outcomes.append(outcome)
-            print(report.progress_line(outcome), flush=True)
+        # Rounds interleave (a, b, c, a, b, c): a drift in the machine's load hits all alike.
+        for n in range(opts.rounds):
+            for scenario in chosen:
+                outcome = run_scenario(scenario, env, opts)
+                rounds[scenario.name].append(outcome)
+                tag = f"[round {n + 1}/{opts.rounds}] " if opts.rounds > 1 else ""
+                print(tag + report.progress_line(outcome), flush=True)
+    outcomes = [report.median_round(rounds[s.name]) for s in chosen]
     checks = report.checks(outcomes, RATIO_TARGET, P99_TARGET_MS)
     print()
     print(report.table(outcomes))
@@ -196,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "machine": machine(),
             "options": {
                 "duration_s": opts.duration_s, "warmup_s": opts.warmup_s,
-                "connections": opts.connections, "threads": opts.threads,
+                "connections": opts.connections, "threads": opts.threads, "rounds": opts.rounds,
                 "workers": opts.workers, "server_cores": server_cores, "load_cores": load_cores,
             },
             "scenarios": [report.outcome_dict(o) for o in outcomes],

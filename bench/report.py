@@ -26,6 +26,28 @@ class Outcome:
     commands: list[list[str]] = field(default_factory=list)
     server_cpu: dict[str, float] = field(default_factory=dict)
     """Per run ("peak", "paced"): CPU of the server under test, % of one core, over the run."""
+    rounds_rps: list[float] = field(default_factory=list)
+    """Peak req/s of every round, when the scenario ran more than once."""
+
+
+def median_round(rounds: Sequence[Outcome]) -> Outcome:
+    """The round with the median peak rate (the lower middle one for an even count).
+
+    A scenario that failed in any round failed: the first failure is returned, its message
+    saying which round.
+    """
+    if not rounds:
+        raise ValueError("median_round: no rounds")
+    for n, outcome in enumerate(rounds, start=1):
+        if outcome.error is not None or outcome.peak is None:
+            if len(rounds) > 1:
+                outcome.error = f"round {n}: {outcome.error}"
+            return outcome
+    ranked = sorted(rounds, key=lambda o: o.peak.requests_per_s if o.peak else 0.0)
+    chosen = ranked[(len(ranked) - 1) // 2]
+    if len(rounds) > 1:
+        chosen.rounds_rps = [o.peak.requests_per_s for o in rounds if o.peak is not None]
+    return chosen
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,23 +104,32 @@ def progress_line(outcome: Outcome) -> str:
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
-    rows = [("scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "requests", "server CPU")]
+    ranged = any(outcome.rounds_rps for outcome in outcomes)
+    rows: list[tuple[str, ...]] = [
+        ("scenario", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "requests", "server CPU")
+    ]
+    if ranged:
+        rows[0] += ("rounds req/s",)
     for outcome in outcomes:
         title = outcome.scenario.title
         if outcome.error is not None:
-            rows.append((title, "FAILED", "-", "-", "-", "-", "-"))
+            rows.append(("FAILED " + title, *["-"] * (len(rows[0]) - 1)))
             continue
         runs = (("peak", "", outcome.peak), ("paced", " @ half peak", outcome.paced))
         for key, label, result in runs:
             if result is None:
                 continue
             cpu = outcome.server_cpu.get(key)
-            rows.append((
+            row: tuple[str, ...] = (
                 title + label, f"{result.requests_per_s:,.0f}", f"{result.p50_ms:.2f}",
                 f"{result.p99_ms:.2f}",
                 "-" if result.p999_ms is None else f"{result.p999_ms:.2f}",
                 f"{result.requests:,}", "-" if cpu is None else f"{cpu:.0f}%",
-            ))
+            )
+            if ranged:
+                spread = outcome.rounds_rps if key == "peak" else []
+                row += (" ".join(f"{r:,.0f}" for r in spread) or "-",)
+            rows.append(row)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for n, row in enumerate(rows):
@@ -174,5 +205,6 @@ def outcome_dict(outcome: Outcome) -> dict[str, object]:
         "paced_target_rate": outcome.paced_target_rate,
         "paced": None if outcome.paced is None else outcome.paced.as_dict(),
         "server_cpu_percent": outcome.server_cpu,
+        "rounds_peak_rps": outcome.rounds_rps,
         "commands": [" ".join(c) for c in outcome.commands],
     }

@@ -164,3 +164,16 @@ def test_runs_a_paced_scenario_against_real_nginx_and_cleans_up(tmp_path: Path) 
     assert outcome.paced_target_rate == pytest.approx(outcome.peak.requests_per_s / 2)
     pid_file = tmp_path / "upstream-direct" / "nginx.pid"
     assert not pid_file.exists()  # nginx removes its pid file only on a clean stop
+
+
+def test_median_round_is_the_middle_rate_and_any_failure_fails() -> None:
+    runs = [report.Outcome(_scenario("nginx-http"), peak=_result(rps, 1.0))
+            for rps in (300.0, 100.0, 200.0)]
+    chosen = report.median_round(runs)
+    assert chosen.peak is not None
+    assert chosen.peak.requests_per_s == 200.0
+    assert chosen.rounds_rps == [300.0, 100.0, 200.0]
+    assert "300 100 200" in report.table([chosen])
+    broken = report.Outcome(_scenario("nginx-http"), error="nginx exited with 1")
+    failed = report.median_round([runs[0], broken])
+    assert failed.error == "round 2: nginx exited with 1"
