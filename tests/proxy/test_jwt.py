@@ -291,3 +291,18 @@ def test_original_user_context_is_remembered_only_until_it_expires(
     later = time.time() + 400
     monkeypatch.setattr(time, "time", lambda: later)
     assert minter.original_user_headers(headers) == []
+
+
+def test_same_identity_object_takes_the_fast_path_and_still_expires(
+    minter: jwt.AssertionMinter,
+) -> None:
+    who = Identity(user="fast", session_id="fast-1", groups=tuple(f"g{i}" for i in range(300)))
+    now = time.time()
+    first = minter.identity_headers(who, HOST, now=now)
+    again = minter.identity_headers(who, HOST, now=now + 10)
+    assert again == first
+    again.append(("X-Junk", "1"))  # callers get their own list
+    assert minter.identity_headers(who, HOST, now=now + 20) == first
+    later = minter.identity_headers(who, HOST, now=now + 300)
+    assert later[0][1] != first[0][1]
+    assert pyjwt.decode(later[0][1], options={"verify_signature": False})["iat"] == int(now + 300)

@@ -15,7 +15,9 @@ Public interface (used by the identity pipeline):
     dies with the process), otherwise :class:`~vallum.core.errors.ConfigError`.
 ``.mint(identity, route_host, now=None) -> str``
     The signed assertion. Cached per (session id, route host, identity's claims) until
-    ``REFRESH_BEFORE`` seconds before it expires; the cache is bounded (LRU).
+    ``REFRESH_BEFORE`` seconds before it expires; the cache is bounded (LRU). Passing the same
+    ``Identity`` object again (a cached session) skips even recomputing the claims, so treat
+    an ``Identity`` as immutable, its ``claims`` mapping included.
 ``.mint_with_claims(...) -> Minted``
     The same token plus its payload, for :func:`vallum.core.claims.claim_headers`.
 ``.identity_headers(identity, route_host, now=None) -> list[(name, value)]``
@@ -98,11 +100,17 @@ class SigningKey:
 
 @dataclass(frozen=True, slots=True)
 class Minted:
-    """A signed assertion and the payload it carries."""
+    """A signed assertion, the payload it carries and the identity headers that go with it."""
 
     token: str
     claims: Mapping[str, Any]
     expires_at: int
+    headers: tuple[tuple[str, str], ...] = ()
+    """Assertion header(s) then claim headers (:meth:`AssertionMinter.identity_headers`)."""
+
+    def fresh(self, moment: float) -> bool:
+        """Still good to send at ``moment`` (not within ``REFRESH_BEFORE`` of expiry)."""
+        return bool(self.expires_at - REFRESH_BEFORE > moment >= self.claims["iat"])
 
 
 def thumbprint(public: ec.EllipticCurvePublicKey) -> str:
@@ -198,6 +206,9 @@ class AssertionMinter:
         )
         self._cache_size = max(1, cache_size)
         self._verified: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[
+            tuple[int, str], tuple[identity.Identity, Minted]
+        ] = collections.OrderedDict()
 
     @property
     def kid(self) -> str:
@@ -220,36 +231,50 @@ class AssertionMinter:
         self, who: identity.Identity, route_host: str, now: float | None = None
     ) -> Minted:
         moment = time.time() if now is None else now
+        # Fast path: the very same Identity object as a recent request (sessions are cached by
+        # the identity gate), so the claims cannot have changed. The entry keeps the object
+        # alive, so its id() cannot be reused by another while the entry exists.
+        recent_key = (id(who), route_host)
+        recent = self._recent.get(recent_key)
+        if recent is not None and recent[0] is who and recent[1].fresh(moment):
+            return recent[1]
         stable = claims.stable_claims(who, route_host, self._settings)
         key = (who.session_id, route_host, stable)
-        cached = self._cache.get(key)
-        if cached is not None and cached.expires_at - REFRESH_BEFORE > moment >= cached.claims[
-            "iat"
-        ]:
+        minted = self._cache.get(key)
+        if minted is not None and minted.fresh(moment):
             self._cache.move_to_end(key)
-            return cached
-        payload = claims.assertion_claims(who, route_host, self._settings, moment, stable=stable)
-        token = pyjwt.encode(
-            payload, self._private, algorithm=ALGORITHM,
-            headers={"kid": self._signer.kid, "typ": "JWT"},
-        )
-        minted = Minted(token, payload, int(payload["exp"]))
-        self._cache[key] = minted
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        else:
+            minted = self._sign(who, route_host, moment, stable)
+            self._remember(self._cache, key, minted)
+        self._remember(self._recent, recent_key, (who, minted))
         return minted
 
     def identity_headers(
         self, who: identity.Identity, route_host: str, now: float | None = None
     ) -> list[tuple[str, str]]:
         """The assertion header(s) and claim headers for one forwarded request."""
-        minted = self.mint_with_claims(who, route_host, now)
-        out = [(claims.ASSERTION_HEADER, minted.token)]
+        return list(self.mint_with_claims(who, route_host, now).headers)
+
+    def _sign(
+        self, who: identity.Identity, route_host: str, moment: float,
+        stable: tuple[tuple[str, Any], ...],
+    ) -> Minted:
+        payload = claims.assertion_claims(who, route_host, self._settings, moment, stable=stable)
+        token = pyjwt.encode(
+            payload, self._private, algorithm=ALGORITHM,
+            headers={"kid": self._signer.kid, "typ": "JWT"},
+        )
+        headers = [(claims.ASSERTION_HEADER, token)]
         if self._settings.pomerium_compatibility:
-            out.append((claims.POMERIUM_ASSERTION_HEADER, minted.token))
-        out.extend(claims.claim_headers(minted.claims, self._settings))
-        return out
+            headers.append((claims.POMERIUM_ASSERTION_HEADER, token))
+        headers.extend(claims.claim_headers(payload, self._settings))
+        return Minted(token, payload, int(payload["exp"]), tuple(headers))
+
+    def _remember(self, cache: collections.OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > self._cache_size:
+            cache.popitem(last=False)
 
     def verify(
         self, token: str, audience: str | Iterable[str] | None, now: float | None = None
@@ -318,9 +343,7 @@ class AssertionMinter:
         except errors.IdentityError as exc:
             log.info("not carrying %s on: %s", header, exc)
             return False
-        self._verified[token] = float(payload["exp"])
-        while len(self._verified) > self._cache_size:
-            self._verified.popitem(last=False)
+        self._remember(self._verified, token, float(payload["exp"]))
         return True
 
 
