@@ -12,11 +12,12 @@
 //                  "post_logout_redirect_uris": ["https://app.example.test/"]}],
 //     "users": {"alice": {"email": "alice@example.test", "name": "Alice", "groups": ["admins"]}},
 //     "ttl": {"IdToken": 3600, "AccessToken": 3600},
-//     "resource_audience": "https://api.example.test" }
+//     "resource_audience": "https://api.example.test", "access_token_audience": "vallum" }
 //
 // Sign in on the provider's dev login form with a user name from "users" (any password).
 // An authorization request carrying `resource=<resource_audience>` gets a JWT access token
-// (audience = resource_audience) instead of an opaque one, for the bearer-token tests.
+// (audience = access_token_audience, default resource_audience) instead of an opaque one, for
+// the bearer-token tests.
 // Prints "ready <issuer>" on stdout once it listens.
 import { readFileSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
@@ -27,6 +28,7 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const users = config.users ?? {};
 const ttl = config.ttl ?? {};
 const resourceAudience = config.resource_audience ?? null;
+const accessTokenAudience = config.access_token_audience ?? resourceAudience;
 
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingJwk = { ...privateKey.export({ format: 'jwk' }), kid: config.kid ?? 'test-key-1', use: 'sig', alg: 'RS256' };
@@ -64,7 +66,7 @@ const provider = new Provider(config.issuer, {
         if (resourceAudience === null || resource !== resourceAudience) {
           throw new Provider.errors.InvalidTarget();
         }
-        return { scope: 'openid profile email', audience: resourceAudience, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
+        return { scope: 'openid profile email', audience: accessTokenAudience, accessTokenFormat: 'jwt', jwt: { sign: { alg: 'RS256' } } };
       },
     },
   },

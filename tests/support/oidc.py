@@ -92,6 +92,7 @@ async def start_provider(
         "users": dict(users),
         "ttl": dict(ttl or {}),
         "resource_audience": RESOURCE_AUDIENCE,
+        "access_token_audience": CLIENT_ID,
     }
     config_file = folder / "oidc-provider.json"
     config_file.write_text(json.dumps(config))

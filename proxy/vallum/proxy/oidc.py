@@ -98,6 +98,16 @@ def groups_from_claims(claims: Mapping[str, Any], claim: str) -> tuple[str, ...]
     return (str(value),)
 
 
+def unverified_issuer(token: str) -> str | None:
+    """The ``iss`` a JWT claims, unverified: only to tell whose token it is, never to trust it."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    issuer = claims.get("iss")
+    return issuer if isinstance(issuer, str) else None
+
+
 def identity_from_claims(
     claims: Mapping[str, Any], settings: config.Settings, *, session_id: str, expires_at: float
 ) -> identity.Identity:
@@ -148,6 +158,9 @@ class OIDCClient:
         return self._http
 
     async def _json(self, method: str, url: str, what: str, **kw: Any) -> dict[str, Any]:
+        if asyncio.current_task() is None:
+            # The hot path may run a gate eagerly, outside any task; aiohttp's timeouts need one.
+            return await asyncio.ensure_future(self._json(method, url, what, **kw))
         try:
             async with self._session().request(method, url, **kw) as resp:
                 body = await resp.read()

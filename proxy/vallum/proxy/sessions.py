@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +38,8 @@ CHUNK_SIZE = 3800
 """Largest cookie value written; with name and attributes it stays under the 4096-byte limit."""
 MAX_CHUNKS = 16
 _VERSION = b"\x01"
+_VERSION_DEFLATE = b"\x02"
+MAX_INFLATED = 1 << 20
 _NONCE = 12
 
 
@@ -83,12 +86,21 @@ class Sealer:
             aead = self._keys[purpose] = AESGCM(key)
         return aead
 
-    def seal(self, purpose: str, payload: Mapping[str, Any], ttl: float, *, aad: str = "") -> str:
-        """Encrypt ``payload`` (JSON); only ``open`` with the same purpose and aad reads it."""
-        body = json.dumps({"exp": time.time() + ttl, "p": payload}, separators=(",", ":"))
+    def seal(
+        self, purpose: str, payload: Mapping[str, Any], ttl: float, *, aad: str = "",
+        compress: bool = False,
+    ) -> str:
+        """Encrypt ``payload`` (JSON); only ``open`` with the same purpose and aad reads it.
+
+        ``compress`` deflates first (for URLs; never for values an attacker partly chooses).
+        """
+        body = json.dumps({"exp": time.time() + ttl, "p": payload}, separators=(",", ":")).encode()
+        version = _VERSION
+        if compress:
+            body, version = zlib.compress(body, 9), _VERSION_DEFLATE
         nonce = os.urandom(_NONCE)
-        sealed = self._aead(purpose).encrypt(nonce, body.encode(), aad.encode())
-        return base64.urlsafe_b64encode(_VERSION + nonce + sealed).rstrip(b"=").decode()
+        sealed = self._aead(purpose).encrypt(nonce, body, version + aad.encode())
+        return base64.urlsafe_b64encode(version + nonce + sealed).rstrip(b"=").decode()
 
     def open(self, purpose: str, token: str, *, aad: str = "", now: float | None = None) -> Any:
         """The payload of a sealed token; ``IdentityError`` if forged, altered or expired."""
@@ -96,12 +108,17 @@ class Sealer:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError) as exc:
             raise errors.IdentityError(f"{purpose}: not a sealed token") from exc
-        if len(raw) < 1 + _NONCE + 16 or raw[:1] != _VERSION:
+        version = raw[:1]
+        if len(raw) < 1 + _NONCE + 16 or version not in (_VERSION, _VERSION_DEFLATE):
             raise errors.IdentityError(f"{purpose}: not a sealed token")
         try:
-            body = self._aead(purpose).decrypt(raw[1 : 1 + _NONCE], raw[1 + _NONCE :], aad.encode())
+            body = self._aead(purpose).decrypt(
+                raw[1 : 1 + _NONCE], raw[1 + _NONCE :], version + aad.encode()
+            )
         except InvalidTag as exc:
             raise errors.IdentityError(f"{purpose}: forged or altered") from exc
+        if version == _VERSION_DEFLATE:
+            body = zlib.decompressobj().decompress(body, MAX_INFLATED)
         data = json.loads(body)
         if float(data["exp"]) <= (time.time() if now is None else now):
             raise errors.IdentityError(f"{purpose}: expired")

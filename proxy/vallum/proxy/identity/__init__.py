@@ -1,0 +1,22 @@
+"""Identity: OIDC sign-in, sessions, bearer tokens, downstream mTLS and per-request authorization.
+
+:class:`vallum.proxy.identity.gate.IdentityGate` is the pipeline's real ``Gate``; build one with
+:func:`build_gate` and hand it to the server. The modules, one job each:
+
+``context``       what one configuration derives (keys, cookies, provider, minter, policies)
+``authenticate``  who is calling: session cookie or bearer token, refreshed when due
+``endpoints``     sign-in, callback, hand-off, sign-out, the user page, the JWKS
+``responses``     the redirects and pages the gate makes itself
+``gate``          the ``Gate``: intercept, authorize, headers never taken from clients
+"""
+
+from __future__ import annotations
+
+from vallum.core import config
+from vallum.proxy.identity import gate
+
+
+def build_gate(settings: config.Settings | None = None) -> gate.IdentityGate:
+    """The identity gate; ``settings`` (the first configuration) names the claim headers that
+    are stripped from client requests."""
+    return gate.IdentityGate(settings)

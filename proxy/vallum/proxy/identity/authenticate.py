@@ -1,0 +1,179 @@
+"""Who is calling: the session cookie or an ``Authorization: Bearer`` token, refreshed when due.
+
+Per request this is the only identity work on the hot path, so it is cached: a session cookie
+value already opened, or a bearer token already verified, is looked up in a bounded LRU instead
+of decrypting or checking a signature again. A session whose provider tokens run out is refreshed
+with its refresh token (once, even when many requests arrive with the old cookie at the same
+time: providers rotate refresh tokens and treat a reused one as theft).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from vallum.core import errors
+from vallum.core.identity import Identity
+from vallum.core.request import RequestInfo
+from vallum.proxy import oidc, sessions
+from vallum.proxy.identity import context
+
+log = logging.getLogger("vallum.identity")
+
+REFRESH_MARGIN = 30.0
+"""Refresh this many seconds before the provider's tokens expire."""
+REFRESHED_GRACE = 60.0
+"""How long requests still carrying the pre-refresh cookie get the refreshed session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The caller's identity (``None``: anonymous), cookies to set, and why a bearer failed."""
+
+    identity: Identity | None
+    set_cookies: tuple[str, ...] = ()
+    bearer_error: str | None = None
+    via_bearer: bool = False
+
+
+ANONYMOUS = Resolved(None)
+
+
+def new_session(
+    ctx: context.Context, tokens: oidc.Tokens, *, session_id: str | None = None,
+    expires_at: float | None = None, now: float | None = None,
+) -> sessions.Session:
+    """A session from a token response (at sign-in, or a refresh keeping id and expiry)."""
+    moment = time.time() if now is None else now
+    ends = expires_at if expires_at is not None else moment + ctx.settings.cookie_expire
+    sid = session_id or secrets.token_urlsafe(16)
+    who = oidc.identity_from_claims(tokens.claims, ctx.settings, session_id=sid, expires_at=ends)
+    refresh_at = min(tokens.expires_at - REFRESH_MARGIN, ends)
+    return sessions.Session(
+        identity=who, refresh_token=tokens.refresh_token, expires_at=ends,
+        refresh_at=max(refresh_at, moment), issued_at=moment,
+    )
+
+
+def request_cookies(req: RequestInfo) -> dict[str, str]:
+    header = req.headers.get("cookie")
+    return sessions.parse_cookies(header) if header else {}
+
+
+def read_session(
+    ctx: context.Context, cookies: dict[str, str], now: float
+) -> sessions.Session | None:
+    """The valid (not expired) session in ``cookies``, from the cache when seen before."""
+    jar = ctx.cookies
+    if jar is None:
+        return None
+    value = jar.joined_value(cookies)
+    if value is None:
+        return None
+    session: sessions.Session | None = ctx.sessions_seen.get(value, now)
+    if session is None:
+        try:
+            session = jar.decode(value)
+        except (errors.IdentityError, KeyError, TypeError, ValueError):
+            return None
+        ctx.sessions_seen.put(value, session, session.expires_at)
+    if session.expires_at <= now:
+        return None
+    return session
+
+
+class Resolver:
+    """Finds the caller's identity; holds the in-flight refreshes."""
+
+    def __init__(self) -> None:
+        self._refreshing: dict[str, asyncio.Future[sessions.Session | None]] = {}
+
+    async def resolve(self, ctx: context.Context, req: RequestInfo) -> Resolved:
+        now = time.time()
+        auth = req.headers.get("authorization")
+        if auth is not None and auth[:7].lower() == "bearer ":
+            resolved = await self._bearer(ctx, auth[7:].strip(), now)
+            if resolved is not None:
+                return resolved
+        if "cookie" not in req.headers:
+            return ANONYMOUS
+        cookies = request_cookies(req)
+        session = read_session(ctx, cookies, now)
+        if session is None:
+            return ANONYMOUS
+        if session.refresh_at and session.refresh_at <= now:
+            refreshed = await self.refresh(ctx, session)
+            if refreshed is None:
+                return ANONYMOUS
+            assert ctx.cookies is not None
+            host = req.host
+            return Resolved(
+                refreshed.identity,
+                tuple(ctx.cookies.set_headers(refreshed, present=cookies, host=host)),
+            )
+        return Resolved(session.identity)
+
+    async def _bearer(self, ctx: context.Context, token: str, now: float) -> Resolved | None:
+        """A bearer token of our provider; ``None`` when it is not one of its JWTs at all."""
+        if ctx.provider is None or token.count(".") != 2:
+            return None
+        key = ctx.bearer_key(token)
+        seen = ctx.bearers_seen.get(key, now)
+        if isinstance(seen, Identity):
+            return Resolved(seen, via_bearer=True)
+        if isinstance(seen, str):
+            return Resolved(None, bearer_error=seen, via_bearer=True)
+        try:
+            meta = await ctx.provider.metadata()
+            issuer = oidc.unverified_issuer(token)
+            if issuer is None or issuer.rstrip("/") != meta.issuer.rstrip("/"):
+                return None  # someone else's token (the upstream's own scheme): not ours to judge
+            claims = await ctx.provider.verify_bearer(token)
+            expires = float(claims["exp"])
+            who = oidc.identity_from_claims(
+                claims, ctx.settings, session_id="bearer-" + key[:24], expires_at=expires
+            )
+        except errors.IdentityError as exc:
+            message = str(exc)
+            ctx.bearers_seen.put(key, message, now + 30.0)
+            log.info("bearer token refused: %s", message)
+            return Resolved(None, bearer_error=message, via_bearer=True)
+        ctx.bearers_seen.put(key, who, expires)
+        return Resolved(who, via_bearer=True)
+
+    async def refresh(
+        self, ctx: context.Context, session: sessions.Session
+    ) -> sessions.Session | None:
+        """The session refreshed with its refresh token; ``None`` if that is not possible."""
+        if not session.refresh_token or ctx.provider is None:
+            return None
+        key = "refreshed:" + session.refresh_token
+        done: sessions.Session | None = ctx.sessions_seen.get(key, time.time())
+        if done is not None:
+            return done
+        pending = self._refreshing.get(session.refresh_token)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[sessions.Session | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._refreshing[session.refresh_token] = future
+        result: sessions.Session | None = None
+        try:
+            tokens = await ctx.provider.refresh(session.refresh_token)
+            if tokens.claims.get("sub") != session.identity.user:
+                raise errors.IdentityError("refresh returned another user")
+            result = new_session(
+                ctx, tokens, session_id=session.identity.session_id,
+                expires_at=session.expires_at,
+            )
+            ctx.sessions_seen.put(key, result, time.time() + REFRESHED_GRACE)
+        except errors.IdentityError as exc:
+            log.info("session refresh failed for %s: %s", session.identity.user, exc)
+        finally:
+            future.set_result(result)
+            del self._refreshing[session.refresh_token]
+        return result

@@ -1,0 +1,177 @@
+"""Everything the identity gate derives from one configuration, built once per route table.
+
+The gate is handed the current :class:`RouteTable` with every request; when its checksum changes
+(a reload) a new :class:`Context` is built beside the old one and swapped in. Building never
+raises: a problem (no ``cookie_secret``, no signing key, no provider) is kept as text, and every
+request that would need the missing part is refused with it - fail closed - while public routes
+keep working.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vallum.core import config, errors, policy, routing
+from vallum.core.identity import Identity
+from vallum.proxy import jwt, oidc, redirects, sessions
+
+log = logging.getLogger("vallum.identity")
+
+CACHE_SIZE = 10_000
+CALLBACK_PATH = "/.vallum/callback"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthenticateService:
+    """Where sign-in happens: ``authenticate_service_url`` (scheme, host, port, base URL)."""
+
+    base: str
+    host: str
+
+    @classmethod
+    def parse(cls, url: str) -> AuthenticateService:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise errors.ConfigError([f"authenticate_service_url: not an http(s) URL: {url!r}"])
+        host = routing.normalize_host(parts.netloc)
+        return cls(base=f"{parts.scheme}://{parts.netloc}", host=host)
+
+    @property
+    def callback(self) -> str:
+        return self.base + CALLBACK_PATH
+
+
+class LRU:
+    """A small bounded mapping with per-entry expiry (sessions and bearer tokens seen)."""
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._data: collections.OrderedDict[str, tuple[float, Any]] = collections.OrderedDict()
+        self._size = size
+
+    def get(self, key: str, now: float) -> Any:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        if item[0] <= now:
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, value: Any, until: float) -> None:
+        self._data[key] = (until, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key, time.time()) is not None
+
+
+@dataclass
+class Context:
+    """Derived from one configuration: keys, cookies, provider, minter, policies, our hosts."""
+
+    settings: config.Settings
+    checksum: str
+    problems: list[str] = field(default_factory=list)
+    sealer: sessions.Sealer | None = None
+    cookies: sessions.SessionCookies | None = None
+    provider: oidc.OIDCClient | None = None
+    minter: jwt.AssertionMinter | None = None
+    authenticate: AuthenticateService | None = None
+    allowed_host: Callable[[str], bool] = lambda _host: False
+    policies: dict[int, policy.CompiledPolicy] = field(default_factory=dict)
+    sessions_seen: LRU = field(default_factory=LRU)
+    bearers_seen: LRU = field(default_factory=LRU)
+    handoffs_used: LRU = field(default_factory=LRU)
+    retired: oidc.OIDCClient | None = None
+    """The previous configuration's provider client, to be closed once swapped out."""
+
+    @classmethod
+    def build(cls, table: config.RouteTable, previous: Context | None = None) -> Context:
+        settings = table.settings
+        ctx = cls(settings=settings, checksum=table.checksum)
+        try:
+            ctx.sealer = sessions.Sealer(sessions.secret_bytes(settings))
+            ctx.cookies = sessions.SessionCookies(settings, ctx.sealer)
+        except errors.ConfigError as exc:
+            ctx.problems.extend(exc.problems)
+        if settings.idp_provider_url or settings.idp_client_id:
+            reuse = previous is not None and previous.provider is not None and _same_idp(
+                previous.settings, settings
+            )
+            try:
+                ctx.provider = (
+                    previous.provider if reuse and previous else oidc.OIDCClient(settings)
+                )
+            except errors.ConfigError as exc:
+                ctx.problems.extend(exc.problems)
+        else:
+            ctx.problems.append("idp_provider_url: not set, so nobody can sign in")
+        try:
+            ctx.minter = jwt.AssertionMinter(settings)
+        except errors.ConfigError as exc:
+            if _needs_assertion(settings):
+                ctx.problems.extend(exc.problems)
+        hosts: list[str] = [r.host for r in settings.routes]
+        if settings.authenticate_service_url:
+            try:
+                ctx.authenticate = AuthenticateService.parse(settings.authenticate_service_url)
+                hosts.append(ctx.authenticate.host)
+            except errors.ConfigError as exc:
+                ctx.problems.extend(exc.problems)
+        ctx.allowed_host = redirects.host_matcher(hosts)
+        if previous is not None and previous.provider not in (None, ctx.provider):
+            ctx.retired = previous.provider
+        return ctx
+
+    @property
+    def can_sign_in(self) -> bool:
+        return not self.problems and self.provider is not None and self.cookies is not None
+
+    def compiled_policy(self, route_index: int, route: config.Route) -> policy.CompiledPolicy:
+        """The route's compiled policy (one that denies everything if it does not compile)."""
+        compiled = self.policies.get(route_index)
+        if compiled is None:
+            compiled = policy.compile_route_policy(
+                route, downstream_mtls=self.settings.downstream_mtls
+            )
+            if compiled.error is not None:
+                log.error("route %s: policy does not compile: %s", route.from_url, compiled.error)
+            self.policies[route_index] = compiled
+        return compiled
+
+    def authenticate_for(self, host_header: str, scheme: str) -> AuthenticateService:
+        """The configured authenticate service, or this very host when none is configured."""
+        if self.authenticate is not None:
+            return self.authenticate
+        return AuthenticateService(base=f"{scheme}://{host_header}",
+                                   host=routing.normalize_host(host_header))
+
+    def bearer_key(self, token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    def identity_key(self, who: Identity) -> str:
+        return who.session_id
+
+
+def _same_idp(a: config.Settings, b: config.Settings) -> bool:
+    fields = ("idp_provider_url", "idp_client_id", "idp_client_secret", "idp_scopes",
+              "certificate_authority_pem", "idp_groups_claim")
+    return all(getattr(a, f) == getattr(b, f) for f in fields) and getattr(
+        a, "idp_access_token_allowed_audiences", ()
+    ) == getattr(b, "idp_access_token_allowed_audiences", ())
+
+
+def _needs_assertion(settings: config.Settings) -> bool:
+    if settings.pass_identity_headers:
+        return True
+    return any(r.pass_identity_headers for r in settings.routes)

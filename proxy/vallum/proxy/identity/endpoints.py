@@ -1,0 +1,244 @@
+"""Vallum's own endpoints: sign-in, the provider callback, the hand-off, sign-out, the user page
+and the JWKS.
+
+One authenticate host (``authenticate_service_url``) talks to the provider for every route:
+
+1. A route host sends an anonymous browser to ``<auth>/.vallum/sign_in?redirect_uri=<url>``.
+2. The authenticate host keeps ``state``, ``nonce``, the PKCE verifier and the return URL in a
+   sealed ten-minute cookie bound to this browser, and sends it to the provider.
+3. ``<auth>/.vallum/callback`` checks ``state`` against that cookie (constant time), redeems the
+   code, validates the ID token and its nonce, and sets the authenticate host's own session.
+4. The browser goes back to the route host with a sealed, 60-second, single-use hand-off
+   (``/.vallum/handoff?token=...``, bound to that host) that sets the route host's session
+   cookie - also for hosts on other domains. A browser already signed in on the authenticate
+   host skips the provider: step 2 hands off at once.
+
+Sign-out clears the session on the route host, then on the authenticate host, then sends the
+browser to the provider's end-session endpoint. With ``pomerium_compatibility`` the same
+endpoints also answer under ``/.pomerium/``, and the JWKS under ``/.well-known/pomerium/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import urllib.parse
+from typing import TYPE_CHECKING
+
+from vallum.core import errors
+from vallum.core.request import RequestInfo
+from vallum.proxy import pipeline, redirects, sessions
+from vallum.proxy.identity import authenticate, context, responses
+
+if TYPE_CHECKING:
+    from vallum.proxy.identity.gate import IdentityGate
+
+log = logging.getLogger("vallum.identity")
+
+PREFIX = "/.vallum/"
+SIGN_IN = "/.vallum/sign_in"
+SIGN_OUT = "/.vallum/sign_out"
+CALLBACK = context.CALLBACK_PATH
+HANDOFF = "/.vallum/handoff"
+JWKS = "/.well-known/vallum/jwks.json"
+POMERIUM_JWKS = "/.well-known/pomerium/jwks.json"
+STATE_TTL = 600.0
+HANDOFF_TTL = 60.0
+MAX_HANDOFF_URL = 7000
+"""Longest hand-off URL sent (servers commonly refuse request lines over 8 KB)."""
+
+
+def state_cookie_name(ctx: context.Context) -> str:
+    return f"{ctx.settings.cookie_name}_state"
+
+
+async def handle(
+    gate: IdentityGate, ctx: context.Context, req: RequestInfo
+) -> pipeline.Respond | None:
+    path = req.path
+    if path == JWKS or (path == POMERIUM_JWKS and ctx.settings.pomerium_compatibility):
+        if ctx.minter is None:
+            return None
+        return pipeline.Respond(
+            200, (("Content-Type", "application/json"), ("Cache-Control", "max-age=300")),
+            ctx.minter.jwks_json(),
+        )
+    if ctx.settings.pomerium_compatibility and path.startswith("/.pomerium"):
+        path = "/.vallum" + path[len("/.pomerium"):]
+    if not (path == "/.vallum" or path.startswith(PREFIX)):
+        return None
+    auth = ctx.authenticate_for(req.headers.get("host") or req.host, req.scheme)
+    on_auth_host = req.host == auth.host
+    if not on_auth_host and not ctx.allowed_host(req.host):
+        return None
+    if path in ("/.vallum", PREFIX):
+        return await user_page(gate, ctx, req)
+    if path == SIGN_OUT:
+        return await sign_out(ctx, req, on_auth_host)
+    if not ctx.can_sign_in:
+        return responses.error(
+            req, 503, "Sign-in is not configured correctly on this Vallum (see its log)."
+        )
+    if path == SIGN_IN:
+        return await sign_in(ctx, req, on_auth_host)
+    if path == CALLBACK and on_auth_host:
+        return await callback(ctx, req)
+    if path == HANDOFF:
+        return handoff(ctx, req)
+    return responses.error(req, 404, "No such Vallum endpoint.")
+
+
+def _params(req: RequestInfo) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(req.query, keep_blank_values=True))
+
+
+def _target(ctx: context.Context, req: RequestInfo, params: dict[str, str]) -> str | None:
+    """The validated return URL (``redirect_uri``, or Pomerium's ``pomerium_redirect_uri``)."""
+    host = req.headers.get("host") or req.host
+    wanted = params.get("redirect_uri") or params.get("pomerium_redirect_uri") or "/"
+    return redirects.safe_return_url(
+        wanted, allowed_host=ctx.allowed_host, current=f"{req.scheme}://{host}"
+    )
+
+
+async def user_page(gate: IdentityGate, ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
+    resolved = await gate.resolver.resolve(ctx, req)
+    if resolved.identity is None:
+        return gate.sign_in_needed(ctx, req, resolved)
+    respond = responses.user_page(req, resolved.identity, SIGN_OUT)
+    cookies = tuple(("Set-Cookie", c) for c in resolved.set_cookies)
+    return pipeline.Respond(respond.status, respond.headers + cookies, respond.body)
+
+
+async def sign_in(ctx: context.Context, req: RequestInfo, on_auth_host: bool) -> pipeline.Respond:
+    params = _params(req)
+    target = _target(ctx, req, params)
+    if target is None:
+        return responses.error(req, 400, "That sign-in return address is not allowed.")
+    auth = ctx.authenticate_for(req.headers.get("host") or req.host, req.scheme)
+    if not on_auth_host:
+        query = urllib.parse.urlencode({"redirect_uri": target})
+        return responses.redirect(f"{auth.base}{SIGN_IN}?{query}")
+    now = time.time()
+    existing = authenticate.read_session(ctx, authenticate.request_cookies(req), now)
+    if existing is not None and (not existing.refresh_at or existing.refresh_at > now):
+        return hand_off(ctx, req, existing, target, ())
+    assert ctx.provider is not None and ctx.sealer is not None
+    try:
+        start = await ctx.provider.begin(auth.callback)
+    except errors.IdentityError as exc:
+        log.error("sign-in cannot start: %s", exc)
+        return responses.error(req, 502, "The identity provider cannot be reached.")
+    sealed = ctx.sealer.seal(
+        "state",
+        {"s": start.state, "n": start.nonce, "v": start.code_verifier, "r": target},
+        STATE_TTL,
+    )
+    cookie = sessions.cookie_header(
+        state_cookie_name(ctx), sealed, ctx.settings, max_age=STATE_TTL, path=CALLBACK,
+        same_site="lax",
+    )
+    return responses.redirect(start.url, [cookie])
+
+
+async def callback(ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
+    assert ctx.provider is not None and ctx.sealer is not None and ctx.cookies is not None
+    params = _params(req)
+    clear_state = sessions.cookie_header(
+        state_cookie_name(ctx), "", ctx.settings, max_age=0, path=CALLBACK, same_site="lax"
+    )
+    if "error" in params:
+        detail = params.get("error_description") or params["error"]
+        return responses.error(req, 403, f"The identity provider refused sign-in: {detail}",
+                               cookies=[clear_state])
+    cookies = authenticate.request_cookies(req)
+    sealed = cookies.get(state_cookie_name(ctx))
+    if not sealed:
+        return responses.error(req, 400, "Sign-in state is missing: start again (cookies must "
+                                         "be enabled, and sign-in must finish in 10 minutes).")
+    try:
+        state = ctx.sealer.open("state", sealed)
+    except errors.IdentityError as exc:
+        return responses.error(req, 400, f"Sign-in state is not valid ({exc}): start again.",
+                               cookies=[clear_state])
+    if not redirects.constant_time_equal(params.get("state", ""), str(state["s"])):
+        return responses.error(req, 400, "Sign-in state does not match this browser: start again.",
+                               cookies=[clear_state])
+    auth = ctx.authenticate_for(req.headers.get("host") or req.host, req.scheme)
+    try:
+        tokens = await ctx.provider.exchange(params.get("code", ""), auth.callback, str(state["v"]),
+                                         str(state["n"]))
+        session = authenticate.new_session(ctx, tokens)
+    except errors.IdentityError as exc:
+        log.warning("sign-in failed: %s", exc)
+        return responses.error(req, 403, "Sign-in failed: the provider's answer was not valid.",
+                               cookies=[clear_state])
+    log.info("signed in: %s (%s)", session.identity.user, session.identity.email)
+    own = ctx.cookies.set_headers(session, present=cookies, host=req.host)
+    return hand_off(ctx, req, session, str(state["r"]), [clear_state, *own])
+
+
+def hand_off(
+    ctx: context.Context, req: RequestInfo, session: sessions.Session, target: str,
+    cookies: list[str] | tuple[str, ...],
+) -> pipeline.Respond:
+    """Send the browser to ``target``; via a hand-off when its host needs its own cookie."""
+    assert ctx.sealer is not None and ctx.cookies is not None
+    parts = urllib.parse.urlsplit(target)
+    host = (parts.hostname or "").rstrip(".")
+    shared = ctx.cookies.domain_for(host) is not None and ctx.cookies.domain_for(req.host)
+    if host == req.host or shared:
+        return responses.redirect(target, cookies)
+    token = ctx.sealer.seal(
+        "handoff", {"j": secrets.token_urlsafe(12), "s": session.to_json(), "r": target},
+        HANDOFF_TTL, aad=host, compress=True,
+    )
+    url = f"{parts.scheme}://{parts.netloc}{HANDOFF}?token={token}"
+    if len(url) > MAX_HANDOFF_URL:
+        log.error("hand-off for %s is %d bytes: set cookie_domain to share the session cookie",
+                  session.identity.user, len(url))
+        return responses.error(req, 500, "Your identity is too large to hand to that host; the "
+                                         "administrator can set cookie_domain to fix this.")
+    return responses.redirect(url, cookies)
+
+
+def handoff(ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
+    """On a route host: the one-time hand-off from the authenticate host sets our cookie."""
+    assert ctx.sealer is not None and ctx.cookies is not None
+    token = _params(req).get("token", "")
+    try:
+        data = ctx.sealer.open("handoff", token, aad=req.host)
+        session = sessions.Session.from_json(data["s"])
+        target = str(data["r"])
+        jti = str(data["j"])
+    except (errors.IdentityError, KeyError, TypeError, ValueError) as exc:
+        return responses.error(req, 400, f"The sign-in hand-off is not valid ({exc}).")
+    now = time.time()
+    if ctx.handoffs_used.get(jti, now) is not None:
+        return responses.error(req, 400, "The sign-in hand-off was already used.")
+    ctx.handoffs_used.put(jti, True, now + HANDOFF_TTL + 5)
+    if (urllib.parse.urlsplit(target).hostname or "").rstrip(".") != req.host:
+        return responses.error(req, 400, "The sign-in hand-off is for another host.")
+    present = authenticate.request_cookies(req)
+    return responses.redirect(target, ctx.cookies.set_headers(session, present=present,
+                                                              host=req.host))
+
+
+async def sign_out(ctx: context.Context, req: RequestInfo, on_auth_host: bool) -> pipeline.Respond:
+    params = _params(req)
+    host_header = req.headers.get("host") or req.host
+    target = _target(ctx, req, params) or f"{req.scheme}://{host_header}/"
+    present = authenticate.request_cookies(req)
+    cleared = ctx.cookies.clear_headers(present, host=req.host) if ctx.cookies else []
+    auth = ctx.authenticate_for(host_header, req.scheme)
+    if not on_auth_host:
+        query = urllib.parse.urlencode({"redirect_uri": target})
+        return responses.redirect(f"{auth.base}{SIGN_OUT}?{query}", cleared)
+    end: str | None = None
+    if ctx.provider is not None:
+        try:
+            end = await ctx.provider.end_session_url(target)
+        except errors.IdentityError as exc:
+            log.warning("end-session endpoint unknown: %s", exc)
+    return responses.redirect(end or target, cleared)

@@ -1,0 +1,206 @@
+"""The identity gate: per request, who is calling and may they pass (the pipeline's ``Gate``).
+
+For a matched route: downstream mTLS (Pomerium's default-deny rule for a missing or invalid
+client certificate: 495), public routes, then the caller's identity (bearer token or session
+cookie, refreshed when due), then the route's policy. Allowed requests are forwarded with the
+identity assertion and claim headers (``pass_identity_headers``), the original user's assertion
+when one arrived (``X-*-Jwt-Assertion-For``) and a renewed session cookie after a refresh.
+Anonymous browsers are sent to sign in, other anonymous clients get 401, denied users 403 with
+the reasons. Internal endpoints (``/.vallum/*``, JWKS) are answered by :mod:`.endpoints`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import urllib.parse
+
+from vallum.core import claims, config, policy, routing
+from vallum.core.identity import Identity
+from vallum.core.request import RequestInfo
+from vallum.proxy import pipeline
+from vallum.proxy.identity import authenticate, context, endpoints, responses
+
+log = logging.getLogger("vallum.identity")
+
+_CLAIM_NAMES = ("email", "user", "groups", "name", "sub", "sid", "iss", "aud", "jti",
+                "preferred-username", "given-name", "family-name", "picture", "roles")
+BASE_STRIP = frozenset(
+    {
+        claims.ASSERTION_HEADER.lower(), claims.POMERIUM_ASSERTION_HEADER.lower(),
+        claims.ASSERTION_FOR_HEADER.lower(), claims.POMERIUM_ASSERTION_FOR_HEADER.lower(),
+        *(f"x-vallum-claim-{n}" for n in _CLAIM_NAMES),
+        *(f"x-pomerium-claim-{n}" for n in _CLAIM_NAMES),
+    }
+)
+
+
+def strip_names(settings: config.Settings | None) -> frozenset[str]:
+    """Header names a client may never send upstream: assertions of both prefixes, and every
+    claim header these settings (and common ones) produce, under both prefixes."""
+    names = set(BASE_STRIP) | {"cookie"}
+    for header, claim in settings.jwt_claims_headers if settings else ():
+        names.add(header.lower())
+        compat = config.Settings(jwt_claims_headers=((header, claim),), pomerium_compatibility=True)
+        names.update(n.lower() for n in claims.claim_header_names(header, compat))
+        names.add(f"x-vallum-claim-{claim.lower()}")
+        names.add(f"x-pomerium-claim-{claim.lower()}")
+    return frozenset(names)
+
+
+class IdentityGate:
+    """The real :class:`~vallum.proxy.pipeline.Gate` (see module doc)."""
+
+    def __init__(self, settings: config.Settings | None = None) -> None:
+        self._ctx: context.Context | None = None
+        self._strip = strip_names(settings)
+        self.resolver = authenticate.Resolver()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def context_for(self, table: config.RouteTable) -> context.Context:
+        ctx = self._ctx
+        if ctx is None or ctx.checksum != table.checksum:
+            ctx = context.Context.build(table, ctx)
+            for problem in ctx.problems:
+                log.warning("identity: %s", problem)
+            if ctx.retired is not None:
+                task = asyncio.get_running_loop().create_task(ctx.retired.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+                ctx.retired = None
+            self._ctx = ctx
+        return ctx
+
+    async def close(self) -> None:
+        if self._ctx is not None and self._ctx.provider is not None:
+            await self._ctx.provider.close()
+
+    def strip_request_headers(self) -> frozenset[str]:
+        return self._strip
+
+    async def intercept(
+        self, req: RequestInfo, table: config.RouteTable
+    ) -> pipeline.Respond | None:
+        if req.path[:2] != "/.":
+            return None
+        return await endpoints.handle(self, self.context_for(table), req)
+
+    async def authorize(
+        self, req: RequestInfo, match: routing.Match, table: config.RouteTable
+    ) -> pipeline.Allow | pipeline.Respond:
+        ctx = self.context_for(table)
+        route = match.route
+        refused = client_certificate_refusal(ctx.settings, req)
+        if refused is not None:
+            return responses.invalid_client_certificate(req, refused)
+        if route.allow_public_unauthenticated_access:
+            cookie = upstream_cookie(ctx, req)
+            return pipeline.ALLOW if cookie is None else pipeline.Allow(request_headers=cookie)
+        resolved = await self.resolver.resolve(ctx, req)
+        who = resolved.identity
+        compiled = ctx.compiled_policy(match.route_index, route)
+        decision = policy.evaluate(compiled, req, who)
+        if decision.allowed:
+            return pipeline.Allow(
+                request_headers=self.upstream_headers(ctx, route, req, who),
+                response_headers=tuple(("Set-Cookie", c) for c in resolved.set_cookies),
+                identity=who,
+            )
+        codes = {r.code for r in decision.reasons}
+        if "invalid-client-certificate" in codes:
+            return responses.invalid_client_certificate(req, "no valid client certificate")
+        if decision.needs_login and who is None:
+            return self.sign_in_needed(ctx, req, resolved)
+        return responses.forbidden(req, [r.message for r in decision.reasons])
+
+    def upstream_headers(
+        self, ctx: context.Context, route: config.Route, req: RequestInfo, who: Identity | None,
+    ) -> tuple[tuple[str, str], ...]:
+        minter = ctx.minter
+        if minter is None:
+            return ()
+        out: list[tuple[str, str]] = []
+        out.extend(upstream_cookie(ctx, req) or ())
+        passing = route.pass_identity_headers
+        if passing is None:
+            passing = ctx.settings.pass_identity_headers
+        if passing and who is not None:
+            out.extend(minter.identity_headers(who, req.host))
+        if (
+            "x-vallum-jwt-assertion" in req.headers or "x-pomerium-jwt-assertion" in req.headers
+            or "x-vallum-jwt-assertion-for" in req.headers
+            or "x-pomerium-jwt-assertion-for" in req.headers
+        ):
+            out.extend(minter.original_user_headers(req.headers))
+        return tuple(out)
+
+    def sign_in_needed(
+        self, ctx: context.Context, req: RequestInfo, resolved: authenticate.Resolved
+    ) -> pipeline.Respond:
+        """302 to sign in for a browser, 401 for everyone else."""
+        if resolved.bearer_error is not None:
+            return responses.unauthenticated(req, f"The bearer token was refused: "
+                                                  f"{resolved.bearer_error}")
+        if not ctx.can_sign_in:
+            return responses.error(
+                req, 503, "Sign-in is not configured correctly on this Vallum (see its log)."
+            )
+        if not responses.wants_html(req) or req.method not in ("GET", "HEAD"):
+            return responses.unauthenticated(req, "Sign in first (no valid session or token).")
+        return responses.redirect(sign_in_url(ctx, req, return_url(req)))
+
+
+def upstream_cookie(
+    ctx: context.Context, req: RequestInfo
+) -> tuple[tuple[str, str], ...] | None:
+    """The client's ``Cookie`` header without Vallum's own cookies (``None``: nothing to send).
+
+    ``cookie`` is among the stripped headers, so the session - a credential for every route -
+    never reaches an upstream; the other cookies are put back here.
+    """
+    header = req.headers.get("cookie")
+    if header is None:
+        return None
+    ours = ctx.settings.cookie_name
+    kept = []
+    for part in header.split(";"):
+        name = part.split("=", 1)[0].strip()
+        if name.startswith(ours) and _is_vallum_cookie(name, ours):
+            continue
+        if part.strip():
+            kept.append(part.strip())
+    return (("Cookie", "; ".join(kept)),) if kept else None
+
+
+def _is_vallum_cookie(name: str, ours: str) -> bool:
+    rest = name[len(ours):]
+    return rest in ("", "_state") or (rest[:1] == "_" and rest[1:].isdigit())
+
+
+def return_url(req: RequestInfo) -> str:
+    host = req.headers.get("host") or req.host
+    query = f"?{req.query}" if req.query else ""
+    return f"{req.scheme}://{host}{req.path}{query}"
+
+
+def sign_in_url(ctx: context.Context, req: RequestInfo, target: str) -> str:
+    auth = ctx.authenticate_for(req.headers.get("host") or req.host, req.scheme)
+    return f"{auth.base}{endpoints.SIGN_IN}?" + urllib.parse.urlencode({"redirect_uri": target})
+
+
+def client_certificate_refusal(settings: config.Settings, req: RequestInfo) -> str | None:
+    """Why the client certificate fails Pomerium's default-deny rule (``None``: it passes).
+
+    Applies with ``enforcement: policy_with_default_deny`` (the default) and, as a second line
+    behind the TLS handshake, ``reject_connection``; with ``policy`` the route's policy decides
+    (``client_certificate`` / ``invalid_client_certificate`` criteria).
+    """
+    mtls = settings.downstream_mtls
+    if mtls is None or not mtls.ca_pem or mtls.enforcement == "policy":
+        return None
+    cert = req.client_cert
+    if cert is None:
+        return "no client certificate was presented"
+    if not cert.verified:
+        return cert.error or "the client certificate is not trusted"
+    return None

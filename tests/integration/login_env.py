@@ -1,0 +1,156 @@
+"""A whole sign-in world on 127.0.0.1: the test OpenID provider, a real Vallum server with the
+identity gate, and an upstream that verifies the assertion like an app would.
+
+The upstream fetches Vallum's JWKS over HTTPS from the route host (through Vallum, trusting the
+test CA) and verifies ``X-Vallum-Jwt-Assertion`` with PyJWT (ES256, audience and issuer = the
+route host); it answers with what it verified and the identity headers it received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+from aiohttp import web
+
+from tests.support import oidc as oidc_support
+from tests.support.browser import LoopbackResolver
+from tests.support.certs import TestCA
+from tests.support.net import free_port
+from vallum.core import config, routing
+from vallum.proxy import jwt as vjwt
+from vallum.proxy import server
+from vallum.proxy.identity import build_gate
+
+COOKIE_SECRET = "dmFsbHVtLXRlc3QtY29va2llLXNlY3JldC0zMmJ5dGVzISE="
+HOSTS = ("auth.example.test", "app.example.test", "admin.example.test", "public.example.test",
+         "api.example.test", "chain.example.test", "app.other.test")
+
+
+@dataclass
+class Upstream:
+    """Records what arrived and verifies the assertion against the route host's JWKS."""
+
+    port: int
+    ca: TestCA
+    vallum_port: int = 0
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    jwks_fetches: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        host = request.headers.get("X-Forwarded-Host", "").split(":")[0]
+        token = request.headers.get("X-Vallum-Jwt-Assertion")
+        verified: dict[str, Any] | None = None
+        error = None
+        if token:
+            try:
+                verified = await self.verify(token, host)
+            except jwt.PyJWTError as exc:
+                error = str(exc)
+        record = {
+            "path": request.path_qs,
+            "host": host,
+            "verified": verified,
+            "error": error,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+        }
+        self.seen.append(record)
+        return web.json_response(record)
+
+    async def verify(self, token: str, host: str) -> dict[str, Any]:
+        context = ssl.create_default_context(cadata=self.ca.cert_pem)
+        url = f"https://{host}:{self.vallum_port}/.well-known/vallum/jwks.json"
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context, resolver=LoopbackResolver())
+        ) as session, session.get(url) as resp:
+            assert resp.status == 200, await resp.text()
+            jwks = await resp.json()
+        self.jwks_fetches += 1
+        kid = jwt.get_unverified_header(token)["kid"]
+        key = jwt.PyJWKSet.from_dict(jwks)[kid]
+        claims: dict[str, Any] = jwt.decode(
+            token, key.key, algorithms=["ES256"], audience=host, issuer=host
+        )
+        return claims
+
+
+def _route(host: str, upstream_port: int, **options: Any) -> config.Route:
+    url = f"http://127.0.0.1:{upstream_port}"
+    return config.Route(
+        from_url=f"https://{host}", host=config.Host(host),
+        to=(config.Upstream(url=url, scheme="http", host="127.0.0.1", port=upstream_port),),
+        name=host.split(".")[0], **options,
+    )
+
+
+@dataclass
+class World:
+    provider: oidc_support.Provider
+    upstream: Upstream
+    vallum: server.Server
+    port: int
+    ca: TestCA
+
+    def url(self, host: str, path: str = "/") -> str:
+        return f"https://{host}:{self.port}{path}"
+
+
+def default_routes(upstream_port: int) -> tuple[config.Route, ...]:
+    return (
+        _route("app.example.test", upstream_port, allow_any_authenticated_user=True),
+        _route("admin.example.test", upstream_port, policy=[{"allow": {"or": [
+            {"groups": {"has": "admins"}}]}}]),
+        _route("public.example.test", upstream_port, allow_public_unauthenticated_access=True),
+        _route("api.example.test", upstream_port, allow_any_authenticated_user=True),
+        _route("chain.example.test", upstream_port, allow_any_authenticated_user=True),
+        _route("app.other.test", upstream_port, allow_any_authenticated_user=True),
+    )
+
+
+@contextlib.asynccontextmanager
+async def world(
+    ca: TestCA, folder: Path, *, ttl: dict[str, int] | None = None,
+    routes: Sequence[config.Route] | None = None, **settings: Any,
+) -> AsyncIterator[World]:
+    vport = free_port()
+    callback = f"https://auth.example.test:{vport}/.vallum/callback"
+    logouts = [f"https://{h}:{vport}/" for h in HOSTS]
+    async with oidc_support.start_provider(
+        ca, folder, redirect_uris=[callback], post_logout_redirect_uris=logouts, ttl=ttl,
+    ) as provider:
+        up = Upstream(port=free_port(), ca=ca, vallum_port=vport)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", up.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", up.port).start()
+        leaf = ca.issue("vallum", sans=[*HOSTS, "127.0.0.1"])
+        values: dict[str, Any] = {
+            "address": f"127.0.0.1:{vport}",
+            "certificates": (config.Certificate(cert_pem=leaf.cert_pem, key_pem=leaf.key_pem),),
+            "authenticate_service_url": f"https://auth.example.test:{vport}",
+            "cookie_secret": COOKIE_SECRET,
+            "signing_key": (vjwt.private_key_pem(vjwt.generate_private_key()),),
+            "pass_identity_headers": True,
+            "pomerium_compatibility": True,
+            "jwt_claims_headers": (("x-pomerium-claim-email", "email"),),
+            "routes": tuple(routes) if routes is not None else default_routes(up.port),
+            **provider.settings(),
+            **settings,
+        }
+        table = routing.build_table(config.Settings(**values))
+        gate = build_gate(table.settings)
+        vallum = server.Server(table, gate=gate, admin=False)
+        await vallum.start()
+        try:
+            yield World(provider, up, vallum, vport, ca)
+        finally:
+            await vallum.close(drain=0.5)
+            await gate.close()
+            await runner.cleanup()
