@@ -6,7 +6,7 @@ test pinned to its own cores; then Vallum again at half of its measured peak, pa
 the same worker count; p99 < 10 ms at half of Vallum's peak). Exit status: 0 when everything ran,
 whatever the figures; 1 when something failed to run (the table says what); 2 for bad options.
 
-Usage: ``bench/run [--duration S] [--connections C] [--workers N] [--json FILE]
+Usage: ``bench/run [--duration S] [--connections C] [--workers N] [--rounds R] [--json FILE]
 [--scenarios a,b]``. Scenarios live in :mod:`bench.scenarios`.
 """
 

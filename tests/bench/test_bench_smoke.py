@@ -121,15 +121,20 @@ def _scenario(name: str) -> scenarios.Scenario:
 
 
 def test_checks_compare_vallum_with_nginx_and_say_why_not() -> None:
-    nginx = report.Outcome(_scenario("nginx-http"), peak=_result(20000.0, 3.0))
+    nginx = report.Outcome(_scenario("nginx-http"), peak=_result(20000.0, 3.0),
+                           server_cpu={"peak": 50.0})
     vallum = report.Outcome(_scenario("vallum-http"), peak=_result(8000.0, 9.0),
-                            paced=_result(4000.0, 12.0), paced_target_rate=4000.0)
+                            paced=_result(4000.0, 12.0), paced_target_rate=4000.0,
+                            server_cpu={"peak": 100.0})
     broken = report.Outcome(_scenario("vallum-https"), error="vallum-https exited with 1")
     found = {c.name: c for c in report.checks([nginx, vallum, broken], 0.35, 10.0)}
     ratio = found["Vallum/nginx req/s, HTTP"]
     assert ratio.value == pytest.approx(0.4)
     assert ratio.verdict == "PASS"
     assert found["Vallum p99 at half peak, HTTP"].verdict == "FAIL"
+    per_cpu = found["Vallum/nginx req per server CPU-second, HTTP"]
+    assert per_cpu.value == pytest.approx(0.2)
+    assert per_cpu.verdict == "info"
     assert found["Vallum/nginx req/s, HTTPS"].verdict == "n/a"
     assert "nginx-https not in this run" in found["Vallum/nginx req/s, HTTPS"].detail
     assert found["Vallum p99 at half peak, HTTPS"].verdict == "n/a"
