@@ -1,6 +1,7 @@
 """``groups``: a string list matcher on the user's groups (``has`` / ``is`` / ``exclude``).
 
-Groups are the identity's ``groups`` (filled from the provider's groups claim). Anonymous:
+Groups are the identity's ``groups`` (filled from the provider's groups claim); entries that
+are not strings never match. Anonymous:
 unauthenticated, so ``groups: {exclude: contractors}`` does not admit anonymous users.
 """
 
@@ -26,7 +27,7 @@ def build(spec: base.Spec) -> base.Leaf:
         def test(subject: Subject) -> int:
             if subject.identity is None:
                 return logic.UNAUTH
-            return logic.TRUE if wanted in subject.groups() else logic.FALSE
+            return logic.TRUE if subject.has_group(wanted) else logic.FALSE
 
     else:
         requirement = f"groups that {m.description}"
@@ -34,7 +35,7 @@ def build(spec: base.Spec) -> base.Leaf:
         def test(subject: Subject) -> int:
             if subject.identity is None:
                 return logic.UNAUTH
-            return logic.TRUE if match(subject.groups()) else logic.FALSE
+            return logic.TRUE if match(subject.group_list()) else logic.FALSE  # type: ignore[arg-type]
 
     return base.Leaf(
         spec.key,
