@@ -306,3 +306,10 @@ def test_same_identity_object_takes_the_fast_path_and_still_expires(
     later = minter.identity_headers(who, HOST, now=now + 300)
     assert later[0][1] != first[0][1]
     assert pyjwt.decode(later[0][1], options={"verify_signature": False})["iat"] == int(now + 300)
+
+
+def test_jwks_paths_follow_pomerium_compatibility() -> None:
+    assert jwt.jwks_paths(Settings()) == ("/.well-known/vallum/jwks.json",)
+    assert jwt.jwks_paths(Settings(pomerium_compatibility=True)) == (
+        "/.well-known/vallum/jwks.json", "/.well-known/pomerium/jwks.json",
+    )

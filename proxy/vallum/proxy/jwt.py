@@ -25,7 +25,8 @@ Public interface (used by the identity pipeline):
     ``X-Pomerium-Jwt-Assertion`` with ``pomerium_compatibility``) and the claim headers.
 ``.jwks_json() -> bytes``
     The public JWKS, served at ``/.well-known/vallum/jwks.json`` (and
-    ``/.well-known/pomerium/jwks.json`` with ``pomerium_compatibility``) on every route host.
+    ``/.well-known/pomerium/jwks.json`` with ``pomerium_compatibility``) on every route host;
+    :func:`jwks_paths` gives those paths for a configuration.
 ``.verify(token, audience) -> dict``
     Checks a token claims to be ours: ES256, a ``kid`` of ours, valid signature, not expired,
     ``aud`` one of ``audience`` (``None``: any) and ``iss`` matching ``aud`` in either issuer
@@ -78,6 +79,8 @@ log = logging.getLogger("vallum.jwt")
 ALGORITHM = "ES256"
 REFRESH_BEFORE = 30.0
 """A cached assertion is replaced when less than this many seconds of its life remain."""
+JWKS_PATH = "/.well-known/vallum/jwks.json"
+POMERIUM_JWKS_PATH = "/.well-known/pomerium/jwks.json"
 CACHE_SIZE = 10_000
 """Most assertions kept (one per session and route host); least recently used go first."""
 
@@ -111,6 +114,11 @@ class Minted:
     def fresh(self, moment: float) -> bool:
         """Still good to send at ``moment`` (not within ``REFRESH_BEFORE`` of expiry)."""
         return bool(self.expires_at - REFRESH_BEFORE > moment >= self.claims["iat"])
+
+
+def jwks_paths(settings: config.Settings) -> tuple[str, ...]:
+    """Where the JWKS is served on every route host: ours, plus Pomerium's in compatibility."""
+    return (JWKS_PATH, POMERIUM_JWKS_PATH) if settings.pomerium_compatibility else (JWKS_PATH,)
 
 
 def thumbprint(public: ec.EllipticCurvePublicKey) -> str:
