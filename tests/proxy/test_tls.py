@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.support.certs import Leaf, TestCA
 from vallum.core import config, errors
-from vallum.proxy import tls
+from vallum.proxy import tls, tls_deferred
 
 
 @asynccontextmanager
@@ -236,15 +236,35 @@ async def test_mtls_matrix(pki: dict[str, Any], enforcement: str) -> None:
         none, _, _ = await exchange(port, client_context(ca))
     # (OpenSSL clients send the CA after the leaf when they have it: chain holds it.)
     assert valid == {"cert": {"cn": "CN=alice", "verified": True, "error": None, "chain": 1}}
-    # Python's ssl has no verify callback: a presented-but-invalid certificate ends the
-    # handshake in every mode (fail closed). asyncio closes the connection without flushing
-    # OpenSSL's alert, so the client sees the stream end before any answer.
+    if enforcement == "reject_connection":
+        # Refused in the handshake; asyncio closes without flushing OpenSSL's alert.
+        assert wrong_ca is None and wrong_reason
+        assert revoked is None and revoked_reason
+        assert none is None
+        return
+    assert tls_deferred.available(), "deferral self-check failed on this interpreter"
+    # Policy modes: the request reaches the pipeline, which sees why the certificate is bad.
+    assert wrong_ca is not None and revoked is not None
+    assert wrong_ca["cert"]["cn"] == "CN=mallory" and wrong_ca["cert"]["verified"] is False
+    assert wrong_ca["cert"]["error"].startswith("certificate is not signed by a trusted")
+    assert revoked["cert"]["cn"] == "CN=bob" and revoked["cert"]["verified"] is False
+    assert revoked["cert"]["error"] == "certificate is revoked (OpenSSL: certificate revoked)"
+    assert none == {"cert": None}  # the pipeline decides (default deny / policy)
+
+
+async def test_without_deferral_invalid_certificates_fail_the_handshake(
+    pki: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What every mode does where the ctypes self-check fails: closed, never open."""
+    monkeypatch.setattr(tls_deferred, "defer_verification", lambda ctx: False)
+    ca = pki["ca"]
+    async with tls_server(mtls_settings(pki, "policy_with_default_deny")) as port:
+        valid, _, _ = await exchange(port, client_context(ca, pki["alice"]))
+        wrong_ca, _, wrong_reason = await exchange(port, client_context(ca, pki["mallory"]))
+        revoked, _, revoked_reason = await exchange(port, client_context(ca, pki["bob_revoked"]))
+    assert valid is not None and valid["cert"]["verified"] is True
     assert wrong_ca is None and wrong_reason
     assert revoked is None and revoked_reason
-    if enforcement == "reject_connection":
-        assert none is None
-    else:
-        assert none == {"cert": None}  # the pipeline decides (default deny / policy)
 
 
 async def test_revocation_is_what_rejects_a_revoked_certificate(pki: dict[str, Any]) -> None:
@@ -258,6 +278,10 @@ async def test_revocation_is_what_rejects_a_revoked_certificate(pki: dict[str, A
         answer, _, reason = await exchange(port, client_context(pki["ca"], pki["bob_revoked"]))
     assert answer is not None, reason
     assert answer["cert"]["cn"] == "CN=bob" and answer["cert"]["verified"] is True
+    async with tls_server(settings) as port:
+        answer, _, reason = await exchange(port, client_context(pki["ca"], pki["bob_revoked"]))
+    assert answer is not None, reason
+    assert answer["cert"]["verified"] is False
 
 
 async def test_sni_selected_context_still_verifies_clients(pki: dict[str, Any]) -> None:
@@ -273,7 +297,7 @@ async def test_sni_selected_context_still_verifies_clients(pki: dict[str, Any]) 
         bad, _, _ = await exchange(port, client_context(ca, pki["mallory"]), "second.test")
     assert names_of(cert) == ["second.test"]
     assert good is not None and good["cert"]["verified"] is True
-    assert bad is None
+    assert bad is not None and bad["cert"]["verified"] is False
 
 
 async def test_depth_limit_reports_unverified(pki: dict[str, Any]) -> None:

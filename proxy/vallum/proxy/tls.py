@@ -8,38 +8,38 @@ one label), then the first certificate as the default. With no certificate confi
 self-signed one is generated for ``localhost``, ``127.0.0.1`` and every route host (a warning is
 logged: browsers will not trust it).
 
-Downstream mTLS follows Pomerium's ``downstream_mtls`` settings as far as Python's ``ssl`` module
-allows. What the standard library offers (checked on CPython 3.11, OpenSSL 3.0):
+Downstream mTLS follows Pomerium's ``downstream_mtls`` settings. What Python's ``ssl`` module
+offers (checked on CPython 3.11, OpenSSL 3.0):
 
 * There is no verify callback. The server can ask for a certificate (``CERT_OPTIONAL``) or insist
   on one (``CERT_REQUIRED``), but in both modes OpenSSL *aborts the handshake* when a presented
-  certificate fails verification (unknown CA, expired, revoked). Only "no certificate at all"
-  survives ``CERT_OPTIONAL``.
+  certificate fails verification (unknown CA, expired, revoked); asyncio then closes the
+  connection without even flushing the alert. Only "no certificate at all" survives
+  ``CERT_OPTIONAL``.
 * ``SSLObject.getpeercert(binary_form=True)`` gives the leaf; the chain is available from the
   private ``_sslobj.get_verified_chain()`` / ``get_unverified_chain()`` (present since 3.10, made
-  public as ``SSLObject.get_*_chain()`` in 3.13). We use the public names when present, else the
-  private ones, else we verify the leaf ourselves with ``cryptography``.
-* ``SSL_CTX_set_verify_depth`` and the advertised client-CA list are not exposed: every client may
+  public as ``SSLObject.get_*_chain()`` in 3.13).
+* ``SSL_CTX_set_verify_depth`` and the advertised client-CA list are not exposed: clients may
   offer any certificate, and ``max_verify_depth`` is checked after the handshake (a chain that is
   too deep is reported as unverified, so the default-deny rule refuses it).
 
-Hence the enforcement modes map to:
+The best real option for Pomerium's behaviour (an invalid certificate reaches policy, which
+denies it with a reason) is :mod:`vallum.proxy.tls_deferred`: OpenSSL keeps verifying, a
+``ctypes`` verify callback lets the handshake finish, and the verdict is read back per connection
+— guarded by layout self-checks, off (fail closed) when they do not hold. Hence:
 
 =============================  ================  ==============================================
 ``enforcement``                ``verify_mode``   no certificate / invalid certificate
 =============================  ================  ==============================================
-``policy_with_default_deny``   ``CERT_OPTIONAL`` request reaches the pipeline (default deny) /
-                                                 **handshake rejected** (Pomerium: 495 page)
-``policy``                     ``CERT_OPTIONAL`` request reaches policy / **handshake rejected**
+``policy_with_default_deny``   ``CERT_OPTIONAL`` reaches the pipeline (default deny) / reaches it
+                                                 with ``verified=False`` and OpenSSL's reason
+``policy``                     ``CERT_OPTIONAL`` reaches policy / reaches it, ``verified=False``
 ``reject_connection``          ``CERT_REQUIRED`` handshake rejected / handshake rejected
 =============================  ================  ==============================================
 
-The deviation (an invalid certificate never reaches policy, so ``invalid_client_certificate``
-can only ever see "missing") fails closed; asyncio closes such a connection without flushing
-OpenSSL's alert, so the client sees the connection end rather than Pomerium's 495 page. A verify
-callback through ``ctypes`` on the private ``SSL_CTX`` pointer would lift this, but it depends on
-CPython's object layout, so it is not done. Trust anchors may be intermediates, as in Pomerium
-(``VERIFY_X509_PARTIAL_CHAIN``); a CRL enables ``VERIFY_CRL_CHECK_LEAF``.
+Without deferral (another interpreter), an invalid certificate is rejected at the handshake in
+every mode. Trust anchors may be intermediates, as in Pomerium (``VERIFY_X509_PARTIAL_CHAIN``);
+a CRL enables ``VERIFY_CRL_CHECK_LEAF``.
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from vallum.core import config, errors, request
+from vallum.proxy import tls_deferred
 
 log = logging.getLogger("vallum.proxy.tls")
 
@@ -175,6 +176,8 @@ def _base_context(settings: config.Settings) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
         ctx.verify_mode = ssl.CERT_OPTIONAL
+        # Let requests with invalid certificates reach policy, as Pomerium does (if possible).
+        tls_deferred.defer_verification(ctx)
     return ctx
 
 
@@ -304,8 +307,15 @@ def client_certificate(
             der=der, verified=False, chain_der=intermediates,
             error="downstream mTLS is not configured",
         )
-    verified_chain = _chain(ssl_object, "get_verified_chain")
-    if verified_chain:
+    verdict = tls_deferred.verify_result(ssl_object)
+    if verdict is None and tls_deferred.is_deferred(ssl_object.context):
+        error: str | None = "cannot read the TLS library's verification result"
+    elif verdict is not None and verdict[0] != 0:
+        # OpenSSL decides; it reports the *last* problem it met (often a missing CRL for an
+        # unknown issuer), so our own verifier names the first one where it can.
+        reason = verify_chain(der, intermediates, mtls) or "invalid certificate"
+        error = f"{reason} (OpenSSL: {verdict[1]})"
+    elif verified_chain := _chain(ssl_object, "get_verified_chain"):
         # OpenSSL verified it during the handshake (chain, dates, CRL); only depth is left.
         error = _depth_error(len(verified_chain) - 1, mtls.max_verify_depth)
     else:
@@ -340,8 +350,8 @@ def verify_chain(
 
     Used where the TLS library's own verification result is not available. Builds the path
     leaf -> presented intermediates -> a CA in ``mtls.ca_pem`` (any CA in the bundle is an
-    anchor), checks signatures, validity dates, the depth limit and, with a CRL, the leaf's
-    revocation.
+    anchor), checks signatures, that issuers are CAs, the leaf's extended key usage, validity
+    dates, the depth limit and, with a CRL, the leaf's revocation.
     """
     try:
         leaf = x509.load_der_x509_certificate(leaf_der)
@@ -349,6 +359,8 @@ def verify_chain(
         anchors = x509.load_pem_x509_certificates((mtls.ca_pem or "").encode())
     except ValueError as exc:
         return f"unreadable certificate: {exc}"
+    if not _client_usage(leaf):
+        return "certificate is not meant for client authentication (extended key usage)"
     now = dt.datetime.now(dt.UTC)
     current, depth = leaf, 0
     while True:
@@ -374,6 +386,22 @@ def verify_chain(
     return None
 
 
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return cert.version == x509.Version.v1  # old self-signed roots carry no extensions
+
+
+def _client_usage(cert: x509.Certificate) -> bool:
+    try:
+        usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        return True
+    wanted = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE)
+    return any(oid in usages for oid in wanted)
+
+
 _CRL_BEGIN = "-----BEGIN X509 CRL-----"
 
 
@@ -389,7 +417,7 @@ def _issued_by(cert: x509.Certificate, candidates: Sequence[x509.Certificate]) -
     x509.Certificate | None
 ):
     for candidate in candidates:
-        if candidate.subject != cert.issuer:
+        if candidate.subject != cert.issuer or not _is_ca(candidate):
             continue
         try:
             cert.verify_directly_issued_by(candidate)
