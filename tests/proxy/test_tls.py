@@ -31,8 +31,8 @@ from vallum.proxy import tls, tls_deferred
 
 
 @asynccontextmanager
-async def tls_server(settings: config.Settings) -> AsyncIterator[int]:
-    ctx = tls.server_context(settings)
+async def tls_server(settings: config.Settings, defer: bool = False) -> AsyncIterator[int]:
+    ctx = tls.server_context(settings, defer_client_verification=defer)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         cert = tls.client_certificate(writer.get_extra_info("ssl_object"), settings)
@@ -229,7 +229,7 @@ def mtls_settings(pki: dict[str, Any], enforcement: str) -> config.Settings:
 @pytest.mark.parametrize("enforcement", ["policy_with_default_deny", "policy", "reject_connection"])
 async def test_mtls_matrix(pki: dict[str, Any], enforcement: str) -> None:
     ca = pki["ca"]
-    async with tls_server(mtls_settings(pki, enforcement)) as port:
+    async with tls_server(mtls_settings(pki, enforcement), defer=True) as port:
         valid, _, _ = await exchange(port, client_context(ca, pki["alice"]))
         wrong_ca, _, wrong_reason = await exchange(port, client_context(ca, pki["mallory"]))
         revoked, _, revoked_reason = await exchange(port, client_context(ca, pki["bob_revoked"]))
@@ -252,19 +252,23 @@ async def test_mtls_matrix(pki: dict[str, Any], enforcement: str) -> None:
     assert none == {"cert": None}  # the pipeline decides (default deny / policy)
 
 
+@pytest.mark.parametrize("unavailable", [False, True])
 async def test_without_deferral_invalid_certificates_fail_the_handshake(
-    pki: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    pki: dict[str, Any], monkeypatch: pytest.MonkeyPatch, unavailable: bool
 ) -> None:
-    """What every mode does where the ctypes self-check fails: closed, never open."""
-    monkeypatch.setattr(tls_deferred, "defer_verification", lambda ctx: False)
+    """The default, and what deferral does where the ctypes self-check fails: closed."""
+    if unavailable:
+        monkeypatch.setattr(tls_deferred, "_openssl", lambda: None)
     ca = pki["ca"]
-    async with tls_server(mtls_settings(pki, "policy_with_default_deny")) as port:
+    async with tls_server(mtls_settings(pki, "policy_with_default_deny"), unavailable) as port:
         valid, _, _ = await exchange(port, client_context(ca, pki["alice"]))
         wrong_ca, _, wrong_reason = await exchange(port, client_context(ca, pki["mallory"]))
         revoked, _, revoked_reason = await exchange(port, client_context(ca, pki["bob_revoked"]))
+        none, _, _ = await exchange(port, client_context(ca))
     assert valid is not None and valid["cert"]["verified"] is True
     assert wrong_ca is None and wrong_reason
     assert revoked is None and revoked_reason
+    assert none == {"cert": None}
 
 
 async def test_revocation_is_what_rejects_a_revoked_certificate(pki: dict[str, Any]) -> None:
@@ -278,7 +282,7 @@ async def test_revocation_is_what_rejects_a_revoked_certificate(pki: dict[str, A
         answer, _, reason = await exchange(port, client_context(pki["ca"], pki["bob_revoked"]))
     assert answer is not None, reason
     assert answer["cert"]["cn"] == "CN=bob" and answer["cert"]["verified"] is True
-    async with tls_server(settings) as port:
+    async with tls_server(settings, defer=True) as port:
         answer, _, reason = await exchange(port, client_context(pki["ca"], pki["bob_revoked"]))
     assert answer is not None, reason
     assert answer["cert"]["verified"] is False
@@ -292,7 +296,7 @@ async def test_sni_selected_context_still_verifies_clients(pki: dict[str, Any]) 
         certificates=(*settings.certificates, certificate(second)),
         downstream_mtls=settings.downstream_mtls,
     )
-    async with tls_server(settings) as port:
+    async with tls_server(settings, defer=True) as port:
         good, cert, _ = await exchange(port, client_context(ca, pki["alice"]), "second.test")
         bad, _, _ = await exchange(port, client_context(ca, pki["mallory"]), "second.test")
     assert names_of(cert) == ["second.test"]

@@ -26,7 +26,9 @@ offers (checked on CPython 3.11, OpenSSL 3.0):
 The best real option for Pomerium's behaviour (an invalid certificate reaches policy, which
 denies it with a reason) is :mod:`vallum.proxy.tls_deferred`: OpenSSL keeps verifying, a
 ``ctypes`` verify callback lets the handshake finish, and the verdict is read back per connection
-— guarded by layout self-checks, off (fail closed) when they do not hold. Hence:
+— guarded by layout self-checks, off (fail closed) when they do not hold. It is opt-in
+(``server_context(..., defer_client_verification=True)``) because it is only safe once the
+pipeline enforces the policy's ``invalid_client_certificate`` rule. With it:
 
 =============================  ================  ==============================================
 ``enforcement``                ``verify_mode``   no certificate / invalid certificate
@@ -37,9 +39,9 @@ denies it with a reason) is :mod:`vallum.proxy.tls_deferred`: OpenSSL keeps veri
 ``reject_connection``          ``CERT_REQUIRED`` handshake rejected / handshake rejected
 =============================  ================  ==============================================
 
-Without deferral (another interpreter), an invalid certificate is rejected at the handshake in
-every mode. Trust anchors may be intermediates, as in Pomerium (``VERIFY_X509_PARTIAL_CHAIN``);
-a CRL enables ``VERIFY_CRL_CHECK_LEAF``.
+Without deferral (the default, or another interpreter), an invalid certificate is rejected at
+the handshake in every mode. Trust anchors may be intermediates, as in Pomerium
+(``VERIFY_X509_PARTIAL_CHAIN``); a CRL enables ``VERIFY_CRL_CHECK_LEAF``.
 """
 
 from __future__ import annotations
@@ -72,8 +74,15 @@ _self_signed_cache: dict[tuple[str, ...], config.Certificate] = {}
 _ENCODING_DER: int = getattr(_ssl, "ENCODING_DER", 1)
 
 
-def server_context(settings: config.Settings) -> ssl.SSLContext:
+def server_context(
+    settings: config.Settings, *, defer_client_verification: bool = False
+) -> ssl.SSLContext:
     """The listener's TLS context for ``settings``, with SNI selection wired in.
+
+    ``defer_client_verification`` lets connections with an invalid client certificate through
+    in the policy enforcement modes (see :mod:`vallum.proxy.tls_deferred`). Pass it only when
+    the request pipeline evaluates the route policies with ``ClientCertificate.verified`` (the
+    ``invalid_client_certificate`` default deny); otherwise those handshakes are refused.
 
     Raises :class:`ConfigError` naming ``certificates[i]`` or ``downstream_mtls`` when a
     certificate, key, CA bundle or CRL cannot be loaded.
@@ -95,7 +104,8 @@ def server_context(settings: config.Settings) -> ssl.SSLContext:
     wildcard: dict[str, ssl.SSLContext] = {}
     for position, certificate in enumerate(certificates):
         place = f"certificates[{position}]"
-        ctx = _base_context(settings)  # a bad client CA or CRL raises once, for all
+        # A bad client CA or CRL raises here, once, for all certificates.
+        ctx = _base_context(settings, defer_client_verification)
         try:
             load_cert_chain(ctx, certificate.cert_pem, certificate.key_pem)
             san_names = dns_names(certificate.cert_pem)
@@ -141,7 +151,7 @@ def _sni_selector(
     return on_sni
 
 
-def _base_context(settings: config.Settings) -> ssl.SSLContext:
+def _base_context(settings: config.Settings, defer: bool) -> ssl.SSLContext:
     """A server context with everything but the certificate: identical for every SNI choice.
 
     OpenSSL keeps the verify mode of the first context and uses the store of the selected one,
@@ -176,8 +186,9 @@ def _base_context(settings: config.Settings) -> ssl.SSLContext:
         ctx.verify_mode = ssl.CERT_REQUIRED
     else:
         ctx.verify_mode = ssl.CERT_OPTIONAL
-        # Let requests with invalid certificates reach policy, as Pomerium does (if possible).
-        tls_deferred.defer_verification(ctx)
+        if defer:
+            # Let requests with invalid certificates reach policy, as Pomerium does.
+            tls_deferred.defer_verification(ctx)
     return ctx
 
 
