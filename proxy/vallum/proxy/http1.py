@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Coroutine, Generator
 from http import HTTPStatus
 from typing import Any, Protocol, cast
@@ -133,6 +134,7 @@ class HTTP1(asyncio.Protocol):
         self.closed = False
         self.last_active = self.loop.time()
         self._paused = 0
+        self._corked: list[bytes] | None = None
         self._starting = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -280,6 +282,7 @@ class HTTP1(asyncio.Protocol):
         self.active = None
         self.last_active = self.loop.time()
         if close:
+            self.uncork()
             self.closed = True
             self.queue.clear()
             if self.transport is not None:
@@ -301,12 +304,30 @@ class HTTP1(asyncio.Protocol):
             self._starting = False
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if self._corked is not None:
+            self._corked.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
-        if self.transport is not None and not self.closed:
+        if self._corked is not None:
+            self._corked.extend(parts)
+        elif self.transport is not None and not self.closed:
             self.transport.writelines(parts)
+
+    def cork(self) -> None:
+        """Collect writes until :meth:`uncork`: one system call for a response head and body
+        that arrived together (each ``send`` on loopback costs as much as the parsing)."""
+        if self._corked is None:
+            self._corked = []
+
+    def uncork(self) -> None:
+        out, self._corked = self._corked, None
+        if out and self.transport is not None and not self.closed:
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
@@ -427,8 +448,8 @@ class Exchange:
         self.plan: fwd.RoutePlan | None = None
         self.allow: pipeline.Allow = pipeline.ALLOW
         self.request_id = errors.new_request_id()
-        self.started = proto.loop.time()
-        self.last_activity = self.started
+        self.started = time.perf_counter()
+        self.last_activity = proto.last_active
         self.status = 0
         self.sent = 0
         self.head_sent = False
@@ -746,6 +767,12 @@ class Exchange:
         self.sent += len(data)
         self.proto.write(data)
 
+    def cork(self) -> None:
+        self.proto.cork()
+
+    def uncork(self) -> None:
+        self.proto.uncork()
+
     def upstream_writable(self, writable: bool) -> None:
         if writable:
             self.proto.resume(_PAUSE_UPSTREAM)
@@ -754,6 +781,8 @@ class Exchange:
 
     # -- answers Vallum makes itself --------------------------------------------------------
     def respond_error(self, status: int, message: str) -> None:
+        if status in (400, 431):
+            self.keep_alive = False  # a client that sent garbage: do not read on from it
         accept = self.req.headers.get("accept") if self.req is not None else None
         page = errors.page(status, self.request_id, accept=accept, message=message)
         self.respond(page.status, page.headers, page.body)
@@ -841,4 +870,4 @@ class Exchange:
 
     @property
     def duration(self) -> float:
-        return self.proto.loop.time() - self.started
+        return time.perf_counter() - self.started

@@ -69,6 +69,10 @@ class Sink(Protocol):
 
     def upstream_writable(self, writable: bool) -> None: ...
 
+    def cork(self) -> None: ...
+
+    def uncork(self) -> None: ...
+
 
 # Response body framing, as announced by the upstream's headers.
 FRAMING_NONE = 0  # no body (HEAD, 1xx, 204, 304)
@@ -148,6 +152,9 @@ class UpstreamConnection(asyncio.Protocol):
             if self.sink is not None:
                 self.sink.upstream_raw(data)
             return
+        corked = self.sink
+        if corked is not None:
+            corked.cork()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -159,6 +166,9 @@ class UpstreamConnection(asyncio.Protocol):
                 self._fail(UpstreamError("unexpected protocol upgrade from upstream"))
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(f"malformed response from upstream: {exc}"))
+        finally:
+            if corked is not None:
+                corked.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -216,8 +226,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self._skip_interim:
             self._skip_interim = False
             return
-        if self.head_only:
-            return  # already completed in on_headers_complete
+        if self.head_only or self.parser.get_status_code() == 101:
+            return  # HEAD: completed in on_headers_complete; 101: the stream goes on raw
         self._complete(self.parser.should_keep_alive())
 
     # -- internals ----------------------------------------------------------------------------
