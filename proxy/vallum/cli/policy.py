@@ -5,7 +5,8 @@ The tool an operator runs when a user says "I can't get in"::
     vallum policy check FILE                 validate; print the normalised policy
     vallum policy eval FILE --identity JSON --request JSON [--json]
 
-FILE (YAML or JSON; ``-`` reads stdin) holds either a *bare policy* (a rule with ``allow`` /
+FILE (YAML or JSON; ``-`` reads stdin; read as Pomerium reads it, so an unquoted ``2:20:00`` is a
+time, not a base-60 number) holds either a *bare policy* (a rule with ``allow`` /
 ``deny``, a list of rules, or null) or a *route-like mapping*: a mapping with any of the route
 options ``policy``, ``allowed_users``, ``allowed_domains``, ``allowed_idp_claims``,
 ``allow_any_authenticated_user``, ``allow_public_unauthenticated_access`` — compiled exactly as
@@ -37,6 +38,7 @@ from vallum.core import policy
 from vallum.core.config import DownstreamMTLS, Host, Route
 from vallum.core.errors import PolicyError
 from vallum.core.identity import Identity
+from vallum.core.policy import yamltext
 from vallum.core.request import ClientCertificate, RequestInfo
 
 ROUTE_KEYS = (
@@ -120,7 +122,7 @@ def load_file(name: str) -> Any:
     except UnicodeDecodeError:
         raise BadInput(f"{name}: not UTF-8 text") from None
     try:
-        return yaml.safe_load(text)
+        return yamltext.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name

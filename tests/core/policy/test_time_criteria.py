@@ -128,3 +128,21 @@ def test_request_time_that_is_not_a_datetime_matches_nothing() -> None:
     req = request()
     object.__setattr__(req, "time", "noon")
     assert not allows(one({"date": {"after": "2000-01-01"}}), req)
+
+
+def test_pomerium_doc_example_loads_unquoted_with_yamltext() -> None:
+    from vallum.core.policy import yamltext
+
+    text = (
+        "allow:\n  and:\n    - time_of_day:\n        timezone: UTC\n"
+        "        after: 2:20:00\n        before: 4:30PM\n"
+    )
+    data = yamltext.load(text)
+    assert data["allow"]["and"][0]["time_of_day"]["after"] == "2:20:00"
+    assert allows(data, at(WED_NOON))
+    assert yamltext.load("a: 42\nb: 1.5\nc: 0x10\nd: 15:04") == {
+        "a": 42,
+        "b": 1.5,
+        "c": 16,
+        "d": "15:04",
+    }
