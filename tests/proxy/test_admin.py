@@ -81,3 +81,10 @@ async def test_occupied_port_raises(port: int) -> None:
         other.listen()
         with pytest.raises(OSError):
             await admin.start_admin("127.0.0.1", port, holder, metrics.Metrics(), lambda: True)
+
+
+async def test_second_admin_on_the_same_port_fails(running: Running) -> None:
+    base, holder, collected, _ = running
+    port = int(base.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        await admin.start_admin("127.0.0.1", port, holder, collected, lambda: True)

@@ -48,10 +48,15 @@ async def start_admin(
     metrics: metrics_mod.Metrics,
     ready: Callable[[], bool],
 ) -> web.AppRunner:
-    """Bind and start the admin listener; ``await runner.cleanup()`` stops it."""
+    """Bind and start the admin listener; ``await runner.cleanup()`` stops it.
+
+    One process binds it (with ``--workers N`` the first worker; multiprocess metrics make its
+    ``/metrics`` the sum of all). No ``SO_REUSEPORT``: a second Vallum left running on the same
+    addresses must fail here, loudly, rather than quietly share probes and scrapes.
+    """
     runner = web.AppRunner(make_app(holder, metrics, ready), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=True)
+    site = web.TCPSite(runner, host, port)
     try:
         await site.start()
     except BaseException:
