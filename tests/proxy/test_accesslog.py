@@ -6,6 +6,8 @@ import datetime as dt
 import io
 import json
 import logging
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,3 +79,25 @@ def test_broken_stream_disables_and_reports_once(caplog: pytest.LogCaptureFixtur
         logger.propagate = saved
     assert log.enabled is False
     assert [r.message for r in caplog.records] == ["access log disabled: cannot write"]
+
+
+def test_buffered_stream_is_flushed_when_the_second_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1_000_000.25]
+    monkeypatch.setattr(time, "time", lambda: clock[0])  # the module reads time.time()
+    path = tmp_path / "access.log"
+    with path.open("w", buffering=1 << 20) as stream:
+        log = accesslog.AccessLog(stream)
+        log.write(**FIELDS)
+        clock[0] += 0.5
+        log.write(**FIELDS)
+        assert path.read_text() == ""  # same second: still in the buffer
+        clock[0] += 0.5
+        log.write(**FIELDS)  # a new second: the first two lines go out
+        assert len(path.read_text().splitlines()) == 2
+        log.flush()
+        lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["time"] for line in lines] == [
+        "1970-01-12T13:46:40.250Z", "1970-01-12T13:46:40.750Z", "1970-01-12T13:46:41.250Z"
+    ]
