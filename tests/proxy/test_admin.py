@@ -69,6 +69,8 @@ async def test_healthz_readyz_and_metrics(
             assert r.headers["Content-Type"].startswith("text/plain")
             assert 'vallum_requests_total{method="GET",route="app",status="200"} 1.0' in text
             assert "vallum_route_table_generation 1.0" in text
+            # The rejected reload above is still the latest word on the config.
+            assert "vallum_config_last_reload_success 0.0" in text
         async with session.get(f"{base}/anything") as r:
             assert r.status == 404
 

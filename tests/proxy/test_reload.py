@@ -145,6 +145,28 @@ async def test_polling_reloads_on_change_and_on_watched_file(
         await reloader.stop()
 
 
+async def test_kubernetes_style_symlink_swap_reloads(tmp_path: Path) -> None:
+    """ConfigMap volumes swap a ``..data`` symlink to a new directory; the path stays the same."""
+    first, second = tmp_path / "..2026_a", tmp_path / "..2026_b"
+    first.mkdir()
+    second.mkdir()
+    write(first / "vallum.json", {"address": ":1111"})
+    write(second / "vallum.json", {"address": ":2222"})
+    (tmp_path / "..data").symlink_to(first.name)
+    path = tmp_path / "vallum.json"
+    path.symlink_to("..data/vallum.json")
+    holder = state.TableHolder(compile_json(str(path)))
+    reloader = reload.Reloader(str(path), holder, compile_json, interval=0.02)
+    reloader.start()
+    try:
+        link = tmp_path / "..data_tmp"
+        link.symlink_to(second.name)
+        os.replace(link, tmp_path / "..data")  # atomic, as the kubelet does it
+        await wait_for(lambda: holder.current.settings.address == ":2222")
+    finally:
+        await reloader.stop()
+
+
 async def test_sighup_reloads(setup: tuple[Path, state.TableHolder]) -> None:
     path, holder = setup
     reloader = reload.Reloader(str(path), holder, compile_json, interval=3600)

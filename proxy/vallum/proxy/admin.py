@@ -95,7 +95,9 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     holder = request.app[_HOLDER]
     collected = request.app[_METRICS]
+    # This process's view, fresh at scrape time (other workers update theirs on swap/failure).
     collected.generation.set(holder.generation)
+    collected.last_reload_success.set(0 if holder.last_error else 1)
     body, content_type = collected.render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

@@ -60,5 +60,6 @@ def setup_logging(level: str | int = "info", stream: IO[str] | None = None) -> l
             root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    root.propagate = False
+    # Propagation stays on: the root logger has no handler in ``vallum serve`` (so nothing is
+    # printed twice), and tools that capture logging (pytest's caplog) keep working.
     return handler
