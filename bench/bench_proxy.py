@@ -200,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.table(outcomes))
     print()
     print(report.check_lines(checks))
+    notes = report.saturation_notes(outcomes, opts.workers)
+    if notes:
+        print(notes)
     if opts.json_file is not None:
         data = {
             "date": started.isoformat(timespec="seconds"),

@@ -206,11 +206,27 @@ def check_lines(found: Sequence[Check]) -> str:
     width = max(len(c.name) for c in found)
     lines = ["targets (issue 2):"]
     for check in found:
-        value = "-" if check.value is None else f"{check.value:.2f}"
+        value = "-" if check.value is None else f"{check.value:.3f}"
         target = "(no target)" if check.verdict == "info" else f"(target {check.target})"
         lines.append(f"  {check.name.ljust(width)}  {value:>6}  {target:<17}  "
                      f"{check.verdict:<4}  {check.detail}".rstrip())
     return "\n".join(lines)
+
+
+def saturation_notes(outcomes: Sequence[Outcome], workers: int, floor: float = 0.8) -> str:
+    """A warning when a peak run left its server's cores partly idle: then something else (the
+    load side, other work on the machine) set the rate, and req/s ratios say less than usual."""
+    idle = [
+        f"{o.scenario.name} {o.server_cpu['peak']:.0f}%" for o in outcomes
+        if "peak" in o.server_cpu and o.server_cpu["peak"] < floor * 100.0 * workers
+    ]
+    if not idle:
+        return ""
+    return (
+        f"note: server under test below {floor * 100 * workers:.0f}% CPU in the peak run of "
+        f"{', '.join(idle)}: it was not the bottleneck (load side or other work on the machine); "
+        "trust req/CPU-s more than req/s here"
+    )
 
 
 def outcome_dict(outcome: Outcome) -> dict[str, object]:

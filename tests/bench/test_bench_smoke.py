@@ -135,6 +135,8 @@ def test_checks_compare_vallum_with_nginx_and_say_why_not() -> None:
     per_cpu = found["Vallum/nginx req per server CPU-second, HTTP"]
     assert per_cpu.value == pytest.approx(0.2)
     assert per_cpu.verdict == "info"
+    assert "nginx-http 50%" in report.saturation_notes([nginx, vallum, broken], workers=1)
+    assert "vallum-http" not in report.saturation_notes([nginx, vallum, broken], workers=1)
     assert found["Vallum/nginx req/s, HTTPS"].verdict == "n/a"
     assert "nginx-https not in this run" in found["Vallum/nginx req/s, HTTPS"].detail
     assert found["Vallum p99 at half peak, HTTPS"].verdict == "n/a"
