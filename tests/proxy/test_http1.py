@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +20,7 @@ from aiohttp import web
 from tests.proxy import dataplane as dp
 from tests.support.certs import TestCA
 from tests.support.net import free_port
+from vallum.proxy import pipeline
 
 
 async def test_keep_alive_reuses_one_upstream_connection() -> None:
@@ -303,7 +305,7 @@ async def test_downstream_tls_and_client_certificate_reach_the_gate(test_ca: Tes
 
         async def authorize(self, req, match, table):  # type: ignore[no-untyped-def]
             await asyncio.sleep(0)  # a gate that really suspends
-            return dp.pipeline.Allow(request_headers=(("X-Gate", "yes"),))
+            return pipeline.Allow(request_headers=(("X-Gate", "yes"),))
 
         def strip_request_headers(self) -> frozenset[str]:
             return frozenset({"x-gate"})
@@ -414,7 +416,7 @@ async def _transfer(
             got += len(data)
     assert got == size
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         sent = 0
         block = b"u" * (1 << 20)
         while sent < size:

@@ -1,0 +1,207 @@
+"""Forwarding rules: trusted client address, hop-by-hop headers, rewrites, header options."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.proxy import dataplane as dp
+from vallum.proxy import forward
+
+
+@pytest.mark.parametrize(
+    ("xff", "hops", "expected"),
+    [
+        (None, 0, "10.0.0.9"),
+        ("203.0.113.7", 0, "10.0.0.9"),  # untrusted: the header is ignored
+        ("203.0.113.7", 1, "203.0.113.7"),
+        ("198.51.100.1, 203.0.113.7", 1, "203.0.113.7"),  # the hop in front appended it
+        ("198.51.100.1, 203.0.113.7", 2, "198.51.100.1"),
+        ("203.0.113.7", 2, "10.0.0.9"),  # too short: fall back to the peer
+        (" , ", 1, "10.0.0.9"),
+    ],
+)
+def test_client_ip_follows_xff_num_trusted_hops(xff: str | None, hops: int, expected: str) -> None:
+    assert forward.client_ip("10.0.0.9", xff, hops) == expected
+
+
+def head_of(
+    plan: forward.RoutePlan, headers: list[tuple[bytes, bytes]], **kw: object
+) -> dict[str, Any]:
+    args: dict[str, Any] = {
+        "method": "GET",
+        "target": "/p",
+        "raw_headers": headers,
+        "connection": None,
+        "upstream_index": 0,
+        "host": "app.test",
+        "scheme": "https",
+        "peer_ip": "10.0.0.9",
+        "request_id": "rid",
+        "trusted_hops": 0,
+    }
+    args.update(kw)
+    raw = plan.request_head(**args)
+    assert raw.endswith(b"\r\n\r\n")
+    lines = raw.decode().split("\r\n")
+    out: dict[str, Any] = {"request_line": lines[0], "list": []}
+    for line in lines[1:]:
+        if line:
+            k, _, v = line.partition(": ")
+            out["list"].append((k.lower(), v))
+    out["map"] = dict(out["list"])
+    return out
+
+
+def test_request_head_drops_hop_by_hop_and_sets_forwarded_headers() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:8080"), strip={"x-assert"})
+    got = head_of(
+        plan,
+        [
+            (b"Host", b"app.test"),
+            (b"Connection", b"keep-alive, X-Private"),
+            (b"X-Private", b"1"),
+            (b"Keep-Alive", b"300"),
+            (b"TE", b"trailers"),
+            (b"Upgrade", b"h2c"),
+            (b"Proxy-Authorization", b"Basic x"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"X-Forwarded-For", b"1.2.3.4"),
+            (b"X-Forwarded-Proto", b"gopher"),
+            (b"X-Request-Id", b"spoof"),
+            (b"X-Assert", b"forged"),
+            (b"Accept", b"*/*"),
+        ],
+        connection="keep-alive, X-Private",
+    )
+    names = {k for k, _ in got["list"]}
+    for gone in ("connection", "x-private", "keep-alive", "te", "upgrade", "proxy-authorization"):
+        assert gone not in names
+    assert "transfer-encoding" not in names and "x-assert" not in names
+    assert got["request_line"] == "GET /p HTTP/1.1"
+    assert got["map"]["host"] == "10.1.1.1:8080"  # the to URL's host, as Envoy's auto rewrite
+    assert got["map"]["x-forwarded-for"] == "1.2.3.4, 10.0.0.9"
+    assert got["map"]["x-forwarded-proto"] == "https"  # untrusted client value replaced
+    assert got["map"]["x-forwarded-host"] == "app.test"
+    assert got["map"]["x-request-id"] == "rid"
+    assert got["map"]["accept"] == "*/*"
+
+
+def test_trusted_hop_keeps_its_forwarded_proto_and_host() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:8080"))
+    headers = [
+        (b"Host", b"internal:8443"),
+        (b"X-Forwarded-Proto", b"https"),
+        (b"X-Forwarded-Host", b"public.example"),
+    ]
+    got = head_of(plan, headers, scheme="http", trusted_hops=1)
+    assert got["map"]["x-forwarded-proto"] == "https"
+    assert got["map"]["x-forwarded-host"] == "public.example"
+
+
+def test_chunked_and_upgrade_framing_are_re_added() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:8080"))
+    got = head_of(plan, [(b"Host", b"app.test")], chunked=True, upgrade="websocket")
+    assert got["map"]["transfer-encoding"] == "chunked"
+    assert got["map"]["connection"] == "upgrade" and got["map"]["upgrade"] == "websocket"
+
+
+def test_host_rewrite_and_preserve_host_header() -> None:
+    rewrite = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80", host_rewrite="x.int"))
+    assert head_of(rewrite, [(b"Host", b"app.test")])["map"]["host"] == "x.int"
+    keep = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80", preserve_host_header=True))
+    assert head_of(keep, [(b"Host", b"App.Test:443")])["map"]["host"] == "App.Test:443"
+
+
+def test_set_and_remove_request_headers_and_gate_headers() -> None:
+    plan = forward.RoutePlan(
+        dp.route(
+            "app.test",
+            "http://10.1.1.1:80",
+            set_request_headers=(("X-Env", "prod"), ("Accept", "text/plain")),
+            remove_request_headers=("Cookie",),
+        )
+    )
+    got = head_of(
+        plan,
+        [(b"Host", b"app.test"), (b"Cookie", b"a=b"), (b"Accept", b"*/*")],
+        extra=(("X-Pomerium-Jwt-Assertion", "jwt"),),
+    )
+    assert "cookie" not in got["map"]
+    assert [v for k, v in got["list"] if k == "accept"] == ["text/plain"]  # replaced, not added
+    assert got["map"]["x-env"] == "prod"
+    assert got["map"]["x-pomerium-jwt-assertion"] == "jwt"
+
+
+@pytest.mark.parametrize(
+    ("options", "path", "expected"),
+    [
+        ({}, "/a/b", "/a/b"),
+        ({"prefix": "/admin", "prefix_rewrite": "/"}, "/admin/x", "//x"),  # literal, as Envoy
+        ({"prefix": "/admin/", "prefix_rewrite": "/"}, "/admin/x", "/x"),
+        ({"prefix": "/admin/", "prefix_rewrite": "/"}, "/admin", "/"),
+        ({"prefix": "/api", "prefix_rewrite": "/v2"}, "/api/users", "/v2/users"),
+        ({"prefix_rewrite": "/base/"}, "/x", "/base/x"),
+        ({"path": "/exact", "prefix_rewrite": "/other"}, "/exact", "/other"),
+        (
+            {
+                "regex_rewrite_pattern": "^/service/([^/]+)(/.*)$",
+                "regex_rewrite_substitution": "\\2/instance/\\1",
+            },
+            "/service/foo/bar",
+            "/bar/instance/foo",
+        ),
+        ({"regex_rewrite_pattern": "o", "regex_rewrite_substitution": "0"}, "/foo", "/f00"),
+    ],
+)
+def test_path_rewrites(options: dict[str, Any], path: str, expected: str) -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80", **options))
+    assert plan.rewrite_path(path) == expected
+
+
+def test_a_path_in_the_to_url_acts_as_prefix_rewrite() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80/anything/"))
+    assert plan.rewrite_path("/x/y") == "/anything/x/y"
+    both = forward.RoutePlan(dp.route("app.test", "http://a:80/one/", "http://b:80"))
+    assert both.rewrite_path("/x", 0) == "/one/x" and both.rewrite_path("/x", 1) == "/x"
+
+
+def test_response_headers_drop_hop_by_hop_and_apply_set_response_headers() -> None:
+    plan = forward.RoutePlan(
+        dp.route(
+            "app.test",
+            "http://10.1.1.1:80",
+            set_response_headers=(("Strict-Transport-Security", "max-age=31536000"),),
+        )
+    )
+    lines = plan.response_headers(
+        [
+            (b"Content-Type", b"text/plain"),
+            (b"Connection", b"close, X-Hop"),
+            (b"X-Hop", b"1"),
+            (b"Transfer-Encoding", b"chunked"),
+            (b"Strict-Transport-Security", b"max-age=1"),
+            (b"Set-Cookie", b"a=1"),
+            (b"Set-Cookie", b"b=2"),
+        ]
+    )
+    text = b"".join(lines).decode()
+    assert "X-Hop" not in text and "Connection" not in text and "Transfer-Encoding" not in text
+    assert "Strict-Transport-Security: max-age=31536000\r\n" in text and "max-age=1\r" not in text
+    assert text.count("Set-Cookie") == 2
+
+
+def test_plans_are_built_once_per_table_and_route() -> None:
+    tbl = dp.table(dp.route("app.test", "http://10.1.1.1:80"))
+    plans = forward.Plans()
+    route = tbl.settings.routes[0]
+    first = plans.get(tbl, 0, route)
+    assert plans.get(tbl, 0, route) is first
+    other = dp.table(dp.route("app.test", "http://10.1.1.1:80"))
+    assert plans.get(other, 0, other.settings.routes[0]) is not first
+
+
+def test_connection_tokens() -> None:
+    assert forward.connection_tokens("Keep-Alive, X-A ,,x-b") == {"keep-alive", "x-a", "x-b"}
+    assert forward.connection_tokens(None) == frozenset()

@@ -1,0 +1,122 @@
+"""The protocol-independent pipeline: request value, intercept, match, authorize; fail closed."""
+
+from __future__ import annotations
+
+import json
+
+from tests.proxy import dataplane as dp
+from vallum.core import routing
+from vallum.core.config import RouteTable
+from vallum.core.request import RequestInfo
+from vallum.proxy import pipeline
+
+
+def info(target: str = "/x", host: str | None = "App.Test:443", **headers: str) -> RequestInfo:
+    hdrs = {k.replace("_", "-"): v for k, v in headers.items()}
+    if host is not None:
+        hdrs["host"] = host
+    req = pipeline.request_info(
+        method="GET",
+        target=target,
+        headers=hdrs,
+        scheme="https",
+        peer_ip="10.0.0.9",
+        trusted_hops=1,
+        request_id="rid-1",
+    )
+    assert req is not None
+    return req
+
+
+def test_request_info_normalises_host_and_splits_query() -> None:
+    req = info("/a/b?x=1&y", x_forwarded_for="203.0.113.5")
+    assert (req.host, req.path, req.query) == ("app.test", "/a/b", "x=1&y")
+    assert req.client_ip == "203.0.113.5"  # one trusted hop
+    assert req.headers["x-request-id"] == "rid-1"
+
+
+def test_absolute_form_target_wins_over_host_header() -> None:
+    req = info("http://Other.Test:8080/p?q", host="app.test")
+    assert (req.host, req.path, req.query) == ("other.test", "/p", "q")
+
+
+def test_malformed_requests_give_none() -> None:
+    for target, host in (("*", "app.test"), ("/x", None), ("/x", "")):
+        hdrs = {} if host is None else {"host": host}
+        assert (
+            pipeline.request_info(
+                method="OPTIONS",
+                target=target,
+                headers=hdrs,
+                scheme="https",
+                peer_ip="1.1.1.1",
+                trusted_hops=0,
+                request_id="r",
+            )
+            is None
+        )
+
+
+def test_header_map_joins_repeats_and_cookies() -> None:
+    got = pipeline.header_map(
+        [(b"Accept", b"a"), (b"ACCEPT", b"b"), (b"Cookie", b"x=1"), (b"cookie", b"y=2")]
+    )
+    assert got == {"accept": "a, b", "cookie": "x=1; y=2"}
+
+
+async def test_public_only_gate_allows_public_and_fails_closed_otherwise() -> None:
+    tbl = dp.table(
+        dp.route("app.test", "http://10.0.0.1:80"),
+        dp.route("private.test", "http://10.0.0.2:80", public=False),
+    )
+    gate = pipeline.PublicOnlyGate()
+    verdict = await pipeline.decide(info(), tbl, gate)
+    assert isinstance(verdict, pipeline.Forward)
+    assert verdict.match.route.host == "app.test" and verdict.allow == pipeline.Allow()
+    denied = await pipeline.decide(info(host="private.test", accept="application/json"), tbl, gate)
+    assert isinstance(denied, pipeline.Respond) and denied.status == 403
+    body = json.loads(denied.body)
+    assert body["request_id"] == "rid-1" and "sign-in is not configured" in body["message"]
+    assert "x-pomerium-jwt-assertion" in gate.strip_request_headers()
+
+
+async def test_no_route_is_404_and_bad_path_is_400() -> None:
+    tbl = dp.table(dp.route("app.test", "http://10.0.0.1:80", prefix="/api"))
+    gate = pipeline.PublicOnlyGate()
+    missing = await pipeline.decide(info("/other"), tbl, gate)
+    assert isinstance(missing, pipeline.Respond) and missing.status == 404
+    bad = await pipeline.decide(info("/api/%2e%2e/%2e%2e/etc"), tbl, gate)
+    assert isinstance(bad, pipeline.Respond) and bad.status == 400
+    # The path that is forwarded is the normalised one.
+    ok = await pipeline.decide(info("/api//v1/./x"), tbl, gate)
+    assert isinstance(ok, pipeline.Forward) and ok.match.path == "/api/v1/x"
+
+
+async def test_intercept_answers_before_matching_and_authorize_can_add_headers() -> None:
+    class Gate:
+        calls: list[str] = []
+
+        async def intercept(self, req: RequestInfo, table: RouteTable) -> pipeline.Respond | None:
+            self.calls.append("intercept")
+            if req.path.startswith("/.vallum/"):
+                return pipeline.Respond(200, (("Content-Type", "text/plain"),), b"internal")
+            return None
+
+        async def authorize(
+            self, req: RequestInfo, match: routing.Match, table: RouteTable
+        ) -> pipeline.Allow | pipeline.Respond:
+            self.calls.append("authorize")
+            return pipeline.Allow(request_headers=(("X-User", "alice"),))
+
+        def strip_request_headers(self) -> frozenset[str]:
+            return frozenset()
+
+    gate = Gate()
+    tbl = dp.table(dp.route("app.test", "http://10.0.0.1:80", public=False))
+    internal = await pipeline.decide(info("/.vallum/x", host="nowhere.test"), tbl, gate)
+    assert isinstance(internal, pipeline.Respond) and internal.body == b"internal"
+    assert gate.calls == ["intercept"]
+    allowed = await pipeline.decide(info(), tbl, gate)
+    assert isinstance(allowed, pipeline.Forward)
+    assert allowed.allow.request_headers == (("X-User", "alice"),)
+    assert gate.calls == ["intercept", "intercept", "authorize"]

@@ -1,0 +1,162 @@
+"""The upstream leg: weighted round-robin, passive ejection, pooling per TLS profile, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+
+from tests.proxy import dataplane as dp
+from tests.support.net import free_port
+from vallum.proxy import upstream
+
+
+def test_weighted_round_robin_is_smooth_and_proportional() -> None:
+    route = dp.route("app.test", "http://a:1", "http://b:1", "http://c:1", weights=(5, 1, 1))
+    pool = upstream.Pool()
+    picks = [pool.pick(route) for _ in range(70)]
+    counts = collections.Counter(picks)
+    assert counts == {0: 50, 1: 10, 2: 10}
+    assert picks[:7] == [0, 0, 1, 0, 2, 0, 0]  # interleaved (nginx's smooth WRR), not 5 in a row
+
+
+def test_ejected_endpoints_are_skipped_until_cool_down_and_panic_mode() -> None:
+    route = dp.route("app.test", "http://a:1", "http://b:1")
+    pool = upstream.Pool()
+    pool.eject(route.to[0])
+    assert {pool.pick(route) for _ in range(10)} == {1}
+    pool.eject(route.to[1])
+    assert pool.pick(route) in (0, 1)  # all ejected: try anyway rather than fail everything
+    assert pool.pick(route, exclude=frozenset({0, 1})) is None
+    pool._ejected = {k: 0.0 for k in pool._ejected}  # cool-down over
+    assert {pool.pick(route) for _ in range(10)} == {0, 1}
+    single = dp.route("one.test", "http://a:1")
+    assert pool.pick(single) == 0 and pool.pick(single, exclude=frozenset({0})) is None
+
+
+async def test_a_dead_endpoint_is_ejected_and_requests_go_to_the_live_one() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    async with (
+        dp.upstream_app(dp.echo_app("live")) as live,
+        dp.serve(dp.table(dp.route("app.test", dead, live))) as p,
+    ):
+        client = await dp.RawClient.connect(p.port)
+        names = []
+        for _ in range(6):
+            await client.send(dp.get("/"))
+            status, _, body = await client.response()
+            assert status == 200  # the failed connect is retried on the other endpoint
+            names.append(json.loads(body)["name"])
+        await client.close()
+        assert names == ["live"] * 6
+        assert p.ctx.pool.is_ejected(p.holder.current.settings.routes[0].to[0])
+
+
+async def test_pool_is_shared_per_endpoint_and_tls_profile_and_idle_connections_close() -> None:
+    async with dp.upstream_app(dp.echo_app()) as url:
+        tbl = dp.table(dp.route("a.test", url), dp.route("b.test", url))
+        async with dp.serve(tbl) as p:
+            client = await dp.RawClient.connect(p.port)
+            for host in ("a.test", "b.test", "a.test"):
+                await client.send(dp.get("/", host=host))
+                assert (await client.response())[0] == 200
+            await client.close()
+            assert p.ctx.pool.connects == 1 and p.ctx.pool.idle_count() == 1
+            upstream.POOL_IDLE_SECONDS, saved = 0.0, upstream.POOL_IDLE_SECONDS
+            try:
+                p.ctx.pool._sweep()
+            finally:
+                upstream.POOL_IDLE_SECONDS = saved
+            assert p.ctx.pool.idle_count() == 0
+
+
+async def test_a_pooled_connection_closed_by_the_upstream_is_retried_once() -> None:
+    # An upstream that closes each kept-alive connection right after its response was read:
+    # the proxy's next request on the pooled connection finds it dead and must retry.
+    served = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        served.append(1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
+            client = await dp.RawClient.connect(p.port)
+            for _ in range(3):
+                await client.send(dp.get("/"))
+                status, _, body = await client.response()
+                assert (status, body) == (200, b"ok")
+                await asyncio.sleep(0.15)  # let the upstream close the idle connection
+            await client.close()
+            assert len(served) == 3
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_upstream_closing_mid_body_cuts_the_client_connection() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
+            raw = await dp.raw_request(p.port, dp.get("/"))
+            assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"partial")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_upstream_garbage_is_502() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
+            client = await dp.RawClient.connect(p.port)
+            await client.send(dp.get("/"))
+            assert (await client.response())[0] == 502
+            await client.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_read_until_close_response_is_chunked_to_the_client() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
+            client = await dp.RawClient.connect(p.port)
+            await client.send(dp.get("/"))
+            status, headers, body = await client.response()
+            assert (status, body, headers["transfer-encoding"]) == (200, b"until-eof", "chunked")
+            await client.send(dp.get("/"))  # the client connection stays usable
+            status, _, body = await client.response()
+            assert (status, body) == (200, b"until-eof")
+            await client.close()
+    finally:
+        server.close()
+        await server.wait_closed()
