@@ -19,6 +19,7 @@ from vallum.core.policy.subject import Subject
 from vallum.core.request import RequestInfo
 
 MAX_REASONS = 20
+_TRUE, _UNAUTH = logic.TRUE, logic.UNAUTH
 
 _NO_ALLOW = Reason("no-allow-rule", "the policy has no allow rule, so nobody is allowed")
 
@@ -35,13 +36,13 @@ def evaluate(
         unsure_deny = False
         for block in policy.deny:
             value = block.test(subject)
-            if value == logic.TRUE:
+            if value == _TRUE:
                 return block.hit
-            if value == logic.UNAUTH:
+            if value == _UNAUTH:
                 unsure_deny = True
         if not unsure_deny:
             for block in policy.allow:
-                if block.test(subject) == logic.TRUE:
+                if block.test(subject) == _TRUE:
                     return block.hit
         return _explain(policy, subject)
     except Exception as exc:  # fail closed, say why
@@ -52,15 +53,8 @@ def evaluate(
 def _explain(policy: compiler.CompiledPolicy, subject: Subject) -> Decision:
     """The slow path: no deny block held for sure, and no allow block let the request in."""
     reasons: list[Reason] = []
-    allow_value = logic.FALSE
-    for block in policy.allow:
-        value = block.test(subject)
-        if value == logic.TRUE:
-            allow_value = logic.TRUE
-            break
-        if value == logic.UNAUTH:
-            allow_value = logic.UNAUTH
-    if allow_value == logic.TRUE:
+    values = [block.test(subject) for block in policy.allow]
+    if logic.TRUE in values:
         # Allowed unless a deny block that depends on the user holds: sign in to find out.
         for block in policy.deny:
             if block.test(subject) == logic.UNAUTH:
@@ -75,14 +69,19 @@ def _explain(policy: compiler.CompiledPolicy, subject: Subject) -> Decision:
         return Decision(False, _cap(reasons), needs_login=True)
     if not policy.allow:
         return Decision(False, (_NO_ALLOW,))
-    for block in policy.allow:
-        _why_not(block.node, subject, True, reasons)
-    return Decision(False, _cap(reasons), needs_login=allow_value == logic.UNAUTH)
+    for block, value in zip(policy.allow, values, strict=True):
+        if len(reasons) > 2 * MAX_REASONS:
+            break
+        _why_not(block.node, subject, True, reasons, value)
+    return Decision(False, _cap(reasons), needs_login=logic.UNAUTH in values)
 
 
-def _why_not(node: Node, subject: Subject, want: bool, out: list[Reason]) -> None:
+def _why_not(
+    node: Node, subject: Subject, want: bool, out: list[Reason], value: int | None = None
+) -> None:
     """Append why ``node`` is not ``want`` (true / false) for this subject."""
-    value = node.test(subject)
+    if value is None:
+        value = node.test(subject)
     if value == (logic.TRUE if want else logic.FALSE):
         return
     leaf = node.leaf

@@ -37,6 +37,19 @@ def all_of(tests: Sequence[Test]) -> Test:
     """``and``: true when every operand is true; false as soon as one is false."""
     if len(tests) == 1:
         return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+
+        def test2(subject: Subject) -> int:
+            a = first(subject)
+            if a == FALSE:
+                return FALSE
+            b = second(subject)
+            if b == FALSE:
+                return FALSE
+            return UNAUTH if UNAUTH in (a, b) else TRUE
+
+        return test2
     items = tuple(tests)
 
     def test(subject: Subject) -> int:

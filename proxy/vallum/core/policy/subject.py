@@ -44,10 +44,13 @@ class Subject:
         groups = self._group_set
         if groups is not None:
             return name in groups
-        raw = self.group_list()
         if not self._scanned:
             self._scanned = True
-            return name in raw
+            raw = getattr(self.identity, "groups", _EMPTY)
+            if type(raw) is tuple:
+                return name in raw
+            return name in self.group_list()
+        raw = self.group_list()
         try:
             groups = frozenset(raw)
         except TypeError:  # unhashable entries cannot equal a string: leave them out

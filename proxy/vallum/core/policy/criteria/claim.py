@@ -24,7 +24,7 @@ SUB_PATH = True
 
 def claim_values(claims: object, name: str, parts: tuple[str, ...]) -> tuple[str, ...]:
     """The canonical string values of claim ``name`` (``parts`` = name split at dots)."""
-    if not isinstance(claims, Mapping):
+    if type(claims) is not dict and not isinstance(claims, Mapping):
         return ()
     value = claims.get(name, _MISSING)
     if value is _MISSING and len(parts) > 1:
@@ -35,6 +35,8 @@ def claim_values(claims: object, name: str, parts: tuple[str, ...]) -> tuple[str
             value = value.get(part, _MISSING)
             if value is _MISSING:
                 return ()
+    if type(value) is str:
+        return (value,)
     if isinstance(value, (list, tuple)):
         return matchers.canonical_list(value)
     text = matchers.canonical(value)

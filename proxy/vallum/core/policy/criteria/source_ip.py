@@ -8,6 +8,7 @@ bits set (``192.168.1.1/24``) is accepted as its network. An IPv4-mapped IPv6 cl
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 from vallum.core.errors import PolicyError
@@ -38,26 +39,35 @@ def _networks(data: object, path: str) -> tuple[Network, ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=8192)
+def parse_client_ip(text: str) -> tuple[int, int] | None:
+    """``(version, address as int)`` of a client address (IPv4-mapped IPv6 as IPv4), cached:
+    the same clients come back, and parsing costs more than the rest of the criterion."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 6:
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            address = mapped
+    return address.version, int(address)
+
+
 def build(spec: base.Spec) -> base.Leaf:
     networks = _networks(spec.data, spec.path)
-    v4 = tuple(n for n in networks if n.version == 4)
-    v6 = tuple(n for n in networks if n.version == 6)
+    ranges = tuple((n.version, int(n.network_address), int(n.broadcast_address)) for n in networks)
 
     def test(subject: Subject) -> int:
         text = subject.request.client_ip
         if type(text) is not str or not text:
             return logic.FALSE
-        try:
-            address = ipaddress.ip_address(text)
-        except ValueError:
+        parsed = parse_client_ip(text)
+        if parsed is None:
             return logic.FALSE
-        if address.version == 6:
-            mapped = address.ipv4_mapped
-            if mapped is not None:
-                address = mapped
-        candidates = v4 if address.version == 4 else v6
-        for network in candidates:
-            if address in network:
+        version, value = parsed
+        for net_version, first, last in ranges:
+            if net_version == version and first <= value <= last:
                 return logic.TRUE
         return logic.FALSE
 
