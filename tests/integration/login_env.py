@@ -127,7 +127,9 @@ async def world(
         up = Upstream(port=free_port(), ca=ca, vallum_port=vport)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", up.handle)
-        runner = web.AppRunner(app, access_log=None)
+        # Group-heavy assertions exceed aiohttp's 8 KB header default; apps raise it (or set
+        # jwt_groups_filter in Vallum).
+        runner = web.AppRunner(app, access_log=None, max_field_size=65536, max_line_size=65536)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", up.port).start()
         leaf = ca.issue("vallum", sans=[*HOSTS, "127.0.0.1"])

@@ -96,7 +96,7 @@ async def test_code_flow_login_refresh_and_end_session(
 
     refreshed = await client.refresh(tokens.refresh_token)
     assert refreshed.claims["sub"] == "alice"
-    assert refreshed.id_token != tokens.id_token
+    assert refreshed.access_token != tokens.access_token  # a new grant, not a replay
 
     url = await client.end_session_url("https://app.example.test/", tokens.id_token)
     assert url is not None and "post_logout_redirect_uri=" in url

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+import uuid
 
 import pytest
 
@@ -23,13 +24,17 @@ def _cookies(settings: config.Settings | None = None) -> sessions.SessionCookies
     return sessions.SessionCookies(settings, sessions.Sealer(sessions.secret_bytes(settings)))
 
 
+def _groups(count: int) -> tuple[str, ...]:
+    """Group ids as Entra ID gives them (UUIDs: they do not compress much)."""
+    return tuple(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"group-{i}")) for i in range(count))
+
+
 def _session(groups: int = 2, ttl: float = 3600) -> sessions.Session:
     exp = time.time() + ttl
     ident = identity.Identity(
         user="alice", email="alice@example.test", name="Alice",
-        groups=tuple(f"group-{i:03d}-with-a-realistic-length-name" for i in range(groups)),
-        claims={"sub": "alice", "org": {"team": "red"},
-                "groups": [f"group-{i:03d}-with-a-realistic-length-name" for i in range(groups)]},
+        groups=_groups(groups),
+        claims={"sub": "alice", "org": {"team": "red"}, "groups": list(_groups(groups))},
         session_id="sid-1",
         expires_at=exp,
     )

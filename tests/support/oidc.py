@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,8 @@ CLIENT_ID = "vallum"
 CLIENT_SECRET = "vallum-test-client-secret-0123456789"
 RESOURCE_AUDIENCE = "https://api.vallum.test"
 
-HEAVY_GROUPS = [f"engineering-team-group-number-{i:03d}" for i in range(300)]
+# Group ids as Entra ID sends them: UUIDs, which do not compress much.
+HEAVY_GROUPS = [str(uuid.uuid5(uuid.NAMESPACE_DNS, f"vallum-group-{i}")) for i in range(300)]
 USERS: dict[str, dict[str, Any]] = {
     "alice": {"email": "alice@example.test", "name": "Alice Admin", "groups": ["admins", "staff"]},
     "bob": {"email": "bob@example.test", "name": "Bob Staff", "groups": ["staff"]},

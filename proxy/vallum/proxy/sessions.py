@@ -6,7 +6,9 @@ it and nobody else can read or forge it. The same sealing, with a key per *purpo
 short-lived tokens of the login flow (the ``state`` cookie, the cross-domain hand-off), so one
 kind of token can never be replayed as another.
 
-A session with hundreds of groups outgrows the browser's 4 KB cookie limit; it is then split over
+The session is deflated before sealing (group names repeat a lot; the only secret inside is the
+user's own refresh token, so compression leaks nothing across users). A session with hundreds of
+groups still outgrows the browser's 4 KB cookie limit; it is then split over
 ``<name>_0``, ``<name>_1``, ... (the first chunk says how many there are) and joined again on
 read. The AEAD covers the whole joined value, so a missing, stale or reordered chunk is simply an
 invalid session.
@@ -210,7 +212,9 @@ class SessionCookies:
 
     def encode(self, session: Session, now: float | None = None) -> str:
         ttl = session.expires_at - (time.time() if now is None else now)
-        return self._sealer.seal("session", session.to_json(), max(ttl, 1.0), aad=self.name)
+        return self._sealer.seal(
+            "session", session.to_json(), max(ttl, 1.0), aad=self.name, compress=True
+        )
 
     def decode(self, value: str) -> Session:
         return Session.from_json(self._sealer.open("session", value, aad=self.name))
@@ -252,6 +256,20 @@ class SessionCookies:
         domain = domain.lstrip(".").lower()
         return domain if host == domain or host.endswith("." + domain) else None
 
+    def chunks(self, value: str) -> list[tuple[str, str]]:
+        """The cookies (name, value) that carry one encoded session ``value``."""
+        if len(value) <= CHUNK_SIZE:
+            return [(self.name, value)]
+        step = CHUNK_SIZE - 4
+        pieces = [value[i : i + step] for i in range(0, len(value), step)]
+        if len(pieces) > MAX_CHUNKS:
+            raise errors.IdentityError(
+                f"session too large for {MAX_CHUNKS} cookies ({len(value)} bytes); "
+                "reduce the groups or claims the provider sends"
+            )
+        pieces[0] = f"{len(pieces)}.{pieces[0]}"
+        return [(f"{self.name}_{i}", piece) for i, piece in enumerate(pieces)]
+
     def set_headers(
         self, session: Session, present: Iterable[str] = (), now: float | None = None,
         host: str | None = None,
@@ -260,41 +278,37 @@ class SessionCookies:
         the client sent (stale chunks among them are cleared)."""
         value = self.encode(session, now)
         max_age = session.expires_at - (time.time() if now is None else now)
+        return self.pair_headers(self.chunks(value), max_age, present, host, clear_stale=True)
+
+    def pair_headers(
+        self, pairs: list[tuple[str, str]], max_age: float, present: Iterable[str],
+        host: str | None, *, clear_stale: bool,
+    ) -> list[str]:
+        """``Set-Cookie`` values for some session chunks (and removal of stale ones)."""
         domain = self.domain_for(host)
-        if len(value) <= CHUNK_SIZE:
-            pairs = [(self.name, value)]
-        else:
-            step = CHUNK_SIZE - 4
-            pieces = [value[i : i + step] for i in range(0, len(value), step)]
-            if len(pieces) > MAX_CHUNKS:
-                raise errors.IdentityError(
-                    f"session too large for {MAX_CHUNKS} cookies ({len(value)} bytes); "
-                    "reduce the groups or claims the provider sends"
-                )
-            pieces[0] = f"{len(pieces)}.{pieces[0]}"
-            pairs = [(f"{self.name}_{i}", piece) for i, piece in enumerate(pieces)]
         written = {name for name, _ in pairs}
         headers = [
             cookie_header(name, val, self.settings, max_age=max_age, domain=domain)
             for name, val in pairs
         ]
-        headers += [
-            cookie_header(name, "", self.settings, max_age=0, domain=domain)
-            for name in sorted(set(present))
-            if self._is_ours(name) and name not in written
-        ]
+        if clear_stale:
+            headers += [
+                cookie_header(name, "", self.settings, max_age=0, domain=domain)
+                for name in sorted(set(present))
+                if self.is_ours(name) and name not in written
+            ]
         return headers
 
     def clear_headers(self, present: Iterable[str] = (), host: str | None = None) -> list[str]:
         """``Set-Cookie`` values removing every session cookie (and the plain name, always)."""
-        names = {self.name} | {n for n in present if self._is_ours(n)}
+        names = {self.name} | {n for n in present if self.is_ours(n)}
         domain = self.domain_for(host)
         return [
             cookie_header(name, "", self.settings, max_age=0, domain=domain)
             for name in sorted(names)
         ]
 
-    def _is_ours(self, cookie: str) -> bool:
+    def is_ours(self, cookie: str) -> bool:
         if cookie == self.name:
             return True
         prefix, _, index = cookie.rpartition("_")

@@ -20,6 +20,7 @@ endpoints also answer under ``/.pomerium/``, and the JWKS under ``/.well-known/p
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
@@ -121,9 +122,11 @@ async def sign_in(ctx: context.Context, req: RequestInfo, on_auth_host: bool) ->
         query = urllib.parse.urlencode({"redirect_uri": target})
         return responses.redirect(f"{auth.base}{SIGN_IN}?{query}")
     now = time.time()
-    existing = authenticate.read_session(ctx, authenticate.request_cookies(req), now)
-    if existing is not None and (not existing.refresh_at or existing.refresh_at > now):
-        return hand_off(ctx, req, existing, target, ())
+    cookies = authenticate.request_cookies(req)
+    existing = authenticate.read_session(ctx, cookies, now)
+    value = ctx.cookies.joined_value(cookies) if ctx.cookies else None
+    if existing is not None and value and (not existing.refresh_at or existing.refresh_at > now):
+        return hand_off(ctx, req, value, existing.expires_at, target, ())
     assert ctx.provider is not None and ctx.sealer is not None
     try:
         start = await ctx.provider.begin(auth.callback)
@@ -175,43 +178,80 @@ async def callback(ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
         return responses.error(req, 403, "Sign-in failed: the provider's answer was not valid.",
                                cookies=[clear_state])
     log.info("signed in: %s (%s)", session.identity.user, session.identity.email)
-    own = ctx.cookies.set_headers(session, present=cookies, host=req.host)
-    return hand_off(ctx, req, session, str(state["r"]), [clear_state, *own])
+    value = ctx.cookies.encode(session)
+    own = ctx.cookies.pair_headers(
+        ctx.cookies.chunks(value), session.expires_at - time.time(), cookies, req.host,
+        clear_stale=True,
+    )
+    return hand_off(ctx, req, value, session.expires_at, str(state["r"]), [clear_state, *own])
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
 
 
 def hand_off(
-    ctx: context.Context, req: RequestInfo, session: sessions.Session, target: str,
-    cookies: list[str] | tuple[str, ...],
+    ctx: context.Context, req: RequestInfo, value: str, expires_at: float, target: str,
+    cookies: list[str] | tuple[str, ...], index: int = 0,
 ) -> pipeline.Respond:
-    """Send the browser to ``target``; via a hand-off when its host needs its own cookie."""
+    """Send the browser to ``target``; via hand-offs when its host needs its own cookie.
+
+    ``value`` is the encoded session (the authenticate host's own cookie value). Each hand-off
+    carries one cookie chunk of it, so a session of any size fits in URLs; the route host asks
+    the authenticate host for the next chunk until it has them all.
+    """
     assert ctx.sealer is not None and ctx.cookies is not None
     parts = urllib.parse.urlsplit(target)
     host = (parts.hostname or "").rstrip(".")
     shared = ctx.cookies.domain_for(host) is not None and ctx.cookies.domain_for(req.host)
     if host == req.host or shared:
         return responses.redirect(target, cookies)
+    pairs = ctx.cookies.chunks(value)
+    if not 0 <= index < len(pairs):
+        return responses.error(req, 400, "The sign-in hand-off asked for a missing part.")
     token = ctx.sealer.seal(
-        "handoff", {"j": secrets.token_urlsafe(12), "s": session.to_json(), "r": target},
+        "handoff",
+        {"j": secrets.token_urlsafe(12), "c": list(pairs[index]), "k": index, "n": len(pairs),
+         "d": _digest(value), "x": expires_at, "r": target},
         HANDOFF_TTL, aad=host, compress=True,
     )
     url = f"{parts.scheme}://{parts.netloc}{HANDOFF}?token={token}"
-    if len(url) > MAX_HANDOFF_URL:
-        log.error("hand-off for %s is %d bytes: set cookie_domain to share the session cookie",
-                  session.identity.user, len(url))
-        return responses.error(req, 500, "Your identity is too large to hand to that host; the "
-                                         "administrator can set cookie_domain to fix this.")
+    if len(url) > MAX_HANDOFF_URL:  # cannot happen with CHUNK_SIZE chunks; fail closed anyway
+        return responses.error(req, 500, "The sign-in hand-off is too large.")
     return responses.redirect(url, cookies)
 
 
-def handoff(ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
-    """On a route host: the one-time hand-off from the authenticate host sets our cookie."""
-    assert ctx.sealer is not None and ctx.cookies is not None
-    token = _params(req).get("token", "")
+def next_chunk(ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
+    """On the authenticate host: the route host asks for the next chunk of the session."""
+    assert ctx.cookies is not None
+    params = _params(req)
+    target = _target(ctx, req, params)
+    cookies = authenticate.request_cookies(req)
+    value = ctx.cookies.joined_value(cookies)
+    session = authenticate.read_session(ctx, cookies, time.time())
+    if target is None or value is None or session is None:
+        return responses.error(req, 400, "The sign-in hand-off cannot continue: sign in again.")
+    if not redirects.constant_time_equal(params.get("d", ""), _digest(value)):
+        return responses.error(req, 400, "The session changed during the sign-in hand-off.")
     try:
-        data = ctx.sealer.open("handoff", token, aad=req.host)
-        session = sessions.Session.from_json(data["s"])
-        target = str(data["r"])
-        jti = str(data["j"])
+        index = int(params.get("k", ""))
+    except ValueError:
+        return responses.error(req, 400, "The sign-in hand-off asked for a missing part.")
+    return hand_off(ctx, req, value, session.expires_at, target, (), index)
+
+
+def handoff(ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
+    """On a route host: a one-time hand-off from the authenticate host sets one cookie chunk."""
+    assert ctx.sealer is not None and ctx.cookies is not None
+    params = _params(req)
+    if "token" not in params:
+        return next_chunk(ctx, req)
+    try:
+        data = ctx.sealer.open("handoff", params["token"], aad=req.host)
+        name, value = (str(v) for v in data["c"])
+        index, count = int(data["k"]), int(data["n"])
+        target, digest, jti = str(data["r"]), str(data["d"]), str(data["j"])
+        expires_at = float(data["x"])
     except (errors.IdentityError, KeyError, TypeError, ValueError) as exc:
         return responses.error(req, 400, f"The sign-in hand-off is not valid ({exc}).")
     now = time.time()
@@ -221,8 +261,23 @@ def handoff(ctx: context.Context, req: RequestInfo) -> pipeline.Respond:
     if (urllib.parse.urlsplit(target).hostname or "").rstrip(".") != req.host:
         return responses.error(req, 400, "The sign-in hand-off is for another host.")
     present = authenticate.request_cookies(req)
-    return responses.redirect(target, ctx.cookies.set_headers(session, present=present,
-                                                              host=req.host))
+    set_cookies = ctx.cookies.pair_headers(
+        [(name, value)], expires_at - now, (), req.host, clear_stale=False
+    )
+    if index + 1 < count:
+        auth = ctx.authenticate_for(req.headers.get("host") or req.host, req.scheme)
+        query = urllib.parse.urlencode({"redirect_uri": target, "k": index + 1, "d": digest})
+        return responses.redirect(f"{auth.base}{HANDOFF}?{query}", set_cookies)
+    # The last chunk: remove what is left of an older, differently split session.
+    wanted = {name for name, _ in ctx.cookies.chunks("x" * (count * sessions.CHUNK_SIZE))[:count]}
+    wanted = {ctx.cookies.name} if count == 1 else wanted
+    stale = {ctx.cookies.name} if count > 1 else set()
+    stale |= {n for n in present if ctx.cookies.is_ours(n)} - wanted
+    domain = ctx.cookies.domain_for(req.host)
+    set_cookies += [
+        sessions.cookie_header(n, "", ctx.settings, max_age=0, domain=domain) for n in sorted(stale)
+    ]
+    return responses.redirect(target, set_cookies)
 
 
 async def sign_out(ctx: context.Context, req: RequestInfo, on_auth_host: bool) -> pipeline.Respond:
