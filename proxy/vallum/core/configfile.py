@@ -39,13 +39,21 @@ class Node:
     line: int
     key_lines: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def plain(self) -> Any:
-        """The value as plain data (dicts, lists, scalars), for ``policy``."""
+    def plain(self, budget: list[int] | None = None) -> Any:
+        """The value as plain data (dicts, lists, scalars), for ``policy``. ``budget`` counts
+        down the values still allowed (aliases can make a small file expand enormously)."""
+        budget = [MAX_PLAIN_VALUES] if budget is None else budget
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ValueError(f"more than {MAX_PLAIN_VALUES} values (through aliases?)")
         if isinstance(self.value, dict):
-            return {k: v.plain() for k, v in self.value.items()}
+            return {k: v.plain(budget) for k, v in self.value.items()}
         if isinstance(self.value, list):
-            return [v.plain() for v in self.value]
+            return [v.plain(budget) for v in self.value]
         return self.value
+
+
+MAX_PLAIN_VALUES = 100_000
 
 
 MISSING: Any = object()
@@ -166,12 +174,13 @@ class _Loader(yaml.SafeLoader):
 
 def parse_yaml(text: str, ctx: Context) -> Node | None:
     """The document as a ``Node`` tree, or None (with a problem recorded) if it is not YAML."""
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)
         document = loader.get_single_node()
         if document is None:
             return Node(None, 1)
-        return _convert(document, loader, ctx, "")
+        return _convert(document, loader, ctx, "", {})
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -181,16 +190,38 @@ def parse_yaml(text: str, ctx: Context) -> Node | None:
         ctx.problem(1, "", f"not valid YAML: {exc}")
         return None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
-def _convert(node: yaml.Node, loader: _Loader, ctx: Context, path: str) -> Node:
+def _convert(
+    node: yaml.Node, loader: _Loader, ctx: Context, path: str, memo: dict[int, Node | None]
+) -> Node:
+    """Aliases share one converted ``Node`` (``memo``), so nested aliases stay linear in size;
+    an alias inside its own anchor is refused rather than followed forever."""
+    line = node.start_mark.line + 1
+    if id(node) in memo:
+        done = memo[id(node)]
+        if done is None:
+            ctx.problem(line, path, "an alias refers to the value that contains it")
+            return Node(None, line)
+        return done
+    memo[id(node)] = None
+    converted = _convert_new(node, loader, ctx, path, memo)
+    memo[id(node)] = converted
+    return converted
+
+
+def _convert_new(
+    node: yaml.Node, loader: _Loader, ctx: Context, path: str, memo: dict[int, Node | None]
+) -> Node:
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         out = Node({}, line)
+        merges = []
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                _merge(out, _convert(value_node, loader, ctx, path), ctx, path)
+                merges.append(value_node)
                 continue
             key = loader.construct_object(key_node, deep=True)
             key_line = key_node.start_mark.line + 1
@@ -204,11 +235,13 @@ def _convert(node: yaml.Node, loader: _Loader, ctx: Context, path: str) -> Node:
                 )
                 continue
             out.key_lines[key] = key_line
-            out.value[key] = _convert(value_node, loader, ctx, key_path)
+            out.value[key] = _convert(value_node, loader, ctx, key_path, memo)
+        for value_node in merges:  # keys written out beside ``<<`` win over merged ones
+            _merge(out, _convert(value_node, loader, ctx, path, memo), ctx, path)
         return out
     if isinstance(node, yaml.SequenceNode):
         return Node(
-            [_convert(v, loader, ctx, f"{path}[{i}]") for i, v in enumerate(node.value)], line
+            [_convert(v, loader, ctx, f"{path}[{i}]", memo) for i, v in enumerate(node.value)], line
         )
     return Node(loader.construct_object(node, deep=True), line)
 
@@ -337,8 +370,16 @@ def r_text_file(ctx: Context, node: Node, path: str) -> Any:
     return MISSING if text is None else text.strip()
 
 
+def r_node(ctx: Context, node: Node, path: str) -> Any:
+    """Keeps the node itself; the caller reads it (``routes``, ``to``)."""
+    return node
+
+
 def r_data(ctx: Context, node: Node, path: str) -> Any:
-    return node.plain()
+    try:
+        return node.plain()
+    except ValueError as exc:
+        return ctx.problem(node.line, path, str(exc))
 
 
 def r_signing_keys(ctx: Context, node: Node, path: str) -> Any:
@@ -482,7 +523,7 @@ def r_downstream_mtls(ctx: Context, node: Node, path: str) -> Any:
 
 ROUTE_KEYS: dict[str, Reader] = {
     "from": r_str,
-    "to": r_data,
+    "to": r_node,
     "name": r_str,
     "description": r_str,
     "prefix": r_str,
@@ -744,8 +785,8 @@ SETTINGS_KEYS: dict[str, Reader] = {
     "shared_secret": r_str,
     "shared_secret_file": r_text_file,
     "services": r_enum("all"),
-    "routes": r_data,
-    "policy": r_data,
+    "routes": r_node,
+    "policy": r_node,
 }
 """Every top-level key. ``shared_secret`` and ``services: all`` are accepted and ignored:
 they only matter between Pomerium's split services, and Vallum is one process."""
