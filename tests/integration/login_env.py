@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class Upstream:
         return claims
 
 
-def _route(host: str, upstream_port: int, **options: Any) -> config.Route:
+def route(host: str, upstream_port: int, **options: Any) -> config.Route:
     url = f"http://127.0.0.1:{upstream_port}"
     return config.Route(
         from_url=f"https://{host}", host=config.Host(host),
@@ -103,20 +103,20 @@ class World:
 
 def default_routes(upstream_port: int) -> tuple[config.Route, ...]:
     return (
-        _route("app.example.test", upstream_port, allow_any_authenticated_user=True),
-        _route("admin.example.test", upstream_port, policy=[{"allow": {"or": [
+        route("app.example.test", upstream_port, allow_any_authenticated_user=True),
+        route("admin.example.test", upstream_port, policy=[{"allow": {"or": [
             {"groups": {"has": "admins"}}]}}]),
-        _route("public.example.test", upstream_port, allow_public_unauthenticated_access=True),
-        _route("api.example.test", upstream_port, allow_any_authenticated_user=True),
-        _route("chain.example.test", upstream_port, allow_any_authenticated_user=True),
-        _route("app.other.test", upstream_port, allow_any_authenticated_user=True),
+        route("public.example.test", upstream_port, allow_public_unauthenticated_access=True),
+        route("api.example.test", upstream_port, allow_any_authenticated_user=True),
+        route("chain.example.test", upstream_port, allow_any_authenticated_user=True),
+        route("app.other.test", upstream_port, allow_any_authenticated_user=True),
     )
 
 
 @contextlib.asynccontextmanager
 async def world(
     ca: TestCA, folder: Path, *, ttl: dict[str, int] | None = None,
-    routes: Sequence[config.Route] | None = None, **settings: Any,
+    routes: Callable[[int], Sequence[config.Route]] | None = None, **settings: Any,
 ) -> AsyncIterator[World]:
     vport = free_port()
     callback = f"https://auth.example.test:{vport}/.vallum/callback"
@@ -142,7 +142,7 @@ async def world(
             "pass_identity_headers": True,
             "pomerium_compatibility": True,
             "jwt_claims_headers": (("x-pomerium-claim-email", "email"),),
-            "routes": tuple(routes) if routes is not None else default_routes(up.port),
+            "routes": tuple((routes or default_routes)(up.port)),
             **provider.settings(),
             **settings,
         }

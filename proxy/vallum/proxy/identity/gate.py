@@ -106,8 +106,7 @@ class IdentityGate:
                 response_headers=tuple(("Set-Cookie", c) for c in resolved.set_cookies),
                 identity=who,
             )
-        codes = {r.code for r in decision.reasons}
-        if "invalid-client-certificate" in codes:
+        if any(_certificate_reason(r) for r in decision.reasons):
             return responses.invalid_client_certificate(req, "no valid client certificate")
         if decision.needs_login and who is None:
             return self.sign_in_needed(ctx, req, resolved)
@@ -175,6 +174,13 @@ def upstream_cookie(
 def _is_vallum_cookie(name: str, ours: str) -> bool:
     rest = name[len(ours):]
     return rest in ("", "_state") or (rest[:1] == "_" and rest[1:].isdigit())
+
+
+def _certificate_reason(reason: policy.Reason) -> bool:
+    """A denial because of the client certificate: Pomerium answers those with 495."""
+    return reason.code == "invalid-client-certificate" or (
+        reason.code == "deny-rule" and reason.path.endswith("invalid_client_certificate")
+    )
 
 
 def return_url(req: RequestInfo) -> str:
