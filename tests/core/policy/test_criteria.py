@@ -288,3 +288,12 @@ def test_non_user_criterion_false_decides_without_sign_in() -> None:
         {"allow": {"and": [{"email": "a@b.c"}, {"http_method": "GET"}]}}, request("POST"), None
     )
     assert (d.allowed, d.needs_login) == (False, False)
+
+
+def test_user_deny_does_not_matter_when_nothing_allows() -> None:
+    d = decide(
+        {"allow": {"or": [{"http_method": "POST"}]}, "deny": {"or": [{"email": "x@y.z"}]}},
+        request("GET"),
+        None,
+    )
+    assert (d.allowed, d.needs_login) == (False, False)

@@ -131,6 +131,7 @@ def test_downstream_mtls_default_deny(test_ca: TestCA) -> None:
         assert d.reasons[0].message == (
             "downstream_mtls default deny matched: invalid_client_certificate"
         )
+        assert d.reasons[0].code == "invalid-client-certificate"
     # enforcement "policy": no default deny, but the criterion knows a certificate is required.
     loose = DownstreamMTLS(ca_pem=test_ca.cert_pem, enforcement="policy")
     assert allowed(r, user(), request(), downstream_mtls=loose).allowed

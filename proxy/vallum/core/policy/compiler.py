@@ -108,10 +108,18 @@ def _blocks(rule: parser.RuleExpr, options: base.Options) -> list[Block]:
         for node in nodes:
             message = _shorten(f"{rule.label} matched: {node.describe()}")
             allowed = rule.action == "allow"
-            code = "allow-rule" if allowed else "deny-rule"
+            code = "allow-rule" if allowed else _deny_code(node)
             hit = Decision(allowed, (Reason(code, message, node.path),))
             blocks.append(Block(rule.action, rule.label, node, node.test, hit))
     return blocks
+
+
+def _deny_code(node: Node) -> str:
+    """``deny-rule``; but a deny on ``invalid_client_certificate`` alone says so in its code
+    (Pomerium's ``invalid-client-certificate``), so the proxy can answer as Pomerium does."""
+    if node.leaf is not None and node.leaf.key == "invalid_client_certificate":
+        return "invalid-client-certificate"
+    return "deny-rule"
 
 
 def _normalized(rule: parser.RuleExpr, options: base.Options) -> dict[str, Any]:
