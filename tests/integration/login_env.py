@@ -39,6 +39,7 @@ class Upstream:
 
     port: int
     ca: TestCA
+    spki: str = ""
     vallum_port: int = 0
     seen: list[dict[str, Any]] = field(default_factory=list)
     jwks_fetches: int = 0
@@ -96,6 +97,7 @@ class World:
     vallum: server.Server
     port: int
     ca: TestCA
+    spki: str = ""
 
     def url(self, host: str, path: str = "/") -> str:
         return f"https://{host}:{self.port}{path}"
@@ -151,7 +153,7 @@ async def world(
         vallum = server.Server(table, gate=gate, admin=False)
         await vallum.start()
         try:
-            yield World(provider, up, vallum, vport, ca)
+            yield World(provider, up, vallum, vport, ca, oidc_support.spki_pin(leaf.cert))
         finally:
             await vallum.close(drain=0.5)
             await gate.close()

@@ -8,7 +8,9 @@ its ordinary ``certificate_authority`` setting (no test-only code path).
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import shutil
 import uuid
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from tests.support.certs import TestCA
 from tests.support.net import free_port
@@ -37,6 +41,14 @@ USERS: dict[str, dict[str, Any]] = {
 }
 
 
+def spki_pin(cert: x509.Certificate) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)), as ``--ignore-certificate-errors-spki-list`` wants."""
+    der = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
+
+
 def require_node() -> None:
     if shutil.which("node") is None:
         pytest.skip("node is not installed (scripts/bootstrap installs what the tests need)")
@@ -51,6 +63,8 @@ class Provider:
     issuer: str
     port: int
     ca: TestCA
+    spki: str = ""
+    """base64 SHA-256 of the server certificate's public key (Chromium's SPKI pin format)."""
     client_id: str = CLIENT_ID
     client_secret: str = CLIENT_SECRET
     users: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: USERS)
@@ -112,7 +126,7 @@ async def start_provider(
             process.kill()
             _, err = await process.communicate()
             raise RuntimeError(f"oidc-provider did not start: {line!r} {err[-2000:]!r}")
-        yield Provider(issuer=issuer, port=port, ca=ca, users=users)
+        yield Provider(issuer=issuer, port=port, ca=ca, spki=spki_pin(leaf.cert), users=users)
     finally:
         if process.returncode is None:
             process.terminate()
