@@ -106,8 +106,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         choices=("policy_with_default_deny", "policy"),
         default=None,
         metavar="ENFORCEMENT",
-        help="evaluate as if a client CA were configured with this enforcement "
-        "(policy_with_default_deny adds the default deny rule to route-like files)",
+        help="evaluate as if a client CA were configured with this enforcement: "
+        "policy_with_default_deny (adds the default deny rule to route-like files) or policy",
     )
 
 

@@ -42,6 +42,8 @@ def build(spec: base.Spec) -> base.Leaf:
     tz = timeparse.zone(data["timezone"], f"{spec.path}.timezone")
     after = timeparse.clock(data["after"], f"{spec.path}.after") if "after" in data else None
     before = timeparse.clock(data["before"], f"{spec.path}.before") if "before" in data else None
+    if after is not None and after == before:
+        raise PolicyError(spec.path, "`after` and `before` are the same time: the window is empty")
     wraps = after is not None and before is not None and after > before
 
     def test(subject: Subject) -> int:
