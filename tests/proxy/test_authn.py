@@ -1,0 +1,208 @@
+"""The identity gate (``vallum.proxy.identity``) on its own: no network, sessions sealed here.
+
+The provider is configured but never contacted: these tests carry valid session cookies, so the
+gate decides from the cookie, the policy and the downstream certificate alone. Sign-in through a
+real provider is in ``tests/integration/test_login.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from vallum.core import config, identity, request, routing
+from vallum.proxy import jwt, pipeline, sessions
+from vallum.proxy.identity import build_gate, gate
+
+SECRET = "dmFsbHVtLXRlc3QtY29va2llLXNlY3JldC0zMmJ5dGVzISE="
+KEY = jwt.private_key_pem(jwt.generate_private_key())
+
+
+def _route(host: str, **options: Any) -> config.Route:
+    up = config.Upstream(url="http://127.0.0.1:9", scheme="http", host="127.0.0.1", port=9)
+    return config.Route(from_url=f"https://{host}", host=config.Host(host), to=(up,), **options)
+
+
+def _table(**settings: Any) -> config.RouteTable:
+    values: dict[str, Any] = {
+        "cookie_secret": SECRET, "signing_key": (KEY,), "pass_identity_headers": True,
+        "idp_provider_url": "https://idp.example.test", "idp_client_id": "vallum",
+        "authenticate_service_url": "https://auth.example.test",
+        "jwt_claims_headers": (("x-pomerium-claim-email", "email"),),
+        "routes": (
+            _route("app.example.test", allow_any_authenticated_user=True),
+            _route("admin.example.test",
+                   policy=[{"allow": {"or": [{"groups": {"has": "admins"}}]}}]),
+            _route("public.example.test", allow_public_unauthenticated_access=True),
+        ),
+    }
+    values.update(settings)
+    return routing.build_table(config.Settings(**values))
+
+
+def _cookie(table: config.RouteTable, groups: tuple[str, ...] = ("staff",), ttl: float = 600,
+            refresh_in: float = 300) -> str:
+    settings = table.settings
+    jar = sessions.SessionCookies(settings, sessions.Sealer(sessions.secret_bytes(settings)))
+    now = time.time()
+    who = identity.Identity(user="alice", email="alice@example.test", name="Alice",
+                            groups=groups, claims={"sub": "alice"}, session_id="sid-1",
+                            expires_at=now + ttl)
+    session = sessions.Session(who, "rt", expires_at=now + ttl, refresh_at=now + refresh_in)
+    return "; ".join(h.split(";")[0] for h in jar.set_headers(session))
+
+
+def _req(host: str, path: str = "/", **headers: str) -> request.RequestInfo:
+    return request.RequestInfo(method="GET", host=host, path=path,
+                               headers={"x-request-id": "rid-1", **headers})
+
+
+async def _authorize(g: gate.IdentityGate, table: config.RouteTable,
+                     req: request.RequestInfo) -> pipeline.Allow | pipeline.Respond:
+    match = routing.match(table, req.host, req.path)
+    assert match is not None
+    return await g.authorize(req, match, table)
+
+
+async def test_signed_in_request_gets_assertion_and_claim_headers() -> None:
+    table = _table(pomerium_compatibility=True)
+    g = build_gate(table.settings)
+    cookie = _cookie(table) + "; theme=dark"
+    verdict = await _authorize(g, table, _req("app.example.test", cookie=cookie))
+    assert isinstance(verdict, pipeline.Allow)
+    headers = dict(verdict.request_headers)
+    assert headers["Cookie"] == "theme=dark"  # our session never goes upstream
+    token = headers["X-Vallum-Jwt-Assertion"]
+    assert headers["X-Pomerium-Jwt-Assertion"] == token
+    assert headers["X-Vallum-Claim-Email"] == headers["X-Pomerium-Claim-Email"]
+    claims = jwt.AssertionMinter(table.settings).verify(token, "app.example.test")
+    assert claims["user"] == "alice" and claims["groups"] == ["staff"]
+    assert verdict.identity is not None and verdict.identity.user == "alice"
+
+
+async def test_anonymous_browser_redirects_api_client_401_denied_403() -> None:
+    table = _table()
+    g = build_gate(table.settings)
+    html = "text/html,*/*;q=0.8"
+    browser = await _authorize(g, table, _req("app.example.test", "/x", accept=html))
+    assert isinstance(browser, pipeline.Respond) and browser.status == 302
+    location = dict(browser.headers)["Location"]
+    assert location.startswith("https://auth.example.test/.vallum/sign_in?redirect_uri=")
+    api = await _authorize(g, table, _req("app.example.test", accept="application/json"))
+    assert isinstance(api, pipeline.Respond) and api.status == 401
+    assert json.loads(api.body)["request_id"] == "rid-1"
+    denied = await _authorize(g, table, _req("admin.example.test", cookie=_cookie(table),
+                                             accept="application/json"))
+    assert isinstance(denied, pipeline.Respond) and denied.status == 403
+    assert "admins" in json.loads(denied.body)["message"]
+    admin = await _authorize(g, table, _req("admin.example.test",
+                                            cookie=_cookie(table, groups=("admins",))))
+    assert isinstance(admin, pipeline.Allow)
+
+
+async def test_three_hundred_groups_in_split_cookies_are_read() -> None:
+    table = _table()
+    groups = tuple(str(uuid.uuid4()) for _ in range(300))  # random ids barely compress
+    cookie = _cookie(table, groups=groups)
+    assert "_vallum_1=" in cookie
+    g = build_gate(table.settings)
+    verdict = await _authorize(g, table, _req("app.example.test", cookie=cookie))
+    assert isinstance(verdict, pipeline.Allow) and verdict.identity is not None
+    assert verdict.identity.groups == groups
+
+
+async def test_expired_or_forged_session_is_anonymous() -> None:
+    table = _table()
+    g = build_gate(table.settings)
+    expired = _cookie(table, ttl=-1)
+    forged = _cookie(table).replace("_vallum=A", "_vallum=B")
+    for cookie in (expired, forged, "_vallum=nonsense"):
+        verdict = await _authorize(g, table, _req("app.example.test", cookie=cookie,
+                                                  accept="application/json"))
+        assert isinstance(verdict, pipeline.Respond) and verdict.status == 401
+
+
+async def test_misconfiguration_fails_closed_but_public_routes_work() -> None:
+    table = _table(cookie_secret=None)
+    g = build_gate(table.settings)
+    verdict = await _authorize(g, table, _req("app.example.test", accept="text/html"))
+    assert isinstance(verdict, pipeline.Respond) and verdict.status == 503
+    public = await _authorize(g, table, _req("public.example.test"))
+    assert public is pipeline.ALLOW
+
+
+async def test_intercept_serves_jwks_and_ignores_ordinary_paths() -> None:
+    table = _table(pomerium_compatibility=True)
+    g = build_gate(table.settings)
+    assert await g.intercept(_req("app.example.test", "/index.html"), table) is None
+    for path in ("/.well-known/vallum/jwks.json", "/.well-known/pomerium/jwks.json"):
+        resp = await g.intercept(_req("app.example.test", path), table)
+        assert resp is not None and resp.status == 200
+        assert json.loads(resp.body)["keys"][0]["alg"] == "ES256"
+    plain = _table()
+    assert await build_gate(plain.settings).intercept(
+        _req("app.example.test", "/.well-known/pomerium/jwks.json"), plain) is None
+    unknown = await g.intercept(_req("app.example.test", "/.vallum/nope"), table)
+    assert unknown is not None and unknown.status == 404
+    elsewhere = await g.intercept(_req("not-ours.example", "/.vallum/sign_in"), table)
+    assert elsewhere is None
+
+
+async def test_sign_in_refuses_foreign_return_urls() -> None:
+    table = _table()
+    g = build_gate(table.settings)
+    for evil in ("https://evil.example/", "//evil.example", "/\\evil.example"):
+        query = "redirect_uri=" + evil.replace("/", "%2F").replace("\\", "%5C")
+        req = request.RequestInfo(method="GET", host="auth.example.test", path="/.vallum/sign_in",
+                                  query=query, headers={"x-request-id": "r"})
+        resp = await g.intercept(req, table)
+        assert resp is not None and resp.status == 400, evil
+
+
+async def test_handoff_for_another_host_is_refused() -> None:
+    table = _table()
+    settings = table.settings
+    sealer = sessions.Sealer(sessions.secret_bytes(settings))
+    token = sealer.seal("handoff", {"j": "x", "c": ["_vallum", "v"], "k": 0, "n": 1, "d": "d",
+                                    "x": time.time() + 60, "r": "https://app.example.test/"},
+                        60, aad="admin.example.test", compress=True)
+    req = request.RequestInfo(method="GET", host="app.example.test", path="/.vallum/handoff",
+                              query=f"token={token}", headers={"x-request-id": "r"})
+    resp = await build_gate(settings).intercept(req, table)
+    assert resp is not None and resp.status == 400
+
+
+def test_strip_names_cover_both_prefixes_claims_and_cookie() -> None:
+    settings = config.Settings(jwt_claims_headers=(("x-pomerium-claim-department", "dept"),
+                                                   ("X-Team", "team")))
+    names = gate.strip_names(settings)
+    for name in ("x-vallum-jwt-assertion", "x-pomerium-jwt-assertion",
+                 "x-vallum-jwt-assertion-for", "x-pomerium-jwt-assertion-for",
+                 "x-vallum-claim-email", "x-pomerium-claim-groups", "x-vallum-claim-department",
+                 "x-pomerium-claim-department", "x-team", "cookie"):
+        assert name in names, name
+
+
+@pytest.mark.parametrize(
+    ("mode", "cert", "refused"),
+    [
+        ("policy_with_default_deny", None, True),
+        ("policy_with_default_deny", request.ClientCertificate(b"x", verified=False), True),
+        ("policy_with_default_deny", request.ClientCertificate(b"x", verified=True), False),
+        ("policy", None, False),
+        ("reject_connection", None, True),
+        ("reject_connection", request.ClientCertificate(b"x", verified=True), False),
+    ],
+)
+def test_default_deny_for_client_certificates(
+    mode: str, cert: request.ClientCertificate | None, refused: bool
+) -> None:
+    settings = config.Settings(downstream_mtls=config.DownstreamMTLS(
+        ca_pem="pem", enforcement=mode))  # type: ignore[arg-type]
+    req = request.RequestInfo(method="GET", host="a", path="/", client_cert=cert)
+    assert (gate.client_certificate_refusal(settings, req) is not None) is refused
+    assert gate.client_certificate_refusal(config.Settings(), req) is None
