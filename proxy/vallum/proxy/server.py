@@ -9,9 +9,10 @@ One worker (:class:`Server`) runs, on one event loop (uvloop when installed):
   URL over HTTPS (as Pomerium does);
 * the admin listener on ``metrics_address`` (``/healthz``, ``/readyz``, ``/metrics``), in worker 0;
 * the :class:`~vallum.proxy.reload.Reloader`: a changed file or ``SIGHUP`` compiles a new table
-  beside the old one and swaps it in. A swap that changes the certificates rebuilds the TLS
-  context and opens a new listening socket beside the old one (``SO_REUSEPORT``) before closing
-  the old one, so no connection attempt is refused; established connections are not touched.
+  beside the old one and swaps it in. A swap that changes the certificates builds a new TLS
+  context and hands every new handshake over to it from the listener's SNI callback; a change of
+  ``downstream_mtls`` opens a new listening socket beside the old one (``SO_REUSEPORT``) and then
+  closes the old one. Established connections are never touched.
 
 ``--workers N`` (:func:`run`) forks N such workers sharing the ports with ``SO_REUSEPORT`` -- the
 kernel spreads connections over them, as nginx's workers do. The parent only supervises:
@@ -191,6 +192,7 @@ class Server:
         self.reloader: reload.Reloader | None = None
         self.ready = False
         self._tls_key = _tls_key(settings)
+        self._front: ssl.SSLContext | None = None  # the context the listener was made with
         self._address = parse_address(settings.address, "address")
 
     @property
@@ -201,6 +203,7 @@ class Server:
     async def start(self) -> None:
         settings = self.holder.current.settings
         context = None if settings.insecure_server else tls.server_context(settings)
+        self._front = context
         self.main = await self._listen(self._address, context)
         if settings.http_redirect_addr and not settings.insecure_server:
             address = parse_address(settings.http_redirect_addr, "http_redirect_addr")
@@ -258,9 +261,20 @@ class Server:
         if parse_address(settings.address, "address") != self._address:
             log.warning("address changed: restart vallum to listen on the new address")
         key = _tls_key(settings)
-        if key != self._tls_key and not settings.insecure_server:
-            self._tls_key = key
+        if key == self._tls_key or settings.insecure_server:
+            return
+        mtls_changed = key[1] != self._tls_key[1]
+        self._tls_key = key
+        if mtls_changed or self._front is None:
             asyncio.get_running_loop().create_task(self._rebind(settings))
+            return
+        try:
+            fresh = tls.server_context(settings)
+        except errors.ConfigError as exc:
+            log.error("certificates changed but cannot be loaded: %s", exc)
+            return
+        _hand_over(self._front, fresh)
+        log.info("certificates reloaded", extra={"event": "tls_reloaded"})
 
     async def _rebind(self, settings: config.Settings) -> None:
         try:
@@ -269,7 +283,7 @@ class Server:
         except (errors.ConfigError, OSError) as exc:
             log.error("certificates changed but the new TLS listener failed: %s", exc)
             return
-        old, self.main = self.main, fresh
+        old, self.main, self._front = self.main, fresh, context
         if old is not None:
             old.close()
         log.info("certificates reloaded", extra={"event": "tls_reloaded"})
@@ -294,8 +308,27 @@ class Server:
             await self.admin.cleanup()
 
 
-def _tls_key(settings: config.Settings) -> object:
+def _tls_key(settings: config.Settings) -> tuple[object, ...]:
     return (settings.certificates, settings.downstream_mtls, settings.insecure_server)
+
+
+def _hand_over(front: ssl.SSLContext, fresh: ssl.SSLContext) -> None:
+    """Serve ``fresh``'s certificates on a listener created with ``front``.
+
+    The SNI callback switches each new handshake to ``fresh`` (and runs ``fresh``'s own SNI
+    selection), so rotated certificates are served without closing the listening socket -- a
+    closed ``SO_REUSEPORT`` socket resets the connections still in its accept queue. Client
+    verification settings stay ``front``'s: a change to ``downstream_mtls`` rebinds instead.
+    """
+    selector = fresh.sni_callback
+
+    def on_sni(ssl_object: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        ssl_object.context = fresh
+        if selector is not None:
+            return selector(ssl_object, name, fresh)  # type: ignore[arg-type]
+        return None
+
+    front.sni_callback = on_sni
 
 
 # -- running ------------------------------------------------------------------------------------

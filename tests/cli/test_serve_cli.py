@@ -1,0 +1,109 @@
+"""``vallum serve`` as a real process: help, bad input without tracebacks, serving, stopping."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.support.net import free_port
+
+
+def _vallum(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vallum.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_help_names_the_options() -> None:
+    done = _vallum("serve", "--help")
+    assert done.returncode == 0
+    for option in ("--config", "--workers", "--log-level"):
+        assert option in done.stdout
+
+
+def test_bad_config_lists_problems_with_places_and_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "address: 127.0.0.1:8443\n"
+        "no_such_option: 1\n"
+        "routes:\n"
+        "  - from: https://app.test\n"
+        "    to: http://127.0.0.1:9\n"
+        "    timeout: soon\n"
+    )
+    done = _vallum("serve", "--config", str(config))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "no_such_option" in done.stderr and "bad.yaml" in done.stderr
+    assert "timeout" in done.stderr and ":6" in done.stderr  # the line of the bad value
+
+
+def test_missing_file_and_bad_arguments(tmp_path: Path) -> None:
+    done = _vallum("serve", "--config", str(tmp_path / "absent.yaml"))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "absent.yaml" in done.stderr
+    assert _vallum("serve", "--config", "x", "--workers", "0").returncode == 2
+    assert _vallum("serve").returncode == 2
+
+
+def test_port_in_use_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "vallum.yaml"
+        config.write_text(
+            f"address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n"
+            "  - from: https://app.test\n    to: http://127.0.0.1:9\n"
+        )
+        done = _vallum("serve", "--config", str(config))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "address already in use" in done.stderr.lower()
+
+
+def test_serves_the_shipped_example_shape_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "vallum.yaml"
+    config.write_text(
+        f"address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n"
+        "  - from: https://app.test\n    to: http://127.0.0.1:9\n"
+        "    allow_public_unauthenticated_access: true\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vallum.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        status = _get_status(port, "app.test")
+        assert status == 502  # nothing listens on port 9: the route is served, the upstream not
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b'"status":502' in out.replace(b" ", b"")  # the access log line, on stdout
+    assert b"Traceback" not in err
+
+
+def _get_status(port: int, host: str) -> int:
+    deadline = time.monotonic() + 10
+    while True:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
