@@ -562,3 +562,24 @@ def test_any_text_gives_settings_or_config_error(text: str) -> None:
         configfile.loads(text, "fuzz.yaml", base_dir="/nonexistent")
     except errors.ConfigError as exc:
         assert all(p.startswith("fuzz.yaml:") for p in exc.problems), exc.problems
+
+
+def test_policies_are_compiled_and_problems_point_into_them() -> None:
+    got = problems(
+        """\
+        routes:
+          - from: https://a
+            to: http://127.0.0.1:1
+            policy:
+              - allow:
+                  or:
+                    - email: {is: a@example.com}
+                    - bogus: 1
+          - from: https://b
+            to: http://127.0.0.1:1
+            policy: {allow: {and: [{claim/groups: {nope: x}}]}}
+        """
+    )
+    assert got[0].startswith("routes.yaml:8: routes[0].policy[0].allow.or[1].bogus: unknown")
+    assert got[1].startswith("routes.yaml:11: routes[1].policy.allow.and[0].claim/groups.nope:")
+    assert len(got) == 2

@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from cryptography.hazmat.primitives import serialization
 
-from vallum.core import config, errors, routing
+from vallum.core import config, errors, policy, routing
 
 Reader = Callable[["Context", "Node", str], Any]
 
@@ -863,9 +863,11 @@ def read_settings(ctx: Context, root: Node) -> config.Settings | None:
             )
         else:
             timeout = kwargs.get("default_upstream_timeout", 30.0)
+            mtls = kwargs.get("downstream_mtls")
             for i, child in enumerate(routes_node.value):
                 route = read_route(ctx, child, f"{routes_key}[{i}]", timeout)
                 if route is not MISSING:
+                    _check_policy(ctx, child, f"{routes_key}[{i}]", route, mtls)
                     routes.append(route)
     kwargs["routes"] = tuple(routes)
     kwargs["watched_files"] = tuple(ctx.watched)
@@ -911,3 +913,40 @@ def _check_cookie_secret(ctx: Context, root: Node, secret: str) -> None:
             f"must hold at least 32 bytes (base64 "
             f"of 32 random bytes: head -c32 /dev/urandom | base64), got {size}",
         )
+
+
+def _check_policy(
+    ctx: Context, node: Node, path: str, route: config.Route, mtls: config.DownstreamMTLS | None
+) -> None:
+    """Compile the route's access rules as the proxy will; a policy that does not compile is a
+    config problem here (the proxy, given one anyway, denies every request to that route)."""
+    compiled = policy.compile_route_policy(route, downstream_mtls=mtls)
+    error = compiled.error
+    if error is None:
+        return
+    inner = error.path
+    first = inner.split(".", 1)[0].split("[", 1)[0]
+    policy_node = node.value.get("policy") if isinstance(node.value, dict) else None
+    if policy_node is not None and first not in ROUTE_KEYS:
+        target = _locate(policy_node, inner)
+        separator = "" if not inner or inner.startswith("[") else "."
+        full = f"{path}.policy{separator}{inner}"
+    else:  # a problem in a legacy option (allowed_users, ...), named from the route
+        target = _locate(node, inner)
+        full = f"{path}.{inner}" if inner else path
+    ctx.problem(target.line, full, error.message)
+
+
+_PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def _locate(node: Node, path: str) -> Node:
+    """The deepest node along ``path`` (``allow.or[2].email``), for the line of a problem."""
+    for index, key in _PATH_PART.findall(path):
+        if index and isinstance(node.value, list) and int(index) < len(node.value):
+            node = node.value[int(index)]
+        elif key and isinstance(node.value, dict) and key in node.value:
+            node = node.value[key]
+        else:
+            break
+    return node
