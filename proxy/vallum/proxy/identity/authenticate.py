@@ -10,6 +10,7 @@ time: providers rotate refresh tokens and treat a reused one as theft).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -73,13 +74,14 @@ def read_session(
     value = jar.joined_value(cookies)
     if value is None:
         return None
-    session: sessions.Session | None = ctx.sessions_seen.get(value, now)
+    key = hashlib.blake2b(value.encode(), digest_size=16).hexdigest()  # small keys, not 15 KB
+    session: sessions.Session | None = ctx.sessions_seen.get(key, now)
     if session is None:
         try:
             session = jar.decode(value)
         except (errors.IdentityError, KeyError, TypeError, ValueError):
             return None
-        ctx.sessions_seen.put(value, session, session.expires_at)
+        ctx.sessions_seen.put(key, session, session.expires_at)
     if session.expires_at <= now:
         return None
     return session
