@@ -206,3 +206,15 @@ def test_default_deny_for_client_certificates(
     req = request.RequestInfo(method="GET", host="a", path="/", client_cert=cert)
     assert (gate.client_certificate_refusal(settings, req) is not None) is refused
     assert gate.client_certificate_refusal(config.Settings(), req) is None
+
+
+async def test_no_signing_key_never_forwards_without_the_assertion() -> None:
+    table = _table(signing_key=())
+    g = build_gate(table.settings)
+    verdict = await _authorize(g, table, _req("app.example.test", cookie=_cookie(table)))
+    assert isinstance(verdict, pipeline.Respond) and verdict.status == 503
+    quiet = _table(signing_key=(), pass_identity_headers=False)
+    allowed = await _authorize(build_gate(quiet.settings), quiet,
+                               _req("app.example.test", cookie=_cookie(quiet) + "; a=b"))
+    assert isinstance(allowed, pipeline.Allow)
+    assert allowed.request_headers == (("Cookie", "a=b"),)

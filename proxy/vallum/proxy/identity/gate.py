@@ -101,6 +101,10 @@ class IdentityGate:
         compiled = ctx.compiled_policy(match.route_index, route)
         decision = policy.evaluate(compiled, req, who)
         if decision.allowed:
+            if ctx.minter is None and who is not None and _passes_identity(ctx, route):
+                return responses.error(  # never forward without the assertion it asked for
+                    req, 503, "Identity assertions are not configured correctly (see the log)."
+                )
             return pipeline.Allow(
                 request_headers=self.upstream_headers(ctx, route, req, who),
                 response_headers=tuple(("Set-Cookie", c) for c in resolved.set_cookies),
@@ -115,15 +119,12 @@ class IdentityGate:
     def upstream_headers(
         self, ctx: context.Context, route: config.Route, req: RequestInfo, who: Identity | None,
     ) -> tuple[tuple[str, str], ...]:
-        minter = ctx.minter
-        if minter is None:
-            return ()
         out: list[tuple[str, str]] = []
         out.extend(upstream_cookie(ctx, req) or ())
-        passing = route.pass_identity_headers
-        if passing is None:
-            passing = ctx.settings.pass_identity_headers
-        if passing and who is not None:
+        minter = ctx.minter
+        if minter is None:
+            return tuple(out)
+        if who is not None and _passes_identity(ctx, route):
             out.extend(minter.identity_headers(who, req.host))
         if (
             "x-vallum-jwt-assertion" in req.headers or "x-pomerium-jwt-assertion" in req.headers
@@ -174,6 +175,11 @@ def upstream_cookie(
 def _is_vallum_cookie(name: str, ours: str) -> bool:
     rest = name[len(ours):]
     return rest in ("", "_state") or (rest[:1] == "_" and rest[1:].isdigit())
+
+
+def _passes_identity(ctx: context.Context, route: config.Route) -> bool:
+    passing = route.pass_identity_headers
+    return ctx.settings.pass_identity_headers if passing is None else passing
 
 
 def _certificate_reason(reason: policy.Reason) -> bool:
