@@ -583,3 +583,19 @@ def test_policies_are_compiled_and_problems_point_into_them() -> None:
     assert got[0].startswith("routes.yaml:8: routes[0].policy[0].allow.or[1].bogus: unknown")
     assert got[1].startswith("routes.yaml:11: routes[1].policy.allow.and[0].claim/groups.nope:")
     assert len(got) == 2
+
+
+def test_route_paths_are_stored_normalised() -> None:
+    s = load(
+        """\
+        jwt_claims_headers: "email groups"
+        routes:
+          - {from: https://a, to: http://127.0.0.1:1, prefix: "//api/./v1/"}
+          - {from: https://a, to: http://127.0.0.1:1, path: "/caf%c3%a9"}
+        """
+    )
+    assert [r.prefix or r.path for r in s.routes] == ["/api/v1/", "/caf%C3%A9"]
+    assert [h for h, _ in s.jwt_claims_headers] == [
+        "X-Pomerium-Claim-Email",
+        "X-Pomerium-Claim-Groups",
+    ]

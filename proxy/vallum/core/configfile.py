@@ -425,6 +425,8 @@ def r_claims_headers(ctx: Context, node: Node, path: str) -> Any:
     headers are ``X-Pomerium-Claim-<Claim>`` (Pomerium's forms)."""
     if isinstance(node.value, dict):
         return r_str_map(ctx, node, path)
+    if isinstance(node.value, str):  # Pomerium splits on commas and spaces
+        node = Node(node.value.replace(" ", ",").replace("\t", ","), node.line)
     claims = r_str_list(ctx, node, path)
     if claims is MISSING:
         return claims
@@ -609,12 +611,15 @@ def read_route(ctx: Context, node: Node, path: str, default_timeout: float) -> A
         )
     for key in ("prefix", "path"):
         value = got.get(key)
-        if value is not None and (
-            not value.startswith("/") or routing.normalize_path(value) is None
-        ):
+        if value is None:
+            continue
+        normal = routing.normalize_path(value) if value.startswith("/") else None
+        if normal is None:
             ctx.problem(
                 at(key), f"{path}.{key}", f"expected an absolute path like /app, got {value!r}"
             )
+        else:  # stored normalised, as requests are: "//api/./v1" is "/api/v1"
+            kwargs[key] = normal
     for key in ("regex", "regex_rewrite_pattern"):
         if key in got:
             try:
