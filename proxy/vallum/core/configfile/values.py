@@ -1,0 +1,198 @@
+"""One reader per value form: ``(ctx, node, path) -> value``, or ``MISSING`` after recording a
+problem that names the place. Pomerium's forms: Go durations, PEM or base64 PEM, ``*_file``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from vallum.core import config
+from vallum.core.configfile import nodes
+
+
+def r_str(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    if isinstance(node.value, bool) or not isinstance(node.value, (str, int, float)):
+        return ctx.problem(node.line, path, f"expected a string, got {nodes.kind(node)}")
+    return str(node.value)
+
+
+def r_bool(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    if isinstance(node.value, bool):
+        return node.value
+    if isinstance(node.value, str) and node.value.lower() in ("true", "false"):
+        return node.value.lower() == "true"
+    return ctx.problem(node.line, path, f"expected true or false, got {nodes.kind(node)}")
+
+
+def r_count(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    if isinstance(node.value, bool) or not isinstance(node.value, int) or node.value < 0:
+        return ctx.problem(node.line, path, f"expected a whole number >= 0, got {nodes.kind(node)}")
+    return node.value
+
+
+def r_duration(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    try:
+        return config.parse_duration(node.value)
+    except ValueError as exc:
+        return ctx.problem(node.line, path, str(exc))
+
+
+def r_str_list(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    """A list of strings, or one string (comma-separated, as Pomerium's environment form)."""
+    if isinstance(node.value, str):
+        return tuple(part.strip() for part in node.value.split(",") if part.strip())
+    if not isinstance(node.value, list):
+        return ctx.problem(node.line, path, f"expected a list of strings, got {nodes.kind(node)}")
+    values = [r_str(ctx, item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+    return nodes.MISSING if nodes.MISSING in values else tuple(values)
+
+
+def r_str_map(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    if not isinstance(node.value, dict):
+        return ctx.problem(
+            node.line, path, f"expected a mapping of strings, got {nodes.kind(node)}"
+        )
+    pairs = [(k, r_str(ctx, v, f"{path}.{k}")) for k, v in node.value.items()]
+    return nodes.MISSING if any(v is nodes.MISSING for _, v in pairs) else tuple(pairs)
+
+
+def r_enum(*choices: str) -> nodes.Reader:
+    def read(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+        if node.value not in choices:
+            return ctx.problem(
+                node.line, path, f"expected one of {', '.join(choices)}, got {nodes.kind(node)}"
+            )
+        return node.value
+
+    return read
+
+
+def r_url(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    value = r_str(ctx, node, path)
+    if value is nodes.MISSING:
+        return value
+    scheme, _, rest = value.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
+        return ctx.problem(node.line, path, f"expected an http(s):// URL, got {value!r}")
+    return value
+
+
+def r_pem(kind: Any) -> nodes.Reader:
+    def read(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+        value = r_str(ctx, node, path)
+        if value is nodes.MISSING:
+            return value
+        try:
+            return config.parse_pem(value, kind)
+        except ValueError as exc:
+            return ctx.problem(node.line, path, str(exc))
+
+    return read
+
+
+def r_pem_file(kind: Any) -> nodes.Reader:
+    def read(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+        text = ctx.read_file(node, path)
+        if text is None:
+            return nodes.MISSING
+        try:
+            return config.parse_pem(text, kind)
+        except ValueError as exc:
+            return ctx.problem(node.line, path, f"{node.value}: {exc}")
+
+    return read
+
+
+def r_text_file(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    text = ctx.read_file(node, path)
+    return nodes.MISSING if text is None else text.strip()
+
+
+def r_node(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    """Keeps the node itself; the caller reads it (``routes``, ``to``)."""
+    return node
+
+
+def r_data(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    try:
+        return node.plain()
+    except ValueError as exc:
+        return ctx.problem(node.line, path, str(exc))
+
+
+def r_signing_keys(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    """``signing_key``: one or several keys, each PEM or base64 of PEM (Pomerium's form)."""
+    items = node.value if isinstance(node.value, list) else [node]
+    keys = []
+    for i, item in enumerate(items):
+        item_path = f"{path}[{i}]" if isinstance(node.value, list) else path
+        value = r_str(ctx, item, item_path)
+        if value is not nodes.MISSING:
+            value = _signing_key(ctx, item, item_path, value)
+        keys.append(value)
+    return nodes.MISSING if nodes.MISSING in keys else tuple(keys)
+
+
+def r_signing_key_file(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    text = ctx.read_file(node, path)
+    return nodes.MISSING if text is None else (_signing_key(ctx, node, path, text),)
+
+
+def _signing_key(ctx: nodes.Context, node: nodes.Node, path: str, value: str) -> Any:
+    try:
+        pem = config.parse_pem(value, "any")
+    except ValueError as exc:
+        return ctx.problem(node.line, path, str(exc))
+    blocks = [b for b in pem.split("-----END") if "-----BEGIN" in b]
+    for block in blocks:
+        begin = block[block.index("-----BEGIN") :]
+        label = begin.split("-----")[1].removeprefix("BEGIN ")
+        data = f"{begin}-----END {label}-----\n".encode()
+        try:
+            if "PRIVATE" in label:
+                serialization.load_pem_private_key(data, password=None)
+            else:
+                serialization.load_pem_public_key(data)
+        except (ValueError, TypeError) as exc:
+            return ctx.problem(node.line, path, f"not a usable key ({label}): {exc}")
+    return pem
+
+
+def r_claims_headers(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    """``jwt_claims_headers``: ``{header: claim}``, or a list (or comma string) of claims whose
+    headers are ``X-Pomerium-Claim-<Claim>`` (Pomerium's forms)."""
+    if isinstance(node.value, dict):
+        return r_str_map(ctx, node, path)
+    if isinstance(node.value, str):  # Pomerium splits on commas and spaces
+        node = nodes.Node(node.value.replace(" ", ",").replace("\t", ","), node.line)
+    claims = r_str_list(ctx, node, path)
+    if claims is nodes.MISSING:
+        return claims
+    return tuple((config.claim_header_name(c), c) for c in claims)
+
+
+def r_idp_claims(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    if not isinstance(node.value, dict):
+        return ctx.problem(
+            node.line, path, f"expected a mapping of claim: values, got {nodes.kind(node)}"
+        )
+    pairs = []
+    for claim, child in node.value.items():
+        values = child if isinstance(child.value, list) else nodes.Node([child], child.line)
+        read = r_str_list(ctx, values, f"{path}.{claim}")
+        if read is nodes.MISSING:
+            return read
+        pairs.append((claim, read))
+    return tuple(pairs)
+
+
+def r_list(item: nodes.Reader) -> nodes.Reader:
+    def read(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+        if not isinstance(node.value, list):
+            return ctx.problem(node.line, path, f"expected a list, got {nodes.kind(node)}")
+        values = [item(ctx, child, f"{path}[{i}]") for i, child in enumerate(node.value)]
+        return tuple(v for v in values if v is not nodes.MISSING)
+
+    return read
