@@ -85,6 +85,7 @@ class RoutePlan:
         "_prefix_rewrite",
         "_regex",
         "_regex_sub",
+        "_response_drop",
         "_strip",
         "_to_paths",
         "idle_timeout",
@@ -102,7 +103,8 @@ class RoutePlan:
         self.idle_timeout = route.idle_timeout
         set_names = {name.lower() for name, _ in route.set_request_headers}
         self._strip = frozenset(
-            {
+            _enc(name)
+            for name in {
                 *HOP_BY_HOP,
                 *_REPLACED,
                 *(n.lower() for n in route.remove_request_headers),
@@ -114,6 +116,9 @@ class RoutePlan:
             _enc(f"{name}: {value}\r\n") for name, value in route.set_request_headers
         )
         self.response_set_names = frozenset(n.lower() for n, _ in route.set_response_headers)
+        self._response_drop = frozenset(
+            _enc(name) for name in {*HOP_BY_HOP, *self.response_set_names}
+        )
         self.response_set = b"".join(
             _enc(f"{name}: {value}\r\n") for name, value in route.set_response_headers
         )
@@ -172,38 +177,44 @@ class RoutePlan:
     ) -> bytes:
         """The complete upstream request head (request line, headers, blank line)."""
         strip = self._strip
-        dynamic = connection_tokens(connection) if connection else None
+        dynamic = _dynamic_tokens(connection.encode("latin-1")) if connection else None
         out = [_enc(f"{method} {target} HTTP/1.1\r\n")]
         xff: bytes | None = None
         xfp: bytes | None = None
         xfh: bytes | None = None
         original_host = b""
-        for name_b, value in raw_headers:
-            name = name_b.lower()
-            if name == b"host":
-                original_host = value
-            if name == b"x-forwarded-for":
-                xff = value if xff is None else xff + b", " + value
+        for pair in raw_headers:
+            name = pair[0].lower()
+            if name in strip:
+                if name == b"host":
+                    original_host = pair[1]
+                elif name == b"x-forwarded-for":
+                    xff = pair[1] if xff is None else xff + b", " + pair[1]
+                elif trusted_hops > 0:
+                    if name == b"x-forwarded-proto":
+                        xfp = pair[1]
+                    elif name == b"x-forwarded-host":
+                        xfh = pair[1]
                 continue
-            if trusted_hops > 0:
-                if name == b"x-forwarded-proto":
-                    xfp = value
-                elif name == b"x-forwarded-host":
-                    xfh = value
-            lname = name.decode("latin-1")
-            if lname in strip or (dynamic and lname in dynamic):
+            if dynamic is not None and name in dynamic:
                 continue
-            out.append(name_b + b": " + value + b"\r\n")
+            out.append(pair[0] + b": " + pair[1] + b"\r\n")
         if self.route.preserve_host_header:
             host_b = original_host or _enc(host)
         else:
             host_b = self._host_headers[upstream_index]
         peer_b = _enc(peer_ip)
-        out.append(b"Host: " + host_b + b"\r\n")
-        out.append(b"X-Forwarded-For: " + (xff + b", " + peer_b if xff else peer_b) + b"\r\n")
-        out.append(b"X-Forwarded-Proto: " + (xfp or _enc(scheme)) + b"\r\n")
-        out.append(b"X-Forwarded-Host: " + (xfh or original_host or _enc(host)) + b"\r\n")
-        out.append(b"X-Request-Id: " + _enc(request_id) + b"\r\n")
+        out.append(
+            b"Host: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
+            b"X-Forwarded-Host: %s\r\nX-Request-Id: %s\r\n"
+            % (
+                host_b,
+                xff + b", " + peer_b if xff else peer_b,
+                xfp or _enc(scheme),
+                xfh or original_host or _enc(host),
+                _enc(request_id),
+            )
+        )
         if self.set_request:
             out.append(self.set_request)
         for extra_name, extra_value in extra:
@@ -217,20 +228,37 @@ class RoutePlan:
 
     def response_headers(self, raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:
         """Upstream response header lines to pass on (hop-by-hop and replaced ones removed)."""
-        dynamic: frozenset[str] | None = None
-        for name_b, value in raw_headers:
-            if len(name_b) == 10 and name_b.lower() == b"connection":
-                dynamic = (dynamic or frozenset()) | connection_tokens(value.decode("latin-1"))
-        replaced = self.response_set_names
+        drop = self._response_drop
         out: list[bytes] = []
-        for name_b, value in raw_headers:
-            lname = name_b.lower().decode("latin-1")
-            if lname in HOP_BY_HOP or lname in replaced or (dynamic and lname in dynamic):
+        connection: bytes | None = None
+        for pair in raw_headers:
+            name = pair[0].lower()
+            if name in drop:
+                if name == b"connection":
+                    connection = pair[1] if connection is None else connection + b"," + pair[1]
                 continue
-            out.append(name_b + b": " + value + b"\r\n")
+            out.append(pair[0] + b": " + pair[1] + b"\r\n")
+        if connection is not None:
+            dynamic = _dynamic_tokens(connection)
+            if dynamic:  # rare: "Connection: X-Foo" names more headers to drop
+                out = [
+                    line for line in out if line.split(b":", 1)[0].lower() not in dynamic
+                ]
         if self.response_set:
             out.append(self.response_set)
         return out
+
+
+_TRIVIAL_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b""})
+
+
+def _dynamic_tokens(value: bytes) -> frozenset[bytes] | None:
+    """Header names (lower-case bytes) a ``Connection`` value adds to the hop-by-hop set."""
+    lowered = value.lower()
+    if lowered in _TRIVIAL_CONNECTION:
+        return None
+    tokens = frozenset(t.strip() for t in lowered.split(b",")) - _TRIVIAL_CONNECTION
+    return tokens or None
 
 
 class Plans:

@@ -87,12 +87,15 @@ class Context:
         self.observer = observer
         self.plans = fwd.Plans(gate.strip_request_headers())
         self.connections: set[HTTP1] = set()
+        self.deadlines: Deadlines | None = None
         self._sweeper: asyncio.TimerHandle | None = None
 
     def protocol(self) -> HTTP1:
         """The protocol factory for ``loop.create_server``."""
         if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(1.0, self._sweep)
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.call_later(1.0, self._sweep)
+            self.deadlines = Deadlines(loop)
         return HTTP1(self)
 
     def close(self) -> None:
@@ -113,6 +116,38 @@ class Context:
 
 class _HeadTooLarge(Exception):
     pass
+
+
+class Deadlines:
+    """Route timeouts without a timer per request: exchanges grouped by deadline tick.
+
+    One loop timer per ``TICK`` that has deadlines in it, instead of creating and cancelling a
+    timer for every request; a timeout fires up to ``TICK`` late.
+    """
+
+    TICK = 0.05
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.buckets: dict[int, set[Exchange]] = {}
+
+    def add(self, ex: Exchange, seconds: float) -> int:
+        tick = int((self.loop.time() + seconds) / self.TICK) + 1
+        bucket = self.buckets.get(tick)
+        if bucket is None:
+            bucket = self.buckets[tick] = set()
+            self.loop.call_at(tick * self.TICK, self._fire, tick)
+        bucket.add(ex)
+        return tick
+
+    def remove(self, ex: Exchange, tick: int) -> None:
+        bucket = self.buckets.get(tick)
+        if bucket is not None:
+            bucket.discard(ex)
+
+    def _fire(self, tick: int) -> None:
+        for ex in self.buckets.pop(tick, ()):
+            ex.deadline_passed()
 
 
 class HTTP1(asyncio.Protocol):
@@ -406,6 +441,7 @@ class Exchange:
         "status",
         "table",
         "task",
+        "tick",
         "timer",
         "tried",
         "upgrade",
@@ -463,6 +499,7 @@ class Exchange:
         self.upstream_index = 0
         self.tried: frozenset[int] = frozenset()
         self.timer: asyncio.TimerHandle | None = None
+        self.tick = 0
         self.task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -629,8 +666,10 @@ class Exchange:
             conn.write(b"0\r\n\r\n")
         conn.request_complete = True
         timeout = self.plan.timeout
-        if timeout > 0 and not self.upgrade and self.timer is None:
-            self.timer = self.proto.loop.call_later(timeout, self._timed_out)
+        if timeout > 0 and not self.upgrade and not self.tick:
+            deadlines = self.proto.ctx.deadlines
+            assert deadlines is not None
+            self.tick = deadlines.add(self, timeout)
 
     # -- request body from the client -------------------------------------------------------
     def request_body(self, data: bytes) -> None:
@@ -816,8 +855,11 @@ class Exchange:
         self._end()
 
     # -- timers and the end -----------------------------------------------------------------
+    def deadline_passed(self) -> None:
+        self.tick = 0
+        self._timed_out()
+
     def _timed_out(self) -> None:
-        self.timer = None
         if self.finished:
             return
         log.info("upstream %s timed out (request %s)", self.upstream_url, self.request_id)
@@ -848,6 +890,11 @@ class Exchange:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.tick:
+            deadlines = self.proto.ctx.deadlines
+            if deadlines is not None:
+                deadlines.remove(self, self.tick)
+            self.tick = 0
 
     def _end(self) -> None:
         if self.finished:
