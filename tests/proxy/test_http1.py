@@ -340,6 +340,7 @@ def _write(leaf: object, stem: str) -> tuple[str, str]:
 
 STREAM_BYTES = int(os.environ.get("VALLUM_STREAM_BYTES", str(64 * 1024 * 1024)))
 RSS_GROWTH_LIMIT = 12 * 1024 * 1024
+SLOW_EVERY = 1 << 20  # the slow side pauses 10 ms a MiB (~100 MB/s) so buffers would pile up
 
 
 def _rss(pid: int) -> tuple[int, int]:
@@ -369,8 +370,12 @@ async def test_streaming_upload_and_download_in_constant_memory(tmp_path: Path) 
 
     async def upload(request: web.Request) -> web.Response:
         total = 0
+        mark = 0
         async for data in request.content.iter_chunked(65536):
             total += len(data)
+            if total - mark >= SLOW_EVERY:  # a slow reader: the proxy must hold the client back
+                mark = total
+                await asyncio.sleep(0.01)
         received["bytes"] = total
         return web.Response(text=str(total))
 
@@ -398,6 +403,7 @@ async def test_streaming_upload_and_download_in_constant_memory(tmp_path: Path) 
                 rss_before, _ = _rss(proc.pid)
                 await _transfer(session, target, STREAM_BYTES, received)
                 _, peak = _rss(proc.pid)
+            print(f"proxy RSS before {rss_before >> 20} MiB, peak {peak >> 20} MiB")
             assert peak - rss_before < RSS_GROWTH_LIMIT, (rss_before, peak)
         finally:
             proc.terminate()
@@ -412,8 +418,12 @@ async def _transfer(
     got = 0
     async with session.get(f"{target}/down?n={size}", headers=headers) as resp:
         assert resp.status == 200
+        mark = 0
         async for data in resp.content.iter_chunked(1 << 20):
             got += len(data)
+            if got - mark >= SLOW_EVERY:  # a slow client: the proxy must hold the upstream back
+                mark = got
+                await asyncio.sleep(0.01)
     assert got == size
 
     async def body() -> AsyncIterator[bytes]:
