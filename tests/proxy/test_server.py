@@ -225,3 +225,35 @@ async def _worker_prefixes(port: int) -> set[str]:
         rid = raw.split(b"X-Request-Id: ")[1].split(b"\r\n")[0].decode()
         prefixes.add(rid[:12])
     return prefixes
+
+
+async def test_close_drains_running_requests_and_closes_kept_alive_connections(
+    tmp_path: Path,
+) -> None:
+    from aiohttp import web
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        return web.Response(text="done")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    path = tmp_path / "vallum.yaml"
+    async with dp.upstream_app(app) as url:
+        write_config(path, config_text(free_port(), url, extra="insecure_server: true\n"))
+        srv = server.Server(
+            server.compile_file(str(path)), access_log=accesslog.AccessLog(enabled=False)
+        )
+        await srv.start()
+        idle = await dp.RawClient.connect(srv.port)
+        busy = await dp.RawClient.connect(srv.port)
+        await busy.send(dp.get("/"))
+        await asyncio.sleep(0.05)
+        closing = asyncio.create_task(srv.close(drain=5))
+        status, headers, body = await busy.response()
+        assert (status, body, headers.get("connection")) == (200, b"done", "close")
+        assert await asyncio.wait_for(idle.reader.read(), 5) == b""  # closed while idle
+        await closing
+        assert not srv.ctx.connections
+        await idle.close()
+        await busy.close()

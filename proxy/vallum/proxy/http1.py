@@ -88,6 +88,7 @@ class Context:
         self.plans = fwd.Plans(gate.strip_request_headers())
         self.connections: set[HTTP1] = set()
         self.deadlines: Deadlines | None = None
+        self.closing = False  # draining: finish running requests, keep no connection alive
         self._sweeper: asyncio.TimerHandle | None = None
 
     def protocol(self) -> HTTP1:
@@ -99,6 +100,8 @@ class Context:
         return HTTP1(self)
 
     def close(self) -> None:
+        """Start draining: idle connections close now, busy ones after their response."""
+        self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -731,7 +734,7 @@ class Exchange:
                 self.resp_chunked = True
                 lines.append(b"Transfer-Encoding: chunked\r\n")
         if status != 101:
-            if not self.keep_alive or self.upgrade:
+            if not self.keep_alive or self.upgrade or self.proto.ctx.closing:
                 self.resp_close = True
             if self.resp_close:
                 lines.append(b"Connection: close\r\n")
@@ -838,7 +841,13 @@ class Exchange:
             self._end()
             return
         self.status = status
-        close = not self.keep_alive or not self.body_done or self.upgrade or self.proto.raw
+        close = (
+            not self.keep_alive
+            or not self.body_done
+            or self.upgrade
+            or self.proto.raw
+            or self.proto.ctx.closing
+        )
         self.resp_close = close
         parts = [status_line(status)]
         for name, value in headers:
