@@ -464,3 +464,15 @@ def test_encoded_spellings_never_reach_the_neighbour(raw: str) -> None:
         assert seen == "/admin" or seen.startswith("/admin/")
     if m.route.name == "public":
         assert seen == "/public" or seen.startswith("/public/")
+
+
+@settings(max_examples=3000)
+@given(
+    st.one_of(
+        raw_paths,
+        st.text(alphabet="/\\.%;2eEfF5cCaAb~:@é\x00 ", max_size=16),
+        st.text(max_size=12),
+    )
+)
+def test_fast_path_agrees_with_the_full_normaliser(raw: str) -> None:
+    assert routing.normalize_path(raw) == routing._normalize(raw)
