@@ -599,3 +599,10 @@ def test_route_paths_are_stored_normalised() -> None:
         "X-Pomerium-Claim-Email",
         "X-Pomerium-Claim-Groups",
     ]
+
+
+def test_catch_all_host() -> None:
+    s = load("routes:\n  - {from: 'https://*', to: 'http://127.0.0.1:1'}\n")
+    assert s.routes[0].host == "*"
+    m = routing.match(routing.build_table(s), "anything.example.org", "/x")
+    assert m is not None and m.route_index == 0
