@@ -74,6 +74,7 @@ class Recorder:
                 "request_id": ex.request_id,
                 "bytes": ex.sent,
                 "upstream": ex.upstream_url,
+                "client_ip": ex.req.client_ip if ex.req is not None else "",
             }
         )
 

@@ -222,7 +222,7 @@ async def test_hop_by_hop_and_forwarded_headers_reach_the_upstream_right() -> No
             await client.close()
             # One trusted hop: the client address is the one the proxy in front appended.
             ex = p.recorder.done[0]
-            assert ex["status"] == 200
+            assert (ex["status"], ex["client_ip"]) == (200, "203.0.113.7")
 
 
 async def test_websocket_echo_is_spliced_when_allowed() -> None:
