@@ -192,6 +192,15 @@ async def test_no_route_404_and_bad_requests() -> None:
         assert raw.startswith(b"HTTP/1.1 400")
         raw = await dp.raw_request(p.port, b"NOT HTTP AT ALL\r\n\r\n")
         assert raw.startswith(b"HTTP/1.1 400") and b"connection: close" in raw.lower()
+        smuggle = (
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        raw = await dp.raw_request(p.port, smuggle)  # both framings: refused, never forwarded
+        assert raw.startswith(b"HTTP/1.1 400")
+        bad_chunk = b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        raw = await dp.raw_request(p.port, bad_chunk)  # cut off, no hang
+        assert b"200 OK" not in raw
         big = b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
         raw = await dp.raw_request(p.port, big)
         assert raw.startswith(b"HTTP/1.1 431")

@@ -201,9 +201,10 @@ class HTTP1(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
-        if self.raw:
-            if self.active is not None:
-                self.active.downstream_raw(data)
+        if self.raw:  # after an upgrade request: bytes for the upgraded stream
+            ex = self.queue[-1] if self.queue else self.active
+            if ex is not None:
+                ex.downstream_raw(data)
             return
         try:
             self.parser.feed_data(data)
@@ -221,8 +222,8 @@ class HTTP1(asyncio.Protocol):
             too_large = isinstance(exc.__context__, _HeadTooLarge)
             self.raw = True  # nothing more is parsed on this connection
             self.pause(_PAUSE_BUFFER)
-            if self.parsing is not None and self.parsing.head_sent:
-                self.abort()
+            if self.parsing is not None and self.parsing not in self.queue:
+                self.abort()  # a corrupt body of the request being forwarded: cut it off
                 return
             bad = Exchange.bad(self, 431 if too_large else 400)
             if self.parsing is not None and self.parsing in self.queue:
