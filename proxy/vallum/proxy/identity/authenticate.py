@@ -59,6 +59,32 @@ def new_session(
     )
 
 
+def upstream_cookie(ctx: context.Context, header: str) -> tuple[tuple[str, str], ...] | None:
+    """The ``Cookie`` header without Vallum's own cookies (``None``: nothing left to send).
+
+    ``cookie`` is among the stripped headers, so the session - a credential for every route -
+    never reaches an upstream; the other cookies are put back from here.
+    """
+    seen = ctx.cookie_headers_seen.get(header, time.time())
+    if seen is not None:
+        kept_header: tuple[tuple[str, str], ...] | None = seen[1]
+        return kept_header
+    ours = ctx.settings.cookie_name
+    kept = []
+    for part in header.split(";"):
+        name = part.split("=", 1)[0].strip()
+        if name.startswith(ours) and _is_vallum_cookie(name, ours):
+            continue
+        if part.strip():
+            kept.append(part.strip())
+    return (("Cookie", "; ".join(kept)),) if kept else None
+
+
+def _is_vallum_cookie(name: str, ours: str) -> bool:
+    rest = name[len(ours):]
+    return rest in ("", "_state") or (rest[:1] == "_" and rest[1:].isdigit())
+
+
 def request_cookies(req: RequestInfo) -> dict[str, str]:
     header = req.headers.get("cookie")
     return sessions.parse_cookies(header) if header else {}
@@ -100,12 +126,19 @@ class Resolver:
             resolved = await self._bearer(ctx, auth[7:].strip(), now)
             if resolved is not None:
                 return resolved
-        if "cookie" not in req.headers:
+        header = req.headers.get("cookie")
+        if header is None:
             return ANONYMOUS
+        seen = ctx.cookie_headers_seen.get(header, now)
+        if seen is not None and seen[0] is not None and seen[0].refresh_at > now:
+            return Resolved(seen[0].identity)  # the common case: one dict lookup
         cookies = request_cookies(req)
         session = read_session(ctx, cookies, now)
         if session is None:
             return ANONYMOUS
+        if len(header) < 8192:
+            until = min(session.expires_at, session.refresh_at or session.expires_at)
+            ctx.cookie_headers_seen.put(header, (session, upstream_cookie(ctx, header)), until)
         if session.refresh_at and session.refresh_at <= now:
             refreshed = await self.refresh(ctx, session)
             if refreshed is None:

@@ -9,7 +9,6 @@ keep working.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import logging
 import time
@@ -49,10 +48,14 @@ class AuthenticateService:
 
 
 class LRU:
-    """A small bounded mapping with per-entry expiry (sessions and bearer tokens seen)."""
+    """A bounded mapping with per-entry expiry (sessions, bearer tokens, hand-offs seen).
+
+    Eviction is oldest-inserted first: a hit costs one dict lookup, which matters on the hot
+    path more than keeping the most recently used entry a little longer.
+    """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
-        self._data: collections.OrderedDict[str, tuple[float, Any]] = collections.OrderedDict()
+        self._data: dict[str, tuple[float, Any]] = {}
         self._size = size
 
     def get(self, key: str, now: float) -> Any:
@@ -62,14 +65,13 @@ class LRU:
         if item[0] <= now:
             del self._data[key]
             return None
-        self._data.move_to_end(key)
         return item[1]
 
     def put(self, key: str, value: Any, until: float) -> None:
+        self._data.pop(key, None)
         self._data[key] = (until, value)
-        self._data.move_to_end(key)
         while len(self._data) > self._size:
-            self._data.popitem(last=False)
+            del self._data[next(iter(self._data))]
 
     def __contains__(self, key: str) -> bool:
         return self.get(key, time.time()) is not None
@@ -92,6 +94,8 @@ class Context:
     sessions_seen: LRU = field(default_factory=LRU)
     bearers_seen: LRU = field(default_factory=LRU)
     handoffs_used: LRU = field(default_factory=LRU)
+    cookie_headers_seen: LRU = field(default_factory=lambda: LRU(2048))
+    """Cookie header -> (session or None, the header without our cookies): the hot path."""
     retired: oidc.OIDCClient | None = None
     """The previous configuration's provider client, to be closed once swapped out."""
 

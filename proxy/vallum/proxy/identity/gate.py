@@ -107,7 +107,10 @@ class IdentityGate:
                 )
             return pipeline.Allow(
                 request_headers=self.upstream_headers(ctx, route, req, who),
-                response_headers=tuple(("Set-Cookie", c) for c in resolved.set_cookies),
+                response_headers=(
+                    tuple(("Set-Cookie", c) for c in resolved.set_cookies)
+                    if resolved.set_cookies else ()
+                ),
                 identity=who,
             )
         if any(_certificate_reason(r) for r in decision.reasons):
@@ -153,28 +156,9 @@ class IdentityGate:
 def upstream_cookie(
     ctx: context.Context, req: RequestInfo
 ) -> tuple[tuple[str, str], ...] | None:
-    """The client's ``Cookie`` header without Vallum's own cookies (``None``: nothing to send).
-
-    ``cookie`` is among the stripped headers, so the session - a credential for every route -
-    never reaches an upstream; the other cookies are put back here.
-    """
+    """The client's ``Cookie`` header without Vallum's own cookies (``None``: nothing to send)."""
     header = req.headers.get("cookie")
-    if header is None:
-        return None
-    ours = ctx.settings.cookie_name
-    kept = []
-    for part in header.split(";"):
-        name = part.split("=", 1)[0].strip()
-        if name.startswith(ours) and _is_vallum_cookie(name, ours):
-            continue
-        if part.strip():
-            kept.append(part.strip())
-    return (("Cookie", "; ".join(kept)),) if kept else None
-
-
-def _is_vallum_cookie(name: str, ours: str) -> bool:
-    rest = name[len(ours):]
-    return rest in ("", "_state") or (rest[:1] == "_" and rest[1:].isdigit())
+    return None if header is None else authenticate.upstream_cookie(ctx, header)
 
 
 def _passes_identity(ctx: context.Context, route: config.Route) -> bool:
