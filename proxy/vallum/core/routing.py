@@ -239,6 +239,12 @@ class Match:
 
 def build_table(settings: config.Settings) -> config.RouteTable:
     """Compile ``settings`` into a :class:`RouteTable`; raise ``ConfigError`` with every problem."""
+    index = build_index(settings)
+    return config.RouteTable(settings=settings, checksum=settings.checksum(), index=index)
+
+
+def build_index(settings: config.Settings) -> Index:
+    """The host index alone (what :func:`build_table` checks, without the checksum)."""
     problems: list[str] = []
     exact: dict[str, _Host] = {}
     wildcard: dict[str, _Host] = {}
@@ -287,8 +293,7 @@ def build_table(settings: config.Settings) -> config.RouteTable:
                     vhost.regex.append((entry.pattern, entry))
     if problems:
         raise errors.ConfigError(problems)
-    index_value = Index(exact=exact, wildcard=wildcard, default=default)
-    return config.RouteTable(settings=settings, checksum=settings.checksum(), index=index_value)
+    return Index(exact=exact, wildcard=wildcard, default=default)
 
 
 def _entry(route: config.Route, index: int, place: str, problems: list[str]) -> _Entry | None:

@@ -71,7 +71,7 @@ def loads(
     result = settings.read_settings(ctx, root)
     if result is not None and not ctx.problems:
         try:
-            routing.build_table(result)  # the same checks the proxy makes before serving
+            routing.build_index(result)  # the same checks the proxy makes before serving
         except errors.ConfigError as exc:
             ctx.problems.extend(exc.problems)
     if ctx.problems or result is None:

@@ -99,15 +99,22 @@ class Context:
         return out
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML (no Python objects); used for composing nodes and building scalars."""
+_Loader = yaml.SafeLoader | yaml.CSafeLoader
+"""Safe YAML (no Python objects), libyaml's when installed: 10,000 routes compose in well under
+a second with it, in about twenty seconds without."""
+
+
+def _make_loader(text: str) -> _Loader:
+    if yaml.__with_libyaml__:
+        return yaml.CSafeLoader(text)
+    return yaml.SafeLoader(text)  # pragma: no cover - PyYAML built without libyaml
 
 
 def parse_yaml(text: str, ctx: Context) -> Node | None:
     """The document as a ``Node`` tree, or None (with a problem recorded) if it is not YAML."""
     loader: _Loader | None = None
     try:
-        loader = _Loader(text)
+        loader = _make_loader(text)
         document = loader.get_single_node()
         if document is None:
             return Node(None, 1)
