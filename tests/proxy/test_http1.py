@@ -459,3 +459,16 @@ async def _wait_port(port: int, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+async def test_a_request_head_sent_too_slowly_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vallum.proxy import http1
+
+    monkeypatch.setattr(http1, "HEAD_TIMEOUT", 0.5)
+    async with dp.serve(dp.table(dp.route("app.test", "http://127.0.0.1:9"))) as p:
+        client = await dp.RawClient.connect(p.port)
+        await client.send(b"GET / HTTP/1.1\r\nHost: app.test\r\n")  # never finished
+        started = time.monotonic()
+        assert await asyncio.wait_for(client.reader.read(), 5) == b""
+        assert time.monotonic() - started < 3
+        await client.close()

@@ -19,7 +19,8 @@ the client and an :class:`~vallum.proxy.upstream.UpstreamConnection`.
   ``101``, both transports are spliced byte for byte; otherwise the upgrade is refused (403).
 * The route ``timeout`` runs from the end of the request to the end of the response (504 if no
   response head came, else the connection is cut); ``idle_timeout`` cuts a stream with no bytes
-  either way for that long; ``timeout_idle`` closes idle keep-alive connections.
+  either way for that long; ``timeout_idle`` closes idle keep-alive connections, and a request
+  head must arrive within ``HEAD_TIMEOUT`` (no slowloris).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ log = logging.getLogger("vallum.http")
 BUFFER_LIMIT = 256 * 1024  # request bytes held before an upstream is ready
 QUEUE_LIMIT = 32  # pipelined requests held before reading pauses
 MAX_HEAD = 64 * 1024  # request line + headers
+HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head (slowloris)
 _PAUSE_UPSTREAM = 1
 _PAUSE_BUFFER = 2
 
@@ -110,10 +112,14 @@ class Context:
 
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        limit = loop.time() - self.tables.current.settings.timeout_idle
+        now = loop.time()
+        limit = now - self.tables.current.settings.timeout_idle
+        slow_head = now - HEAD_TIMEOUT
         for conn in list(self.connections):
             if conn.active is None and conn.last_active < limit:
                 conn.close_when_idle()
+            elif 0 < conn.head_started < slow_head:
+                conn.abort()
         self._sweeper = loop.call_later(1.0, self._sweep)
 
 
@@ -171,6 +177,7 @@ class HTTP1(asyncio.Protocol):
         self.raw = False
         self.closed = False
         self.last_active = self.loop.time()
+        self.head_started = 0.0  # when the head being received began (0: none pending)
         self._paused = 0
         self._corked: list[bytes] | None = None
         self._starting = False
@@ -246,6 +253,7 @@ class HTTP1(asyncio.Protocol):
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self.head_started = self.loop.time()
         self._url = b""
         self._headers = []
         self._head_size = 0
@@ -270,6 +278,7 @@ class HTTP1(asyncio.Protocol):
             self._expect = True
 
     def on_headers_complete(self) -> None:
+        self.head_started = 0.0
         parser = self.parser
         ex = Exchange(
             self,
