@@ -107,3 +107,18 @@ def _get_status(port: int, host: str) -> int:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_unusable_certificate_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "bad.crt").write_text("-----BEGIN CERTIFICATE-----\nnot a cert\n")
+    (tmp_path / "bad.key").write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n")
+    config = tmp_path / "vallum.yaml"
+    config.write_text(
+        f"address: 127.0.0.1:{free_port()}\n"
+        "certificates:\n  - cert_file: bad.crt\n    key_file: bad.key\n"
+        "routes:\n  - from: https://app.test\n    to: http://127.0.0.1:9\n"
+    )
+    for workers in ("1", "2"):
+        done = _vallum("serve", "--config", str(config), "--workers", workers)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and "certificates[0]" in done.stderr
