@@ -77,13 +77,19 @@ def _load(
         script=script_file, headers=target.headers, cores=env.load_cores,
     )
     cpu_before, wall_before = servers.cpu_seconds(target.server_group), time.monotonic()
+    cores_before = servers.core_jiffies()
     result, _ = wrk.run(cmd, duration_s=duration_s)
+    cores_after = servers.core_jiffies()
     cpu = servers.cpu_seconds(target.server_group) - cpu_before
     wall = time.monotonic() - wall_before
     _check_errors(result, f"{label} run")
     if record:
         outcome.commands.append(cmd)
         outcome.server_cpu[label] = 100.0 * cpu / wall if wall > 0 else 0.0
+        outcome.cores_busy[label] = (
+            servers.busy_percent(cores_before, cores_after, env.server_cores),
+            servers.busy_percent(cores_before, cores_after, env.load_cores),
+        )
     return result
 
 

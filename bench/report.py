@@ -26,6 +26,9 @@ class Outcome:
     commands: list[list[str]] = field(default_factory=list)
     server_cpu: dict[str, float] = field(default_factory=dict)
     """Per run ("peak", "paced"): CPU of the server under test, % of one core, over the run."""
+    cores_busy: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    """Per run: how busy the server cores and the load cores were with anything (% of a core
+    each), to tell a server that was starved by other work from one that was not asked more."""
     rounds_rps: list[float] = field(default_factory=list)
     """Peak req/s of every round, when the scenario ran more than once."""
 
@@ -97,10 +100,18 @@ def progress_line(outcome: Outcome) -> str:
         return f"  {name}: FAILED: {outcome.error}"
     if outcome.peak is None:
         return f"  {name}: no result"
-    line = f"  {name}: {outcome.peak.requests_per_s:,.0f} req/s"
+    line = f"  {name}: {outcome.peak.requests_per_s:,.0f} req/s{_busy(outcome, 'peak')}"
     if outcome.paced is not None:
-        line += f", paced {outcome.paced.requests_per_s:,.0f} req/s"
+        line += f", paced {outcome.paced.requests_per_s:,.0f} req/s{_busy(outcome, 'paced')}"
     return line
+
+
+def _busy(outcome: Outcome, label: str) -> str:
+    own = outcome.server_cpu.get(label)
+    server, load = outcome.cores_busy.get(label, (None, None))
+    if own is None or server is None or load is None:
+        return ""
+    return f" [server {own:.0f}% CPU; busy: server cores {server:.0f}%, load cores {load:.0f}%]"
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
@@ -241,5 +252,9 @@ def outcome_dict(outcome: Outcome) -> dict[str, object]:
         "paced": None if outcome.paced is None else outcome.paced.as_dict(),
         "server_cpu_percent": outcome.server_cpu,
         "rounds_peak_rps": outcome.rounds_rps,
+        "cores_busy_percent": {
+            label: {"server_cores": server, "load_cores": load}
+            for label, (server, load) in outcome.cores_busy.items()
+        },
         "commands": [" ".join(c) for c in outcome.commands],
     }

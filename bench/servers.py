@@ -174,6 +174,33 @@ def cpu_seconds(group: int) -> float:
     return total / tick
 
 
+def core_jiffies() -> dict[int, tuple[int, int]]:
+    """Per core: (busy, total) clock ticks since boot, from ``/proc/stat``.
+
+    Two readings around a run tell how busy each core was with *anything* (our servers, wrk,
+    other work on the machine); beside :func:`cpu_seconds` it shows whether the server under
+    test had its cores to itself.
+    """
+    found: dict[int, tuple[int, int]] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        ticks = [int(v) for v in values]
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        found[int(name[3:])] = (sum(ticks[:8]) - idle, sum(ticks[:8]))
+    return found
+
+
+def busy_percent(
+    before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]], cores: Sequence[int]
+) -> float | None:
+    """How busy ``cores`` were between two :func:`core_jiffies` readings, % of one core each."""
+    busy = sum(after[c][0] - before[c][0] for c in cores if c in before and c in after)
+    total = sum(after[c][1] - before[c][1] for c in cores if c in before and c in after)
+    return None if total <= 0 else 100.0 * busy * len(cores) / total
+
+
 def python() -> str:
     """The interpreter that runs Vallum: this one (the one the package is installed into)."""
     return sys.executable
