@@ -184,3 +184,12 @@ def test_median_round_is_the_middle_rate_and_any_failure_fails() -> None:
     broken = report.Outcome(_scenario("nginx-http"), error="nginx exited with 1")
     failed = report.median_round([runs[0], broken])
     assert failed.error == "round 2: nginx exited with 1"
+
+
+def test_busy_percent_of_cores_between_two_readings() -> None:
+    before = {0: (100, 1000), 1: (500, 1000)}
+    after = {0: (150, 1100), 1: (600, 1100)}
+    assert servers.busy_percent(before, after, [0]) == pytest.approx(50.0)
+    assert servers.busy_percent(before, after, [0, 1]) == pytest.approx(150.0)
+    assert servers.busy_percent(before, after, []) is None
+    assert set(servers.core_jiffies()) >= {0}
