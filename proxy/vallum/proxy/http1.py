@@ -237,7 +237,8 @@ class HTTP1(asyncio.Protocol):
                 self.queue.remove(self.parsing)
             self.parsing = None
             self.queue.append(bad)
-        self._start_next()
+        if self.queue and self.active is None:
+            self._start_next()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -594,7 +595,7 @@ class Exchange:
         index = self.upstream_index
         self.conn = conn
         self.upstream_url = plan.route.to[index].url
-        conn.attach(self, head_only=self.method == "HEAD")
+        conn.attach(self, self.method == "HEAD", proto)
         target = plan.rewrite_path(self.match.path, index)
         if req.query:
             target = f"{target}?{req.query}"
@@ -784,12 +785,6 @@ class Exchange:
         self.last_activity = self.proto.loop.time()
         self.sent += len(data)
         self.proto.write(data)
-
-    def cork(self) -> None:
-        self.proto.cork()
-
-    def uncork(self) -> None:
-        self.proto.uncork()
 
     def upstream_writable(self, writable: bool) -> None:
         if writable:

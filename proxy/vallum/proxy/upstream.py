@@ -69,6 +69,10 @@ class Sink(Protocol):
 
     def upstream_writable(self, writable: bool) -> None: ...
 
+
+class Writer(Protocol):
+    """The client side's write batching: writes between ``cork`` and ``uncork`` go out as one."""
+
     def cork(self) -> None: ...
 
     def uncork(self) -> None: ...
@@ -93,6 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.sink: Sink | None = None
+        self.writer: Writer | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.headers: list[tuple[bytes, bytes]] = []
         self.framing = FRAMING_EOF
@@ -106,8 +111,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._skip_interim = False
 
     # -- used by the exchange -------------------------------------------------------------
-    def attach(self, sink: Sink, head_only: bool) -> None:
+    def attach(self, sink: Sink, head_only: bool, writer: Writer | None = None) -> None:
         self.sink = sink
+        self.writer = writer
         self.head_only = head_only
         self.got_response = False
         self.request_complete = False
@@ -152,7 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
             if self.sink is not None:
                 self.sink.upstream_raw(data)
             return
-        corked = self.sink
+        corked = self.writer if self.sink is not None else None
         if corked is not None:
             corked.cork()
         try:
