@@ -472,3 +472,28 @@ async def test_a_request_head_sent_too_slowly_is_cut_off(monkeypatch: pytest.Mon
         assert await asyncio.wait_for(client.reader.read(), 5) == b""
         assert time.monotonic() - started < 3
         await client.close()
+
+
+async def test_idle_timeout_cuts_a_stalled_stream_and_timeout_zero_allows_long_ones() -> None:
+    async def stall(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": "100"})
+        await resp.prepare(request)
+        await resp.write(b"first")
+        await asyncio.sleep(float(request.query["pause"]))
+        await resp.write(b"x" * 95)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/", stall)
+    async with dp.upstream_app(app) as url:
+        tbl = dp.table(dp.route("app.test", url, timeout=0, idle_timeout=0.4))
+        async with dp.serve(tbl) as p:
+            started = time.monotonic()
+            raw = await dp.raw_request(p.port, dp.get("/?pause=1.5"))
+            assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"first")  # cut off
+            assert time.monotonic() - started < 1.2
+            client = await dp.RawClient.connect(p.port)
+            await client.send(dp.get("/?pause=0.1"))  # pauses shorter than the idle timeout
+            status, _, body = await client.response()
+            assert (status, len(body)) == (200, 100)
+            await client.close()
