@@ -119,7 +119,7 @@ async def start_provider(
     try:
         assert process.stdout is not None
         try:
-            line = await asyncio.wait_for(process.stdout.readline(), timeout=20)
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
         except TimeoutError:
             line = b""
         if not line.startswith(b"ready"):
