@@ -218,3 +218,17 @@ async def test_no_signing_key_never_forwards_without_the_assertion() -> None:
                                _req("app.example.test", cookie=_cookie(quiet) + "; a=b"))
     assert isinstance(allowed, pipeline.Allow)
     assert allowed.request_headers == (("Cookie", "a=b"),)
+
+
+async def test_reload_keeps_sessions_and_the_replay_guard() -> None:
+    first = _table(dev_mode=True, cookie_secret=None)
+    g = build_gate(first.settings)
+    before = g.context_for(first)
+    before.handoffs_used.put("used-jti", True, time.time() + 60)
+    second = _table(dev_mode=True, cookie_secret=None,
+                    routes=(_route("app.example.test", allow_any_authenticated_user=True),))
+    assert second.checksum != first.checksum
+    after = g.context_for(second)
+    assert after is not before
+    assert after.sealer is before.sealer  # the random dev secret survives the reload
+    assert after.handoffs_used.get("used-jti", time.time())

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vallum.core import config, errors, policy, routing
-from vallum.core.identity import Identity
 from vallum.proxy import jwt, oidc, redirects, sessions
 
 log = logging.getLogger("vallum.identity")
@@ -104,10 +103,21 @@ class Context:
         settings = table.settings
         ctx = cls(settings=settings, checksum=table.checksum)
         try:
-            ctx.sealer = sessions.Sealer(sessions.secret_bytes(settings))
+            same_secret = (
+                previous is not None and previous.sealer is not None
+                and previous.settings.cookie_secret == settings.cookie_secret
+            )
+            # Keep the sealer across reloads when the secret is unchanged: in dev_mode the secret
+            # is random, and a reload must not sign everybody out.
+            ctx.sealer = (
+                previous.sealer if same_secret and previous and previous.sealer
+                else sessions.Sealer(sessions.secret_bytes(settings))
+            )
             ctx.cookies = sessions.SessionCookies(settings, ctx.sealer)
         except errors.ConfigError as exc:
             ctx.problems.extend(exc.problems)
+        if previous is not None:
+            ctx.handoffs_used = previous.handoffs_used  # a reload must not allow a replay
         if settings.idp_provider_url or settings.idp_client_id:
             reuse = previous is not None and previous.provider is not None and _same_idp(
                 previous.settings, settings
@@ -162,9 +172,6 @@ class Context:
 
     def bearer_key(self, token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
-
-    def identity_key(self, who: Identity) -> str:
-        return who.session_id
 
 
 def _same_idp(a: config.Settings, b: config.Settings) -> bool:
