@@ -158,3 +158,18 @@ def test_dev_mode_makes_a_random_secret() -> None:
 
 def test_parse_cookies_first_wins() -> None:
     assert sessions.parse_cookies('a=1; b="2"; a=3; junk; =x') == {"a": "1", "b": "2"}
+
+
+def test_compressed_tokens_round_trip_and_bind_their_version() -> None:
+    sealer = sessions.Sealer(b"s" * 32)
+    payload = {"groups": ["same-group-name"] * 200}
+    small = sealer.seal("handoff", payload, 60, aad="app.example.test", compress=True)
+    plain = sealer.seal("handoff", payload, 60, aad="app.example.test")
+    assert len(small) < len(plain) / 5
+    assert sealer.open("handoff", small, aad="app.example.test") == payload
+    with pytest.raises(errors.IdentityError, match="forged"):
+        sealer.open("handoff", small, aad="other.example.test")
+    raw = base64.urlsafe_b64decode(small + "=" * (-len(small) % 4))
+    relabelled = base64.urlsafe_b64encode(b"\x01" + raw[1:]).rstrip(b"=").decode()
+    with pytest.raises(errors.IdentityError, match="forged"):
+        sealer.open("handoff", relabelled, aad="app.example.test")
