@@ -257,7 +257,11 @@ class OIDCClient:
         claims = await self.verify_id_token(id_token, nonce=nonce)
         lifetimes = [float(claims["exp"])]
         if access_token:
-            extra = await self.userinfo(access_token)
+            try:
+                extra = await self.userinfo(access_token)
+            except errors.IdentityError as exc:  # the ID token is enough to sign in
+                log.warning("userinfo unavailable, using the ID token's claims: %s", exc)
+                extra = None
             if extra is not None:
                 if extra.get("sub") != claims.get("sub"):
                     raise errors.IdentityError("userinfo: sub differs from the ID token's")
