@@ -257,3 +257,32 @@ async def test_close_drains_running_requests_and_closes_kept_alive_connections(
         assert not srv.ctx.connections
         await idle.close()
         await busy.close()
+
+
+async def test_a_supplied_gate_is_used_and_closed_with_the_server(tmp_path: Path) -> None:
+    from vallum.proxy import pipeline
+
+    class Gate(pipeline.PublicOnlyGate):
+        closed = False
+
+        async def intercept(self, req, table):  # type: ignore[no-untyped-def]
+            return pipeline.Respond(418, (("Content-Type", "text/plain"),), b"gate")
+
+        async def close(self) -> None:
+            self.closed = True
+
+    path = tmp_path / "vallum.yaml"
+    write_config(
+        path, config_text(free_port(), "http://127.0.0.1:9", extra="insecure_server: true\n")
+    )
+    gate = Gate()
+    srv = server.Server(
+        server.compile_file(str(path)), gate=gate, access_log=accesslog.AccessLog(enabled=False)
+    )
+    await srv.start()
+    client = await dp.RawClient.connect(srv.port)
+    await client.send(dp.get("/"))
+    assert (await client.response())[::2] == (418, b"gate")
+    await client.close()
+    await srv.close(drain=1)
+    assert gate.closed

@@ -306,6 +306,11 @@ class Server:
         self.pool.close()
         if self.admin is not None:
             await self.admin.cleanup()
+        closer = getattr(self.ctx.gate, "close", None)  # a gate may hold clients (OIDC, JWKS)
+        if closer is not None:
+            result = closer()
+            if asyncio.iscoroutine(result):
+                await result
 
 
 def _tls_key(settings: config.Settings) -> tuple[object, ...]:
@@ -369,16 +374,19 @@ async def _serve(
     return 0
 
 
-def run(
-    config_path: str, *, workers: int = 1, gate_factory: Callable[[], pipeline.Gate] | None = None
-) -> int:
+GateFactory = Callable[[config.Settings], pipeline.Gate]
+"""Builds each worker's gate from the first configuration (e.g. ``identity.build_gate``)."""
+
+
+def run(config_path: str, *, workers: int = 1, gate_factory: GateFactory | None = None) -> int:
     """Serve ``config_path`` until SIGTERM/SIGINT; returns the exit status.
 
-    A config that does not load is a ``ConfigError`` raised before anything starts.
+    A config that does not load is a ``ConfigError`` raised before anything starts. Without a
+    ``gate_factory`` the gate is :class:`~vallum.proxy.pipeline.PublicOnlyGate` (fail closed).
     """
     table = compile_file(config_path)
     if workers <= 1:
-        gate = gate_factory() if gate_factory else None
+        gate = gate_factory(table.settings) if gate_factory else None
         status: int = _run_loop(lambda: _serve(config_path, table, 0, gate))
         return status
     if not table.settings.insecure_server:
@@ -394,7 +402,7 @@ def _supervise(
     config_path: str,
     table: config.RouteTable,
     workers: int,
-    gate_factory: Callable[[], pipeline.Gate] | None,
+    gate_factory: GateFactory | None,
 ) -> int:
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started)
 
@@ -407,7 +415,7 @@ def _supervise(
             pages.reset_after_fork()
             code = 1
             try:
-                gate = gate_factory() if gate_factory else None
+                gate = gate_factory(table.settings) if gate_factory else None
                 code = _run_loop(lambda: _serve(config_path, table, index, gate))
             finally:
                 os._exit(code)
