@@ -120,3 +120,19 @@ async def test_intercept_answers_before_matching_and_authorize_can_add_headers()
     assert isinstance(allowed, pipeline.Forward)
     assert allowed.allow.request_headers == (("X-User", "alice"),)
     assert gate.calls == ["intercept", "intercept", "authorize"]
+
+
+def test_match_cache_gives_routing_answers_and_stays_bounded() -> None:
+    tbl = dp.table(
+        dp.route("app.test", "http://10.0.0.1:80", prefix="/api"),
+        dp.route("app.test", "http://10.0.0.2:80", path="/exact"),
+    )
+    cache = pipeline.MatchCache(size=4, max_path=20)
+    for path in ("/api/x", "/exact", "/nope", "/api/%2e%2e/x", "/api//y", "/" + "a" * 30):
+        for _ in range(2):
+            assert cache.match(tbl, "app.test", path) == routing.match(tbl, "app.test", path)
+    assert len(cache._entries) <= 4
+    assert all(len(path) <= 20 for _, path in cache._entries)
+    other = dp.table(dp.route("app.test", "http://10.0.0.3:80"))
+    found = cache.match(other, "app.test", "/exact")  # a new table: nothing stale is served
+    assert found is not None and found.route.to[0].host == "10.0.0.3"

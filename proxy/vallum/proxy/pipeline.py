@@ -165,7 +165,7 @@ async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | R
     early = await gate.intercept(req, table)
     if early is not None:
         return early
-    match = routing.match(table, req.host, req.path)  # normalises the path itself
+    match = _MATCHES.match(table, req.host, req.path)
     if match is None:
         if routing.normalize_path(req.path) is None:
             return error(req, 400, "The request path is malformed.")
@@ -174,6 +174,40 @@ async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | R
     if isinstance(verdict, Respond):
         return verdict
     return Forward(match, verdict)
+
+
+class MatchCache:
+    """Remembers ``routing.match`` for recent (host, path) pairs of the current table.
+
+    Matching is pure: the same table, host and raw path give the same answer, so hot paths skip
+    normalisation and the index walk. Bounded (``size`` entries, paths up to ``max_path``
+    characters, cleared when full) and reset whenever the table object changes.
+    """
+
+    def __init__(self, size: int = 4096, max_path: int = 256) -> None:
+        self.size = size
+        self.max_path = max_path
+        self._table: RouteTable | None = None
+        self._entries: dict[tuple[str, str], routing.Match | None] = {}
+
+    def match(self, table: RouteTable, host: str, path: str) -> routing.Match | None:
+        if table is not self._table:
+            self._table = table
+            self._entries = {}
+        key = (host, path)
+        try:
+            return self._entries[key]
+        except KeyError:
+            pass
+        found = routing.match(table, host, path)  # normalises the path itself
+        if len(path) <= self.max_path:
+            if len(self._entries) >= self.size:
+                self._entries = {}
+            self._entries[key] = found
+        return found
+
+
+_MATCHES = MatchCache()
 
 
 def header_map(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
