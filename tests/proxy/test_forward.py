@@ -175,7 +175,7 @@ def test_response_headers_drop_hop_by_hop_and_apply_set_response_headers() -> No
             set_response_headers=(("Strict-Transport-Security", "max-age=31536000"),),
         )
     )
-    lines = plan.response_headers(
+    lines, has_length, chunked = plan.response_headers(
         [
             (b"Content-Type", b"text/plain"),
             (b"Connection", b"close, X-Hop"),
@@ -186,6 +186,8 @@ def test_response_headers_drop_hop_by_hop_and_apply_set_response_headers() -> No
             (b"Set-Cookie", b"b=2"),
         ]
     )
+    assert (has_length, chunked) == (False, True)
+    assert plan.response_headers([(b"Content-Length", b"3")])[1:] == (True, False)
     text = b"".join(lines).decode()
     assert "X-Hop" not in text and "Connection" not in text and "Transfer-Encoding" not in text
     assert "Strict-Transport-Security: max-age=31536000\r\n" in text and "max-age=1\r" not in text

@@ -226,17 +226,25 @@ class RoutePlan:
         out.append(b"\r\n")
         return b"".join(out)
 
-    def response_headers(self, raw_headers: list[tuple[bytes, bytes]]) -> list[bytes]:
-        """Upstream response header lines to pass on (hop-by-hop and replaced ones removed)."""
+    def response_headers(
+        self, raw_headers: list[tuple[bytes, bytes]]
+    ) -> tuple[list[bytes], bool, bool]:
+        """Upstream response header lines to pass on (hop-by-hop and replaced ones removed),
+        and whether the upstream announced a ``Content-Length`` and ``Transfer-Encoding``."""
         drop = self._response_drop
         out: list[bytes] = []
         connection: bytes | None = None
+        has_length = chunked = False
         for pair in raw_headers:
             name = pair[0].lower()
             if name in drop:
                 if name == b"connection":
                     connection = pair[1] if connection is None else connection + b"," + pair[1]
+                elif name == b"transfer-encoding":
+                    chunked = True
                 continue
+            if name == b"content-length":
+                has_length = True
             out.append(pair[0] + b": " + pair[1] + b"\r\n")
         if connection is not None:
             dynamic = _dynamic_tokens(connection)
@@ -246,7 +254,7 @@ class RoutePlan:
                 ]
         if self.response_set:
             out.append(self.response_set)
-        return out
+        return out, has_length, chunked
 
 
 _TRIVIAL_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b""})

@@ -184,8 +184,6 @@ class HTTP1(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._chunked = False
-        self._expect = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -258,8 +256,6 @@ class HTTP1(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_size = 0
-        self._chunked = False
-        self._expect = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -272,11 +268,6 @@ class HTTP1(asyncio.Protocol):
         self._head_size += len(name) + len(value)
         if self._head_size > MAX_HEAD:
             raise _HeadTooLarge
-        size = len(name)
-        if size == 17 and name.lower() == b"transfer-encoding":
-            self._chunked = True
-        elif size == 6 and name.lower() == b"expect" and value.lower() == b"100-continue":
-            self._expect = True
 
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
@@ -289,8 +280,6 @@ class HTTP1(asyncio.Protocol):
             keep_alive=parser.should_keep_alive(),
             http10=parser.get_http_version() == "1.0",
             upgrade=parser.should_upgrade(),
-            chunked=self._chunked,
-            expect=self._expect,
         )
         self.parsing = ex
         self.queue.append(ex)
@@ -431,6 +420,8 @@ class Exchange:
 
     # Set when known; class-level defaults keep the constructor short (hot path).
     body_done = False
+    chunked = False  # the request body is chunked (set in start)
+    expect = False  # the client sent "Expect: 100-continue" (set in start)
     buffered = 0
     conn: upstream.UpstreamConnection | None = None
     req: Any = None
@@ -464,8 +455,6 @@ class Exchange:
         keep_alive: bool,
         http10: bool = False,
         upgrade: bool = False,
-        chunked: bool = False,
-        expect: bool = False,
     ) -> None:
         self.proto = proto
         self.method = method
@@ -474,8 +463,6 @@ class Exchange:
         self.keep_alive = keep_alive
         self.http10 = http10
         self.upgrade = upgrade
-        self.chunked = chunked
-        self.expect = expect
         self.buffer: list[bytes] = []
         self.raw_in: list[bytes] = []
         self.request_id = errors.new_request_id()
@@ -510,6 +497,11 @@ class Exchange:
         if req is None:
             self.respond_error(400, "The request has no valid Host or target.")
             return
+        headers = req.headers
+        if "transfer-encoding" in headers:  # llhttp accepts it only with chunked last
+            self.chunked = True
+        if "expect" in headers and headers["expect"].lower() == "100-continue":
+            self.expect = True
         coro = pipeline.decide(req, table, ctx.gate)
         try:
             first = coro.send(None)
@@ -692,12 +684,20 @@ class Exchange:
 
     # -- the response (upstream.Sink) -------------------------------------------------------
     def upstream_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], framing: int, keep_alive: bool
-    ) -> None:
+        self, status: int, headers: list[tuple[bytes, bytes]], no_body: bool, keep_alive: bool
+    ) -> int:
         assert self.plan is not None
         self.status = status
         self.last_activity = self.proto.loop.time()
-        lines = self.plan.response_headers(headers)
+        lines, has_length, chunked = self.plan.response_headers(headers)
+        if no_body:
+            framing = upstream.FRAMING_NONE
+        elif chunked:
+            framing = upstream.FRAMING_CHUNKED
+        elif has_length:
+            framing = upstream.FRAMING_LENGTH
+        else:
+            framing = upstream.FRAMING_EOF
         if status == 101:
             kind = b"websocket"
             for name, value in headers:
@@ -722,6 +722,7 @@ class Exchange:
         lines.append(b"\r\n")
         self.proto.write(status_line(status) + b"".join(lines))
         self.head_sent = True
+        return framing
 
     def upstream_body(self, data: bytes) -> None:
         self.sent += len(data)

@@ -54,8 +54,10 @@ class Sink(Protocol):
     """Where an upstream response goes (the downstream exchange)."""
 
     def upstream_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], framing: int, keep_alive: bool
-    ) -> None: ...
+        self, status: int, headers: list[tuple[bytes, bytes]], no_body: bool, keep_alive: bool
+    ) -> int:
+        """Pass the response head on; returns its body framing (a ``FRAMING_*`` value)."""
+        ...
 
     def upstream_body(self, data: bytes) -> None: ...
 
@@ -198,27 +200,22 @@ class UpstreamConnection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
-        if len(name) == 14 and name.lower() == b"content-length":
-            self.framing = FRAMING_LENGTH
-        elif len(name) == 17 and name.lower() == b"transfer-encoding":
-            self.framing = FRAMING_CHUNKED
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._skip_interim = True  # 100 Continue / 103 Early Hints: not passed on
             self.headers = []
-            self.framing = FRAMING_EOF
             return
         self.got_response = True
-        if self.head_only or status in (204, 304) or status == 101:
-            self.framing = FRAMING_NONE
         sink = self.sink
         if sink is None:
             return
         keep_alive = self.parser.should_keep_alive()
-        sink.upstream_head(status, self.headers, self.framing, keep_alive)
-        if self.head_only and self.framing == FRAMING_NONE and status != 101:
+        no_body = self.head_only or status in (204, 304) or status == 101
+        # The sink reads the framing headers while it filters them anyway.
+        self.framing = sink.upstream_head(status, self.headers, no_body, keep_alive)
+        if self.head_only and status != 101:
             # llhttp cannot be told the request was HEAD: it would wait for a body. End here and
             # give the connection a fresh parser.
             self.parser = httptools.HttpResponseParser(self)
