@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from vallum.core import config, routing
-from vallum.proxy import http1, pipeline, upstream, upstream_tls
+from vallum.proxy import exchange, http1, pipeline, upstream, upstream_tls
 
 
 def route(
@@ -66,7 +66,7 @@ class Recorder:
 
     done: list[dict[str, Any]] = field(default_factory=list)
 
-    def finished(self, ex: http1.Exchange) -> None:
+    def finished(self, ex: exchange.Exchange) -> None:
         self.done.append(
             {
                 "status": ex.status,

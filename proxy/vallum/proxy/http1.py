@@ -6,7 +6,8 @@ what the wire needs: parse, ask :mod:`vallum.proxy.pipeline` what to do, and pas
 the client and an :class:`~vallum.proxy.upstream.UpstreamConnection`.
 
 * Keep-alive and pipelining: requests parsed while another is in flight wait in a queue with
-  their body bytes; responses go out strictly in order (one :class:`Exchange` at a time).
+  their body bytes; responses go out strictly in order, one
+  :class:`~vallum.proxy.exchange.Exchange` (request and response) at a time.
 * Flow control, so bodies of any size pass in constant memory: the client's reading pauses while
   the upstream's write buffer is full (or too much is buffered before the upstream is ready);
   the upstream's reading pauses while the client's write buffer is full.
@@ -27,35 +28,20 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import logging
-import time
-from collections.abc import Coroutine, Generator
-from http import HTTPStatus
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 import httptools
 
 from vallum.core.config import RouteTable
 from vallum.core.request import ClientCertificate
-from vallum.proxy import errors, pipeline, tls, upstream
+from vallum.proxy import exchange, pipeline, tls, upstream
 from vallum.proxy import forward as fwd
-
-log = logging.getLogger("vallum.http")
 
 BUFFER_LIMIT = 256 * 1024  # request bytes held before an upstream is ready
 QUEUE_LIMIT = 32  # pipelined requests held before reading pauses
 MAX_HEAD = 64 * 1024  # request line + headers
 HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head (slowloris)
-_PAUSE_UPSTREAM = 1
 _PAUSE_BUFFER = 2
-
-_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
-
-
-def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
-
 
 class TableSource(Protocol):
     """Where the current route table comes from (``vallum.proxy.state.TableHolder``)."""
@@ -67,7 +53,7 @@ class TableSource(Protocol):
 class Observer(Protocol):
     """Told about every finished exchange (access log, metrics)."""
 
-    def finished(self, ex: Exchange) -> None: ...
+    def finished(self, ex: exchange.Exchange) -> None: ...
 
 
 class Context:
@@ -89,7 +75,7 @@ class Context:
         self.observer = observer
         self.plans = fwd.Plans(gate.strip_request_headers())
         self.connections: set[HTTP1] = set()
-        self.deadlines: Deadlines | None = None
+        self.deadlines: exchange.Deadlines | None = None
         self.closing = False  # draining: finish running requests, keep no connection alive
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -98,7 +84,7 @@ class Context:
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(1.0, self._sweep)
-            self.deadlines = Deadlines(loop)
+            self.deadlines = exchange.Deadlines(loop)
         return HTTP1(self)
 
     def close(self) -> None:
@@ -127,38 +113,6 @@ class _HeadTooLarge(Exception):
     pass
 
 
-class Deadlines:
-    """Route timeouts without a timer per request: exchanges grouped by deadline tick.
-
-    One loop timer per ``TICK`` that has deadlines in it, instead of creating and cancelling a
-    timer for every request; a timeout fires up to ``TICK`` late.
-    """
-
-    TICK = 0.05
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.buckets: dict[int, set[Exchange]] = {}
-
-    def add(self, ex: Exchange, seconds: float) -> int:
-        tick = int((self.loop.time() + seconds) / self.TICK) + 1
-        bucket = self.buckets.get(tick)
-        if bucket is None:
-            bucket = self.buckets[tick] = set()
-            self.loop.call_at(tick * self.TICK, self._fire, tick)
-        bucket.add(ex)
-        return tick
-
-    def remove(self, ex: Exchange, tick: int) -> None:
-        bucket = self.buckets.get(tick)
-        if bucket is not None:
-            bucket.discard(ex)
-
-    def _fire(self, tick: int) -> None:
-        for ex in self.buckets.pop(tick, ()):
-            ex.deadline_passed()
-
-
 class HTTP1(asyncio.Protocol):
     """One client connection."""
 
@@ -169,9 +123,9 @@ class HTTP1(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
         self.client_cert: ClientCertificate | None = None
-        self.active: Exchange | None = None
-        self.parsing: Exchange | None = None
-        self.queue: collections.deque[Exchange] = collections.deque()
+        self.active: exchange.Exchange | None = None
+        self.parsing: exchange.Exchange | None = None
+        self.queue: collections.deque[exchange.Exchange] = collections.deque()
         self.buffered = 0
         self.write_paused = False
         self.raw = False
@@ -230,7 +184,7 @@ class HTTP1(asyncio.Protocol):
             if self.parsing is not None and self.parsing not in self.queue:
                 self.abort()  # a corrupt body of the request being forwarded: cut it off
                 return
-            bad = Exchange.bad(self, 431 if too_large else 400)
+            bad = exchange.Exchange.bad(self, 431 if too_large else 400)
             if self.parsing is not None and self.parsing in self.queue:
                 self.queue.remove(self.parsing)
             self.parsing = None
@@ -272,7 +226,7 @@ class HTTP1(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
         parser = self.parser
-        ex = Exchange(
+        ex = exchange.Exchange(
             self,
             parser.get_method().decode("ascii"),
             self._url,
@@ -314,7 +268,7 @@ class HTTP1(asyncio.Protocol):
         elif self._paused & _PAUSE_BUFFER and len(self.queue) <= QUEUE_LIMIT and not self.raw:
             self.resume(_PAUSE_BUFFER)
 
-    def exchange_done(self, ex: Exchange, close: bool) -> None:
+    def exchange_done(self, ex: exchange.Exchange, close: bool) -> None:
         if self.active is not ex:
             return
         self.active = None
@@ -376,526 +330,3 @@ class HTTP1(asyncio.Protocol):
         if self.active is None and not self.queue and self.transport is not None:
             self.closed = True
             self.transport.close()
-
-
-class _Resume:
-    """Await a coroutine that already ran up to its first suspension (``coro.send(None)``).
-
-    The pipeline usually finishes without suspending (public routes, cached sessions); running
-    it directly and making a task only when it does suspend saves a task per request.
-    """
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro, value = self.coro, self.first
-        while True:
-            try:
-                sent = yield value
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-            else:
-                try:
-                    value = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value
-
-
-class Exchange:
-    """One request and its response on a client connection: the sink of an upstream leg.
-
-    Most state starts at a class-level default and is set on the instance only when it
-    changes: a request costs a handful of attribute stores instead of forty.
-    """
-
-    # Set when known; class-level defaults keep the constructor short (hot path).
-    body_done = False
-    chunked = False  # the request body is chunked (set in start)
-    expect = False  # the client sent "Expect: 100-continue" (set in start)
-    buffered = 0
-    conn: upstream.UpstreamConnection | None = None
-    req: Any = None
-    table: RouteTable | None = None
-    match: Any = None
-    plan: fwd.RoutePlan | None = None
-    allow: pipeline.Allow = pipeline.ALLOW
-    status = 0
-    sent = 0
-    head_sent = False
-    resp_chunked = False
-    resp_close = False
-    upgraded = False
-    finished = False
-    retried = False
-    route_name = ""
-    upstream_url = ""
-    upstream_index = 0
-    tried: frozenset[int] = frozenset()
-    timer: asyncio.TimerHandle | None = None
-    tick = 0
-    task: asyncio.Task[None] | None = None
-
-    def __init__(
-        self,
-        proto: HTTP1,
-        method: str,
-        url: bytes,
-        raw_headers: list[tuple[bytes, bytes]],
-        *,
-        keep_alive: bool,
-        http10: bool = False,
-        upgrade: bool = False,
-    ) -> None:
-        self.proto = proto
-        self.method = method
-        self.url = url
-        self.raw_headers = raw_headers
-        self.keep_alive = keep_alive
-        self.http10 = http10
-        self.upgrade = upgrade
-        self.buffer: list[bytes] = []
-        self.raw_in: list[bytes] = []
-        self.request_id = errors.new_request_id()
-        self.started = time.perf_counter()
-        self.last_activity = proto.last_active
-
-    @classmethod
-    def bad(cls, proto: HTTP1, status: int) -> Exchange:
-        """A placeholder exchange that answers a request the parser rejected."""
-        ex = cls(proto, "GET", b"", [], keep_alive=False)
-        ex.status = -status
-        ex.body_done = True
-        return ex
-
-    # -- the decision -----------------------------------------------------------------------
-    def start(self) -> None:
-        if self.status < 0:
-            self.respond_error(-self.status, "The request is malformed.")
-            return
-        ctx = self.proto.ctx
-        table = self.table = ctx.tables.current
-        req = self.req = pipeline.request_info(
-            method=self.method,
-            target=self.url.decode("latin-1"),
-            headers=pipeline.header_map(self.raw_headers),
-            scheme=ctx.scheme,
-            peer_ip=self.proto.peer_ip,
-            trusted_hops=table.settings.xff_num_trusted_hops,
-            request_id=self.request_id,
-            client_cert=self.proto.client_cert,
-        )
-        if req is None:
-            self.respond_error(400, "The request has no valid Host or target.")
-            return
-        headers = req.headers
-        if "transfer-encoding" in headers:  # llhttp accepts it only with chunked last
-            self.chunked = True
-        if "expect" in headers and headers["expect"].lower() == "100-continue":
-            self.expect = True
-        coro = pipeline.decide(req, table, ctx.gate)
-        try:
-            first = coro.send(None)
-        except StopIteration as stop:
-            self.decided(stop.value)
-            return
-        except Exception:
-            log.exception("pipeline failed (request %s)", self.request_id)
-            self.respond_error(500, "Vallum failed to handle this request.")
-            return
-        self.task = self.proto.loop.create_task(self._decide_later(coro, first))
-
-    async def _decide_later(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        try:
-            verdict = await _Resume(coro, first)
-        except asyncio.CancelledError:
-            return
-        except Exception:
-            log.exception("pipeline failed (request %s)", self.request_id)
-            self.respond_error(500, "Vallum failed to handle this request.")
-            return
-        if not self.finished:
-            self.decided(verdict)
-
-    def decided(self, verdict: pipeline.Forward | pipeline.Respond) -> None:
-        if isinstance(verdict, pipeline.Respond):
-            self.respond(verdict.status, verdict.headers, verdict.body)
-            return
-        match = self.match = verdict.match
-        route = match.route
-        self.route_name = route.name or route.from_url
-        self.allow = verdict.allow
-        assert self.table is not None
-        self.plan = self.proto.ctx.plans.get(self.table, match.route_index, route)
-        if self.upgrade:
-            kind = self.req.headers.get("upgrade", "").lower()
-            if not route.allow_websockets or kind != "websocket":
-                self.respond_error(403, "Protocol upgrades (websockets) are not allowed here.")
-                return
-        self.dispatch()
-
-    # -- the upstream leg -------------------------------------------------------------------
-    def dispatch(self) -> None:
-        assert self.plan is not None
-        pool = self.proto.ctx.pool
-        route = self.plan.route
-        index = pool.pick(route, self.tried)
-        if index is None:
-            self.respond_error(502, "The upstream service is unreachable.")
-            return
-        self.upstream_index = index
-        key = self.plan.pool_keys[index]
-        conn = None if self.upgrade else pool.take(key)
-        if conn is not None:
-            self.send(conn)
-            return
-        self.task = self.proto.loop.create_task(self._connect(key, index))
-
-    async def _connect(self, key: upstream.PoolKey, index: int) -> None:
-        assert self.plan is not None
-        route = self.plan.route
-        timeout = upstream.CONNECT_TIMEOUT
-        if 0 < self.plan.timeout < timeout:
-            timeout = self.plan.timeout
-        try:
-            conn = await self.proto.ctx.pool.connect(key, route, route.to[index], timeout)
-        except asyncio.CancelledError:
-            return
-        except (OSError, TimeoutError) as exc:
-            log.info("upstream %s unreachable: %r", route.to[index].url, exc)
-            self.tried = self.tried | {index}
-            if not self.finished:
-                self.dispatch()
-            return
-        if self.finished:
-            conn.close()
-            return
-        self.send(conn)
-
-    def send(self, conn: upstream.UpstreamConnection) -> None:
-        plan, req, proto = self.plan, self.req, self.proto
-        assert plan is not None and self.table is not None
-        index = self.upstream_index
-        self.conn = conn
-        self.upstream_url = plan.route.to[index].url
-        conn.attach(self, self.method == "HEAD", proto)
-        target = plan.rewrite_path(self.match.path, index)
-        if req.query:
-            target = f"{target}?{req.query}"
-        conn.write(
-            plan.request_head(
-                method=self.method,
-                target=target,
-                raw_headers=self.raw_headers,
-                connection=req.headers.get("connection"),
-                upstream_index=index,
-                host=req.host,
-                scheme=proto.ctx.scheme,
-                peer_ip=proto.peer_ip,
-                request_id=self.request_id,
-                trusted_hops=self.table.settings.xff_num_trusted_hops,
-                extra=self.allow.request_headers,
-                chunked=self.chunked,
-                upgrade=req.headers.get("upgrade") if self.upgrade else None,
-            )
-        )
-        if proto.write_paused:
-            conn.pause_reading()
-        if self.expect and not self.body_done and not self.buffer:
-            proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if self.buffer:
-            for chunk in self.buffer:
-                self._write_body(chunk)
-            self.buffer = []
-            proto.buffer_changed(-self.buffered)
-            self.buffered = 0
-        if self.body_done:
-            self._request_sent()
-        idle = plan.idle_timeout
-        if idle > 0 and (plan.timeout <= 0 or plan.timeout > idle or self.upgrade):
-            self.timer = proto.loop.call_later(idle, self._idle_check)
-
-    def _write_body(self, data: bytes) -> None:
-        assert self.conn is not None
-        if self.chunked:
-            self.conn.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            self.conn.write(data)
-
-    def _request_sent(self) -> None:
-        conn = self.conn
-        assert conn is not None and self.plan is not None
-        if self.chunked:
-            conn.write(b"0\r\n\r\n")
-        conn.request_complete = True
-        timeout = self.plan.timeout
-        if timeout > 0 and not self.upgrade and not self.tick:
-            deadlines = self.proto.ctx.deadlines
-            assert deadlines is not None
-            self.tick = deadlines.add(self, timeout)
-
-    # -- request body from the client -------------------------------------------------------
-    def request_body(self, data: bytes) -> None:
-        if self.finished:
-            return
-        self.last_activity = self.proto.last_active
-        if self.conn is not None:
-            self._write_body(data)
-            return
-        self.buffer.append(data)
-        self.buffered += len(data)
-        self.proto.buffer_changed(len(data))
-
-    def body_end(self) -> None:
-        self.body_done = True
-        if self.conn is not None and not self.finished:
-            self._request_sent()
-
-    def downstream_raw(self, data: bytes) -> None:
-        """Bytes after an upgrade request: the websocket stream towards the upstream."""
-        self.last_activity = self.proto.last_active
-        if self.upgraded and self.conn is not None:
-            self.conn.write(data)
-        elif not self.finished:
-            self.raw_in.append(data)
-            self.proto.buffer_changed(len(data))
-
-    def downstream_lost(self) -> None:
-        if self.finished:
-            return
-        if not self.head_sent and not self.status:
-            self.status = 499  # nginx's "client closed request"
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            if self.upgraded:
-                conn.close()
-            else:
-                conn.abort()
-        self._end()
-
-    # -- the response (upstream.Sink) -------------------------------------------------------
-    def upstream_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], no_body: bool, keep_alive: bool
-    ) -> int:
-        assert self.plan is not None
-        self.status = status
-        self.last_activity = self.proto.loop.time()
-        lines, has_length, chunked = self.plan.response_headers(headers)
-        if no_body:
-            framing = upstream.FRAMING_NONE
-        elif chunked:
-            framing = upstream.FRAMING_CHUNKED
-        elif has_length:
-            framing = upstream.FRAMING_LENGTH
-        else:
-            framing = upstream.FRAMING_EOF
-        if status == 101:
-            kind = b"websocket"
-            for name, value in headers:
-                if name.lower() == b"upgrade":
-                    kind = value
-            lines.append(b"Connection: upgrade\r\nUpgrade: " + kind + b"\r\n")
-        elif framing == upstream.FRAMING_CHUNKED or framing == upstream.FRAMING_EOF:
-            if self.http10:
-                self.resp_close = True
-            else:
-                self.resp_chunked = True
-                lines.append(b"Transfer-Encoding: chunked\r\n")
-        if status != 101:
-            if not self.keep_alive or self.upgrade or self.proto.ctx.closing:
-                self.resp_close = True
-            if self.resp_close:
-                lines.append(b"Connection: close\r\n")
-            elif self.http10:
-                lines.append(b"Connection: keep-alive\r\n")
-        for name_s, value_s in self.allow.response_headers:
-            lines.append(f"{name_s}: {value_s}\r\n".encode("latin-1", "replace"))
-        lines.append(b"\r\n")
-        self.proto.write(status_line(status) + b"".join(lines))
-        self.head_sent = True
-        return framing
-
-    def upstream_body(self, data: bytes) -> None:
-        self.sent += len(data)
-        if self.resp_chunked:
-            self.proto.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            self.proto.write(data)
-
-    def upstream_done(self) -> None:
-        self.conn = None
-        if self.upgraded:
-            self.resp_close = True
-        elif self.resp_chunked:
-            self.proto.write(b"0\r\n\r\n")
-        if not self.body_done:
-            self.resp_close = True  # the rest of the request body would desynchronise us
-        self._end()
-
-    def upstream_failed(self, exc: BaseException | None) -> None:
-        conn, self.conn = self.conn, None
-        if self.finished:
-            return
-        if self.head_sent:
-            log.info("upstream %s failed mid-response: %r", self.upstream_url, exc)
-            self.resp_close = True
-            self.proto.abort()
-            self._end()
-            return
-        if (
-            conn is not None
-            and conn.reused
-            and not self.retried
-            and self.body_done
-            and not self.chunked
-            and "content-length" not in self.req.headers
-        ):
-            self.retried = True  # a pooled connection the upstream had just closed: retry once
-            self._cancel_timer()
-            self.dispatch()
-            return
-        log.info("upstream %s failed: %r", self.upstream_url, exc)
-        self.respond_error(502, "The upstream service closed the connection or is unreachable.")
-
-    def upstream_upgraded(self, rest: bytes) -> None:
-        self.upgraded = True
-        self._cancel_timer()
-        assert self.plan is not None
-        idle = self.plan.idle_timeout
-        if idle > 0:
-            self.timer = self.proto.loop.call_later(idle, self._idle_check)
-        if rest:
-            self.upstream_raw(rest)
-        conn = self.conn
-        if conn is not None and self.raw_in:
-            for chunk in self.raw_in:
-                conn.write(chunk)
-            self.proto.buffer_changed(-sum(len(c) for c in self.raw_in))
-            self.raw_in = []
-
-    def upstream_raw(self, data: bytes) -> None:
-        self.last_activity = self.proto.loop.time()
-        self.sent += len(data)
-        self.proto.write(data)
-
-    def upstream_writable(self, writable: bool) -> None:
-        if writable:
-            self.proto.resume(_PAUSE_UPSTREAM)
-        else:
-            self.proto.pause(_PAUSE_UPSTREAM)
-
-    # -- answers Vallum makes itself --------------------------------------------------------
-    def respond_error(self, status: int, message: str) -> None:
-        if status in (400, 431):
-            self.keep_alive = False  # a client that sent garbage: do not read on from it
-        accept = self.req.headers.get("accept") if self.req is not None else None
-        page = errors.page(status, self.request_id, accept=accept, message=message)
-        self.respond(page.status, page.headers, page.body)
-
-    def respond(self, status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> None:
-        if self.finished:
-            return
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            conn.abort()
-        if self.head_sent:
-            self.resp_close = True
-            self.proto.abort()
-            self._end()
-            return
-        self.status = status
-        close = (
-            not self.keep_alive
-            or not self.body_done
-            or self.upgrade
-            or self.proto.raw
-            or self.proto.ctx.closing
-        )
-        self.resp_close = close
-        parts = [status_line(status)]
-        for name, value in headers:
-            parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-        if close:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        if self.method != "HEAD":
-            parts.append(body)
-            self.sent = len(body)
-        self.proto.write(b"".join(parts))
-        self.head_sent = True
-        self._end()
-
-    # -- timers and the end -----------------------------------------------------------------
-    def deadline_passed(self) -> None:
-        self.tick = 0
-        self._timed_out()
-
-    def _timed_out(self) -> None:
-        if self.finished:
-            return
-        log.info("upstream %s timed out (request %s)", self.upstream_url, self.request_id)
-        if self.head_sent:
-            conn, self.conn = self.conn, None
-            if conn is not None:
-                conn.abort()
-            self.resp_close = True
-            self.proto.abort()
-            self._end()
-        else:
-            self.status = 504
-            self.respond_error(504, "The upstream service did not answer in time.")
-
-    def _idle_check(self) -> None:
-        self.timer = None
-        if self.finished or self.plan is None:
-            return
-        loop = self.proto.loop
-        idle = self.plan.idle_timeout
-        last = max(self.last_activity, self.proto.last_active)
-        if loop.time() - last >= idle:
-            self._timed_out()
-        else:
-            self.timer = loop.call_at(last + idle, self._idle_check)
-
-    def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        if self.tick:
-            deadlines = self.proto.ctx.deadlines
-            if deadlines is not None:
-                deadlines.remove(self, self.tick)
-            self.tick = 0
-
-    def _end(self) -> None:
-        if self.finished:
-            return
-        self.finished = True
-        self._cancel_timer()
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-        if self.buffered:
-            self.proto.buffer_changed(-self.buffered)
-            self.buffered = 0
-            self.buffer = []
-        observer = self.proto.ctx.observer
-        if observer is not None:
-            try:
-                observer.finished(self)
-            except Exception:
-                log.exception("access log / metrics failed")
-        self.proto.exchange_done(self, self.resp_close)
-
-    @property
-    def duration(self) -> float:
-        return time.perf_counter() - self.started

@@ -40,6 +40,7 @@ import httptools
 from vallum.core import config, configfile, errors, routing
 from vallum.proxy import (
     accesslog,
+    exchange,
     http1,
     metrics,
     pipeline,
@@ -78,7 +79,7 @@ class Observer:
         self.log = log_
         self.metrics = metrics_
 
-    def finished(self, ex: http1.Exchange) -> None:
+    def finished(self, ex: exchange.Exchange) -> None:
         req = ex.req
         duration = ex.duration
         status = ex.status
@@ -144,7 +145,7 @@ class RedirectToHTTPS(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         page = pages.page(status, pages.new_request_id(), message="Use HTTPS.")
-        head = [http1.status_line(status)]
+        head = [exchange.status_line(status)]
         headers = [*page.headers, ("Content-Length", str(len(page.body)))]
         if location:
             headers.append(("Location", location))
