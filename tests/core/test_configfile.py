@@ -430,6 +430,7 @@ def test_global_settings(tmp_path: Path, test_ca: TestCA) -> None:
         idp_client_id: 123
         idp_client_secret_file: secret
         idp_scopes: openid,email
+        idp_access_token_allowed_audiences: [api://vallum, other]
         cookie_secret_file: secret
         cookie_expire: 1h30m
         cookie_same_site: Strict
@@ -456,6 +457,7 @@ def test_global_settings(tmp_path: Path, test_ca: TestCA) -> None:
     assert s.idp_provider == "google" and s.idp_client_id == "123"
     assert s.idp_client_secret == s.cookie_secret == b64("x" * 32)
     assert s.idp_scopes == ("openid", "email")
+    assert s.idp_access_token_allowed_audiences == ("api://vallum", "other")
     assert s.cookie_expire == 5400.0 and s.cookie_same_site == "strict"
     assert s.signing_key == (key_pem,)
     assert s.jwt_claims_headers == (

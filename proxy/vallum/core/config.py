@@ -158,6 +158,8 @@ class Settings:
     idp_client_secret: str | None = None
     idp_scopes: tuple[str, ...] = ("openid", "profile", "email", "offline_access")
     idp_groups_claim: str = "groups"
+    idp_access_token_allowed_audiences: tuple[str, ...] = ()
+    """Audiences (besides ``idp_client_id``) accepted on bearer JWT access tokens."""
     cookie_secret: str | None = None
     cookie_name: str = "_vallum"
     cookie_domain: str | None = None

@@ -301,8 +301,7 @@ class OIDCClient:
 
         The audience must be our client id or one of ``idp_access_token_allowed_audiences``.
         """
-        extra = getattr(self.settings, "idp_access_token_allowed_audiences", ())
-        allowed = (self.client_id, *extra)
+        allowed = (self.client_id, *self.settings.idp_access_token_allowed_audiences)
         return await self.verify_jwt(token, audiences=allowed)
 
     async def verify_jwt(self, token: str, *, audiences: tuple[str, ...]) -> dict[str, Any]:

@@ -176,10 +176,9 @@ class Context:
 
 def _same_idp(a: config.Settings, b: config.Settings) -> bool:
     fields = ("idp_provider_url", "idp_client_id", "idp_client_secret", "idp_scopes",
-              "certificate_authority_pem", "idp_groups_claim")
-    return all(getattr(a, f) == getattr(b, f) for f in fields) and getattr(
-        a, "idp_access_token_allowed_audiences", ()
-    ) == getattr(b, "idp_access_token_allowed_audiences", ())
+              "certificate_authority_pem", "idp_groups_claim",
+              "idp_access_token_allowed_audiences")
+    return all(getattr(a, f) == getattr(b, f) for f in fields)
 
 
 def _needs_assertion(settings: config.Settings) -> bool:
