@@ -483,8 +483,17 @@ async def test_idle_timeout_cuts_a_stalled_stream_and_timeout_zero_allows_long_o
         await resp.write(b"x" * 95)
         return resp
 
+    async def drip(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Length": "8"})
+        await resp.prepare(request)
+        for _ in range(8):  # 1.2 s in all, never 0.4 s without a byte
+            await asyncio.sleep(0.15)
+            await resp.write(b"d")
+        return resp
+
     app = web.Application()
     app.router.add_get("/", stall)
+    app.router.add_get("/drip", drip)
     async with dp.upstream_app(app) as url:
         tbl = dp.table(dp.route("app.test", url, timeout=0, idle_timeout=0.4))
         async with dp.serve(tbl) as p:
@@ -496,4 +505,8 @@ async def test_idle_timeout_cuts_a_stalled_stream_and_timeout_zero_allows_long_o
             await client.send(dp.get("/?pause=0.1"))  # pauses shorter than the idle timeout
             status, _, body = await client.response()
             assert (status, len(body)) == (200, 100)
+            # A download that keeps flowing for longer than the idle timeout is not idle.
+            await client.send(dp.get("/drip"))
+            status, _, body = await client.response()
+            assert (status, body) == (200, b"d" * 8)
             await client.close()

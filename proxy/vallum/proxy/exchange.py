@@ -422,6 +422,7 @@ class Exchange:
 
     def upstream_body(self, data: bytes) -> None:
         self.sent += len(data)
+        self.last_activity = self.proto.loop.time()  # a download in progress is not idle
         if self.resp_chunked:
             self.proto.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
