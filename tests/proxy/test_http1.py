@@ -510,3 +510,17 @@ async def test_idle_timeout_cuts_a_stalled_stream_and_timeout_zero_allows_long_o
             status, _, body = await client.response()
             assert (status, body) == (200, b"d" * 8)
             await client.close()
+
+
+async def test_a_stalled_upload_is_cut_after_the_idle_timeout() -> None:
+    async with (
+        dp.upstream_app(dp.echo_app()) as url,
+        dp.serve(dp.table(dp.route("app.test", url, idle_timeout=0.4))) as p,
+    ):
+        client = await dp.RawClient.connect(p.port)
+        await client.send(b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nabc")
+        started = time.monotonic()
+        data = await asyncio.wait_for(client.reader.read(), 5)
+        assert time.monotonic() - started < 2
+        assert data.startswith(b"HTTP/1.1 504")  # no response head yet: the error page
+        await client.close()

@@ -317,7 +317,11 @@ class Exchange:
         if self.body_done:
             self._request_sent()
         idle = plan.idle_timeout
-        if idle > 0 and (plan.timeout <= 0 or plan.timeout > idle or self.upgrade):
+        # The idle timer also guards a request body still arriving (the route timeout only
+        # starts once the request is complete).
+        if idle > 0 and (
+            plan.timeout <= 0 or plan.timeout > idle or self.upgrade or not self.body_done
+        ):
             self.timer = proto.loop.call_later(idle, self._idle_check)
 
     def _write_body(self, data: bytes) -> None:
