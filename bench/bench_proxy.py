@@ -46,12 +46,20 @@ class Options:
     rounds: int = 1
 
 
-def cores(workers: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """(server cores, load cores): the server gets ``workers`` cores when one is left for load."""
-    available = sorted(os.sched_getaffinity(0))
-    if len(available) > workers:
-        return tuple(available[:workers]), tuple(available[workers:])
-    return (), ()
+Placement = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+
+
+def cores(workers: int, available: Sequence[int] | None = None) -> Placement:
+    """(server, wrk, upstream) cores. The server gets ``workers`` cores when one is left for the
+    load; the upstream gets the last spare core of its own when two or more are spare (else it
+    shares wrk's: empty). Nothing is pinned when no core is spare."""
+    usable = sorted(os.sched_getaffinity(0) if available is None else available)
+    if len(usable) <= workers:
+        return (), (), ()
+    server, spare = tuple(usable[:workers]), tuple(usable[workers:])
+    if len(spare) >= 2:
+        return server, spare[:-1], spare[-1:]
+    return server, spare, ()
 
 
 def _check_errors(result: wrk.WrkResult, what: str) -> None:
@@ -88,7 +96,7 @@ def _load(
         outcome.server_cpu[label] = 100.0 * cpu / wall if wall > 0 else 0.0
         outcome.cores_busy[label] = (
             servers.busy_percent(cores_before, cores_after, env.server_cores),
-            servers.busy_percent(cores_before, cores_after, env.load_cores),
+            servers.busy_percent(cores_before, cores_after, env.all_load_cores),
         )
     return result
 
@@ -180,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bench: {tool} is not installed (scripts/bootstrap installs it)",
                   file=sys.stderr)
             return 1
-    server_cores, load_cores = cores(opts.workers)
+    server_cores, load_cores, upstream_cores = cores(opts.workers)
     started = dt.datetime.now(dt.UTC)
     chosen = scenarios.by_name(opts.scenario_names)
     rounds: dict[str, list[report.Outcome]] = {s.name: [] for s in chosen}
@@ -190,9 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cert_file, key_file = ca.issue(scenarios.HOST, sans=[scenarios.HOST, "127.0.0.1"]).write(
             folder, "server"
         )
-        env = scenarios.Env(folder, opts.workers, server_cores, load_cores, cert_file, key_file)
+        env = scenarios.Env(folder, opts.workers, server_cores, load_cores, cert_file, key_file,
+                            upstream_cores)
         print(report.header(opts.workers, opts.connections, opts.threads, opts.duration_s,
-                            server_cores, load_cores, machine()), flush=True)
+                            env, machine()), flush=True)
         # Rounds interleave (a, b, c, a, b, c): a drift in the machine's load hits all alike.
         for n in range(opts.rounds):
             for scenario in chosen:
@@ -217,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "duration_s": opts.duration_s, "warmup_s": opts.warmup_s,
                 "connections": opts.connections, "threads": opts.threads, "rounds": opts.rounds,
                 "workers": opts.workers, "server_cores": server_cores, "load_cores": load_cores,
+                "upstream_cores": upstream_cores or load_cores,
             },
             "scenarios": [report.outcome_dict(o) for o in outcomes],
             "checks": [c.as_dict() for c in checks],

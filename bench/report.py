@@ -70,12 +70,16 @@ class Check:
 
 def header(
     workers: int, connections: int, threads: int, duration_s: float,
-    server_cores: Sequence[int], load_cores: Sequence[int], machine: dict[str, object],
+    env: scenarios.Env, machine: dict[str, object],
 ) -> str:
-    placement = (
-        f"server on cores {_cores(server_cores)}, wrk + upstream on cores {_cores(load_cores)}"
-        if server_cores else "not pinned (no core left for the load generator)"
-    )
+    if not env.server_cores:
+        placement = "not pinned (no core left for the load generator)"
+    elif env.upstream_cores:
+        placement = (f"server on cores {_cores(env.server_cores)}, wrk on "
+                     f"{_cores(env.load_cores)}, upstream on {_cores(env.upstream_cores)}")
+    else:
+        placement = (f"server on cores {_cores(env.server_cores)}, wrk + upstream on "
+                     f"{_cores(env.load_cores)}")
     return (
         f"vallum data-plane bench: {workers} worker(s), wrk -t{threads} -c{connections} "
         f"-d{duration_s:g}s --latency, keep-alive, loopback; {placement}\n"

@@ -5,8 +5,9 @@ stands for (so the report can pair Vallum with nginx) and a context-manager func
 :class:`Env`. Adding one (the identity issue's "authenticated route", say) is one function and one
 entry; the runner in :mod:`bench.bench_proxy` needs no change.
 
-Placement: the server under test is pinned to ``Env.server_cores``; wrk and, in proxy scenarios,
-the upstream nginx share ``Env.load_cores``. Every scenario sends the same ``Host`` header and
+Placement: the server under test is pinned to ``Env.server_cores``; wrk to ``Env.load_cores``;
+the upstream nginx of proxy scenarios to ``Env.upstream_cores`` (the load cores when there are
+too few cores to give it its own). Every scenario sends the same ``Host`` header and
 gets the same small ``200 ok`` answer from the same kind of upstream.
 """
 
@@ -38,6 +39,17 @@ class Env:
     load_cores: tuple[int, ...]
     cert_file: Path
     key_file: Path
+    upstream_cores: tuple[int, ...] = ()
+    """Where the upstream of proxy scenarios runs; empty: on the load cores, beside wrk."""
+
+    @property
+    def upstream_placement(self) -> tuple[int, ...]:
+        return self.upstream_cores or self.load_cores
+
+    @property
+    def all_load_cores(self) -> tuple[int, ...]:
+        """Every core that is not the server's: wrk's and the upstream's."""
+        return tuple(sorted(set(self.load_cores) | set(self.upstream_cores)))
 
     def subfolder(self, name: str) -> Path:
         path = self.folder / name
@@ -95,7 +107,8 @@ def _nginx_proxy(scheme: Literal["http", "https"]) -> Callable[[Env], ContextMan
     @contextlib.contextmanager
     def start(env: Env) -> Iterator[Target]:
         """(2) Debian's nginx as a reverse proxy with keep-alive to the upstream."""
-        with _upstream(env, f"upstream-for-nginx-{scheme}", env.load_cores, 1) as (upstream, _):
+        upstream_name = f"upstream-for-nginx-{scheme}"
+        with _upstream(env, upstream_name, env.upstream_placement, 1) as (upstream, _):
             port, tls_port = free_port(), free_port()
             url = (f"http://127.0.0.1:{port}/" if scheme == "http"
                    else f"https://127.0.0.1:{tls_port}/")
@@ -137,7 +150,8 @@ def _vallum(scheme: Literal["http", "https"]) -> Callable[[Env], ContextManager[
     @contextlib.contextmanager
     def start(env: Env) -> Iterator[Target]:
         """(3) ``vallum serve --workers N`` with a public route to the same upstream."""
-        with _upstream(env, f"upstream-for-vallum-{scheme}", env.load_cores, 1) as (upstream, _):
+        upstream_name = f"upstream-for-vallum-{scheme}"
+        with _upstream(env, upstream_name, env.upstream_placement, 1) as (upstream, _):
             folder = env.subfolder(f"vallum-{scheme}")
             port = free_port()
             config_file = folder / "vallum.yaml"

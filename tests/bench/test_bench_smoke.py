@@ -193,3 +193,10 @@ def test_busy_percent_of_cores_between_two_readings() -> None:
     assert servers.busy_percent(before, after, [0, 1]) == pytest.approx(150.0)
     assert servers.busy_percent(before, after, []) is None
     assert set(servers.core_jiffies()) >= {0}
+
+
+def test_core_placement() -> None:
+    assert bench_proxy.cores(1, [0, 1]) == ((0,), (1,), ())
+    assert bench_proxy.cores(1, [0, 1, 2, 3]) == ((0,), (1, 2), (3,))
+    assert bench_proxy.cores(2, [0, 1, 2]) == ((0, 1), (2,), ())
+    assert bench_proxy.cores(2, [0, 1]) == ((), (), ())
