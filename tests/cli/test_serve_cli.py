@@ -122,3 +122,51 @@ def test_unusable_certificate_is_a_message_not_a_traceback(tmp_path: Path) -> No
         done = _vallum("serve", "--config", str(config), "--workers", workers)
         assert done.returncode == 1, done.stderr
         assert "Traceback" not in done.stderr and "certificates[0]" in done.stderr
+
+
+def test_without_sign_in_configured_public_routes_serve_and_others_fail_closed(
+    tmp_path: Path,
+) -> None:
+    """The identity gate serves every config: with no IdP, a route that needs a user is refused
+    with a page that says sign-in is not configured; a public route still works."""
+    port = free_port()
+    config = tmp_path / "vallum.yaml"
+    config.write_text(
+        f"address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n"
+        "  - from: https://public.test\n    to: http://127.0.0.1:9\n"
+        "    allow_public_unauthenticated_access: true\n"
+        "  - from: https://app.test\n    to: http://127.0.0.1:9\n"
+        "    allow_any_authenticated_user: true\n"
+        "  - from: https://admin.test\n    to: http://127.0.0.1:9\n"
+        "    policy:\n      - allow:\n          or:\n            - email:\n"
+        "                is: alice@example.test\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vallum.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert _get_status(port, "public.test") == 502  # forwarded (nothing listens on port 9)
+        for host in ("app.test", "admin.test"):
+            for accept in ("text/html", "application/json"):
+                status, body = _get(port, host, accept)
+                assert status == 503, (host, accept, body)
+                assert "Sign-in is not configured" in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
+    assert b"idp_provider_url" in err  # the log says what is missing
+
+
+def _get(port: int, host: str, accept: str) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/", headers={"Host": host, "Accept": accept}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()

@@ -1,5 +1,9 @@
 """``vallum serve``: run the proxy from a config file (standalone mode).
 
+Every configuration is served through the identity gate (:mod:`vallum.proxy.identity`): public
+routes, sign-in, bearer tokens and downstream mTLS; a route that needs a user while sign-in is not
+configured is refused with a page that says so (fail closed).
+
 Bad input never shows a traceback: a config that does not load prints every problem (each with
 its file and line) on stderr and exits 1; so does a listener that cannot start (port in use).
 """
@@ -11,7 +15,7 @@ import sys
 from typing import Any
 
 from vallum.core import errors
-from vallum.proxy import logs, server
+from vallum.proxy import identity, logs, server
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +59,7 @@ def _positive(text: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     logs.setup_logging(args.log_level)
     try:
-        return server.run(args.config, workers=args.workers)
+        return server.run(args.config, workers=args.workers, gate_factory=identity.build_gate)
     except errors.ConfigError as exc:
         print(f"vallum serve: the configuration cannot be used ({args.config}):", file=sys.stderr)
         for problem in exc.problems:

@@ -42,6 +42,7 @@ from vallum.proxy import (
     accesslog,
     exchange,
     http1,
+    identity,
     metrics,
     pipeline,
     reload,
@@ -181,7 +182,7 @@ class Server:
         settings = table.settings
         self.ctx = http1.Context(
             self.holder,
-            gate or pipeline.PublicOnlyGate(),
+            gate if gate is not None else identity.build_gate(settings),
             self.pool,
             scheme="http" if settings.insecure_server else "https",
             observer=Observer(access_log or accesslog.AccessLog(), self.metrics),
@@ -349,7 +350,7 @@ def _run_loop(main: Callable[[], Any]) -> Any:
 
 
 async def _serve(
-    config_path: str, table: config.RouteTable, worker: int, gate: pipeline.Gate | None
+    config_path: str, table: config.RouteTable, worker: int, gate: pipeline.Gate
 ) -> int:
     server = Server(table, config_path=config_path, gate=gate, worker=worker, admin=worker == 0)
     try:
@@ -379,16 +380,21 @@ GateFactory = Callable[[config.Settings], pipeline.Gate]
 """Builds each worker's gate from the first configuration (e.g. ``identity.build_gate``)."""
 
 
-def run(config_path: str, *, workers: int = 1, gate_factory: GateFactory | None = None) -> int:
+def run(
+    config_path: str, *, workers: int = 1, gate_factory: GateFactory = identity.build_gate
+) -> int:
     """Serve ``config_path`` until SIGTERM/SIGINT; returns the exit status.
 
     A config that does not load is a ``ConfigError`` raised before anything starts. Without a
-    ``gate_factory`` the gate is :class:`~vallum.proxy.pipeline.PublicOnlyGate` (fail closed).
+    ``gate_factory`` each worker gets the identity gate (:func:`vallum.proxy.identity.build_gate`):
+    public routes, sign-in, bearer tokens and downstream mTLS, failing closed where a part of
+    the configuration is missing.
     """
     table = compile_file(config_path)
     if workers <= 1:
-        gate = gate_factory(table.settings) if gate_factory else None
-        status: int = _run_loop(lambda: _serve(config_path, table, 0, gate))
+        status: int = _run_loop(
+            lambda: _serve(config_path, table, 0, gate_factory(table.settings))
+        )
         return status
     if not table.settings.insecure_server:
         tls.server_context(table.settings)  # certificate problems: fail before forking
@@ -403,7 +409,7 @@ def _supervise(
     config_path: str,
     table: config.RouteTable,
     workers: int,
-    gate_factory: GateFactory | None,
+    gate_factory: GateFactory,
 ) -> int:
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started)
 
@@ -416,8 +422,9 @@ def _supervise(
             pages.reset_after_fork()
             code = 1
             try:
-                gate = gate_factory(table.settings) if gate_factory else None
-                code = _run_loop(lambda: _serve(config_path, table, index, gate))
+                code = _run_loop(
+                    lambda: _serve(config_path, table, index, gate_factory(table.settings))
+                )
             finally:
                 os._exit(code)
         children[pid] = (index, time.monotonic())
