@@ -207,3 +207,46 @@ def test_plans_are_built_once_per_table_and_route() -> None:
 def test_connection_tokens() -> None:
     assert forward.connection_tokens("Keep-Alive, X-A ,,x-b") == {"keep-alive", "x-a", "x-b"}
     assert forward.connection_tokens(None) == frozenset()
+
+
+def test_reserved_prefixes_are_stripped_whatever_the_gate_names() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:8080"))
+    got = head_of(
+        plan,
+        [
+            (b"X-Vallum-Claim-Email", b"forged@example.com"),
+            (b"x-pomerium-claim-groups", b"admins"),
+            (b"X-POMERIUM-JWT-ASSERTION", b"forged"),
+            (b"X-Vallum-Anything-New", b"1"),
+            (b"X-Vallumish", b"kept"),
+            (b"X-Pomerium", b"kept"),
+            (b"X-Other", b"kept"),
+        ],
+    )
+    assert [k for k, _ in got["list"] if k.startswith(("x-vallum", "x-pomerium"))] == [
+        "x-vallumish",
+        "x-pomerium",
+    ]
+    assert got["map"]["x-other"] == "kept"
+
+
+def test_claim_header_names_are_the_map_form_names_lower_case() -> None:
+    settings = dp.table(
+        jwt_claims_headers=(("X-Email", "email"), ("x-pomerium-claim-groups", "groups"))
+    ).settings
+    assert forward.claim_header_names(settings) == {"x-email"}
+
+
+def test_plans_strip_the_current_tables_claim_headers() -> None:
+    route = dp.route("app.test", "http://10.1.1.1:8080")
+    plans = forward.Plans({"x-gate"})
+    headers = [(b"X-Email", b"forged"), (b"X-Gate", b"g"), (b"X-User-Id", b"u1")]
+    first = dp.table(route, jwt_claims_headers=(("X-Email", "email"),))
+    got = head_of(plans.get(first, 0, first.settings.routes[0]), headers)
+    assert "x-email" not in got["map"] and "x-gate" not in got["map"]
+    assert got["map"]["x-user-id"] == "u1"
+    # A reload (a new table) that adds a map-form claim header strips it from then on.
+    second = dp.table(route, jwt_claims_headers=(("X-Email", "email"), ("X-User-Id", "sub")))
+    got = head_of(plans.get(second, 0, second.settings.routes[0]), headers)
+    assert "x-email" not in got["map"] and "x-user-id" not in got["map"]
+    assert "x-gate" not in got["map"]

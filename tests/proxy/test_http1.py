@@ -524,3 +524,28 @@ async def test_a_stalled_upload_is_cut_after_the_idle_timeout() -> None:
         assert time.monotonic() - started < 2
         assert data.startswith(b"HTTP/1.1 504")  # no response head yet: the error page
         await client.close()
+
+
+async def test_client_identity_headers_are_stripped_also_after_a_reload() -> None:
+    async with dp.upstream_app(dp.echo_app()) as url:
+        route = dp.route("app.test", url)
+        async with dp.serve(dp.table(route)) as p:
+            forged = (
+                "X-Email: forged@example.com\r\nX-Vallum-Claim-Groups: admins\r\n"
+                "X-Pomerium-Claim-Email: forged@example.com\r\nX-Vallum-Future: 1\r\n"
+            )
+            client = await dp.RawClient.connect(p.port)
+            await client.send(dp.get("/a", extra=forged))
+            _status, _headers, body = await client.response()
+            seen = json.loads(body)["headers"]
+            assert not [k for k in seen if k.startswith(("x-vallum-", "x-pomerium-"))]
+            assert seen["x-email"] == "forged@example.com"  # not a claim header (yet)
+            # A reload adds a map-form claim header: the same keep-alive connection's next
+            # request has it stripped.
+            p.holder.current = dp.table(route, jwt_claims_headers=(("X-Email", "email"),))
+            await client.send(dp.get("/b", extra=forged))
+            _status, _headers, body = await client.response()
+            seen = json.loads(body)["headers"]
+            assert "x-email" not in seen
+            assert not [k for k in seen if k.startswith(("x-vallum-", "x-pomerium-"))]
+            await client.close()

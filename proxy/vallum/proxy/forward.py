@@ -18,6 +18,11 @@ Header rules (Pomerium/Envoy behaviour unless noted):
 * Path: ``regex_rewrite_pattern``/``_substitution`` (every match replaced, ``\\1`` groups), else
   ``prefix_rewrite`` swapping the matched prefix (or the whole exact path), else a path in the
   ``to`` URL acting as ``prefix_rewrite`` (as Pomerium does). The swap is literal, like Envoy's.
+* Never trust the client: any incoming header named ``X-Vallum-*`` or ``X-Pomerium-*`` (Vallum's
+  and Pomerium's identity headers: assertions, claim headers) is removed, and so is every header
+  the *current* table's ``jwt_claims_headers`` map names (``{X-Email: email}``), so a claim
+  header added by a reload is stripped from the next request on. Pomerium strips its own
+  ``x-pomerium-*`` identity headers likewise; the gate may name more (``strip_request_headers``).
 * ``remove_request_headers`` then ``set_request_headers`` (replacing), then the gate's headers;
   ``set_response_headers`` replace upstream response headers. Pomerium's ``${pomerium.*}``
   substitutions in header values are not supported (a documented deviation).
@@ -32,7 +37,7 @@ import re
 import urllib.parse
 from collections.abc import Iterable
 
-from vallum.core.config import Route, RouteTable, Upstream
+from vallum.core.config import Route, RouteTable, Settings, Upstream
 
 HOP_BY_HOP = frozenset(
     {
@@ -52,6 +57,20 @@ HOP_BY_HOP = frozenset(
 _REPLACED = frozenset(
     {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "expect"}
 )
+
+
+RESERVED_PREFIXES = (b"x-vallum-", b"x-pomerium-")
+"""Lower-case name prefixes of headers only Vallum sets upstream (never passed from a client)."""
+
+
+def claim_header_names(settings: Settings) -> frozenset[str]:
+    """Lower-case names of the claim headers ``settings.jwt_claims_headers`` produces that the
+    reserved prefixes do not already cover (the map form names headers freely)."""
+    return frozenset(
+        lowered
+        for header, _claim in settings.jwt_claims_headers
+        if not (lowered := header.lower()).startswith(("x-vallum-", "x-pomerium-"))
+    )
 
 
 def client_ip(peer_ip: str, xff: str | None, trusted_hops: int) -> str:
@@ -196,6 +215,8 @@ class RoutePlan:
                     elif name == b"x-forwarded-host":
                         xfh = pair[1]
                 continue
+            if name[:2] == b"x-" and name.startswith(RESERVED_PREFIXES):
+                continue
             if dynamic is not None and name in dynamic:
                 continue
             out.append(pair[0] + b": " + pair[1] + b"\r\n")
@@ -273,21 +294,25 @@ class Plans:
     """Route plans for the current table, built on first use of each route.
 
     Keyed by table identity: a reload swaps the table and the next request starts a fresh set
-    (requests still running on the old table keep the plan they already hold).
+    (requests still running on the old table keep the plan they already hold). The headers
+    stripped from client requests are the fixed ``strip`` names (the gate's) plus the claim
+    headers of *that* table's settings (:func:`claim_header_names`), computed once per table.
     """
 
-    __slots__ = ("_plans", "_strip", "_table")
+    __slots__ = ("_plans", "_strip", "_table", "_table_strip")
 
     def __init__(self, strip: Iterable[str] = ()) -> None:
         self._strip = frozenset(strip)
         self._table: RouteTable | None = None
+        self._table_strip = self._strip
         self._plans: dict[int, RoutePlan] = {}
 
     def get(self, table: RouteTable, route_index: int, route: Route) -> RoutePlan:
         if table is not self._table:
             self._table = table
             self._plans = {}
+            self._table_strip = self._strip | claim_header_names(table.settings)
         plan = self._plans.get(route_index)
         if plan is None or plan.route is not route:
-            plan = self._plans[route_index] = RoutePlan(route, self._strip)
+            plan = self._plans[route_index] = RoutePlan(route, self._table_strip)
         return plan
