@@ -212,14 +212,34 @@ def checks(outcomes: Sequence[Outcome], ratio_target: float, p99_target_ms: floa
                 f"asked {vallum.paced_target_rate:,.0f} req/s, achieved "
                 f"{vallum.paced.requests_per_s:,.0f} req/s",
             ))
+        found.extend(_auth_checks(outcomes, scheme, vallum))
     return found
+
+
+AUTH_RATIO_TARGET = 0.8
+"""Issue 4: a signed-in route (cookie, policy, assertion) keeps 0.8 of the public route's rate."""
+
+
+def _auth_checks(outcomes: Sequence[Outcome], scheme: str, public: Outcome) -> list[Check]:
+    auth = _find(outcomes, "vallum-auth", scheme)
+    if auth is None:
+        return []
+    name = f"Vallum signed-in/public req/s, {scheme.upper()}"
+    target = f">= {AUTH_RATIO_TARGET:g}"
+    if auth.peak is None or public.peak is None:
+        return [Check(name, None, target, "n/a", "a scenario failed to run")]
+    ratio = auth.peak.requests_per_s / public.peak.requests_per_s
+    return [Check(
+        name, ratio, target, "PASS" if ratio >= AUTH_RATIO_TARGET else "FAIL",
+        f"{auth.peak.requests_per_s:,.0f} / {public.peak.requests_per_s:,.0f} req/s",
+    )]
 
 
 def check_lines(found: Sequence[Check]) -> str:
     if not found:
         return "targets: none checked (no Vallum scenario in this run)"
     width = max(len(c.name) for c in found)
-    lines = ["targets (issue 2):"]
+    lines = ["targets (issues 2 and 4):"]
     for check in found:
         value = "-" if check.value is None else f"{check.value:.3f}"
         target = "(no target)" if check.verdict == "info" else f"(target {check.target})"

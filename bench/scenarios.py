@@ -13,14 +13,18 @@ gets the same small ``200 ok`` answer from the same kind of upstream.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from tests.support.net import free_port
 
 from bench import servers
@@ -71,7 +75,7 @@ class Target:
 class Scenario:
     name: str
     title: str
-    server: Literal["upstream", "nginx", "vallum"]
+    server: Literal["upstream", "nginx", "vallum", "vallum-auth"]
     scheme: Literal["http", "https"]
     start: Callable[[Env], ContextManager[Target]]
     paced: bool = False
@@ -146,29 +150,96 @@ def vallum_config(
     return config
 
 
-def _vallum(scheme: Literal["http", "https"]) -> Callable[[Env], ContextManager[Target]]:
+def authenticated_config(config: dict[str, object], signing_key_pem: str) -> dict[str, object]:
+    """The same config with the route behind sign-in: a session cookie, a policy, an assertion.
+
+    The identity provider is never contacted during the run (the session cookie is valid and not
+    due for refresh), so its URL only has to be well-formed.
+    """
+    route = dict(config["routes"][0])  # type: ignore[index]
+    del route["allow_public_unauthenticated_access"]
+    route["policy"] = {"allow": {"and": [{"domain": {"is": "vallum.test"}},
+                                         {"http_method": {"in": ["GET", "HEAD"]}}]}}
+    route["pass_identity_headers"] = True
+    return {
+        **config,
+        "routes": [route],
+        "authenticate_service_url": "https://auth.vallum.test",
+        "idp_provider_url": "https://idp.vallum.test",
+        "idp_client_id": "bench",
+        "idp_client_secret": "bench-secret",
+        "cookie_secret": BENCH_COOKIE_SECRET,
+        "cookie_secure": False,
+        "signing_key": signing_key_pem,
+        "jwt_claims_headers": ["email", "groups"],
+    }
+
+
+BENCH_COOKIE_SECRET = base64.b64encode(b"vallum-bench-cookie-secret-32by!").decode()
+
+
+def session_cookie(config_file: Path) -> str:
+    """A session cookie as Vallum sets it after sign-in, sealed with the config's cookie secret.
+
+    A bench user with 20 groups and a session valid for the whole run; built with Vallum's own
+    session code from the same settings ``vallum serve`` loads, so it is exactly what a browser
+    would send back.
+    """
+    from vallum.core import configfile, identity
+    from vallum.proxy import sessions
+
+    settings = configfile.load(str(config_file))
+    jar = sessions.SessionCookies(settings, sessions.Sealer(sessions.secret_bytes(settings)))
+    now = time.time()
+    who = identity.Identity(
+        user="bench-user", email="bench@vallum.test", name="Bench User",
+        groups=tuple(f"group-{n}" for n in range(20)), claims={"sub": "bench-user"},
+        session_id="bench-session", expires_at=now + 3600,
+    )
+    session = sessions.Session(who, "", expires_at=now + 3600, refresh_at=now + 3600)
+    return "; ".join(h.split(";")[0] for h in jar.set_headers(session))
+
+
+def _vallum(
+    scheme: Literal["http", "https"], *, authenticated: bool = False
+) -> Callable[[Env], ContextManager[Target]]:
+    kind = "vallum-auth" if authenticated else "vallum"
+
     @contextlib.contextmanager
     def start(env: Env) -> Iterator[Target]:
-        """(3) ``vallum serve --workers N`` with a public route to the same upstream."""
-        upstream_name = f"upstream-for-vallum-{scheme}"
+        """(3) ``vallum serve --workers N`` with a route to the same upstream: public, or (the
+        identity issue's scenario) behind sign-in with a session cookie, policy and assertion."""
+        upstream_name = f"upstream-for-{kind}-{scheme}"
         with _upstream(env, upstream_name, env.upstream_placement, 1) as (upstream, _):
-            folder = env.subfolder(f"vallum-{scheme}")
+            folder = env.subfolder(f"{kind}-{scheme}")
             port = free_port()
             config_file = folder / "vallum.yaml"
+            config = vallum_config(scheme, port, upstream, env.cert_file, env.key_file)
+            if authenticated:
+                config = authenticated_config(config, _signing_key_pem())
             # JSON is YAML: no YAML writer needed, and the file stays readable.
-            config_file.write_text(json.dumps(
-                vallum_config(scheme, port, upstream, env.cert_file, env.key_file), indent=2
-            ))
+            config_file.write_text(json.dumps(config, indent=2))
+            headers: tuple[tuple[str, str], ...] = (("Host", HOST),)
+            if authenticated:
+                headers += (("Cookie", session_cookie(config_file)),)
             url = f"{scheme}://127.0.0.1:{port}/"
             cmd = [servers.python(), "-m", "vallum.cli", "serve", "--config", str(config_file),
                    "--workers", str(env.workers)]
             with servers.process(
-                cmd, name=f"vallum-{scheme}", ready_url=url, cores=env.server_cores,
-                headers=_headers(), folder=folder,
+                cmd, name=f"{kind}-{scheme}", ready_url=url, cores=env.server_cores,
+                headers=dict(headers), folder=folder,
             ) as proc:
-                yield Target(url, proc.pid)
+                yield Target(url, proc.pid, headers)
 
     return start
+
+
+def _signing_key_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -180,6 +251,10 @@ SCENARIOS: tuple[Scenario, ...] = (
              _nginx_proxy("https")),
     Scenario("vallum-https", "vallum serve, public route, HTTPS", "vallum", "https",
              _vallum("https"), paced=True),
+    Scenario("vallum-auth-http", "vallum serve, signed-in route (cookie, policy, JWT), HTTP",
+             "vallum-auth", "http", _vallum("http", authenticated=True)),
+    Scenario("vallum-auth-https", "vallum serve, signed-in route (cookie, policy, JWT), HTTPS",
+             "vallum-auth", "https", _vallum("https", authenticated=True)),
 )
 
 

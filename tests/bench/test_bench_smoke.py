@@ -7,6 +7,7 @@ only checks that the harness starts, loads, paces and stops them, and reads what
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,9 @@ import pytest
 
 from bench import bench_proxy, report, scenarios, servers, wrk
 from tests.support.certs import TestCA
+from vallum.core import configfile, request, routing
+from vallum.proxy import pipeline
+from vallum.proxy.identity import build_gate
 
 # Captured from Debian's wrk 4.1 on this machine: `wrk -t1 -c64 -d2s --latency URL`.
 WRK_TEXT = """\
@@ -200,3 +204,26 @@ def test_core_placement() -> None:
     assert bench_proxy.cores(1, [0, 1, 2, 3]) == ((0,), (1, 2), (3,))
     assert bench_proxy.cores(2, [0, 1, 2]) == ((0, 1), (2,), ())
     assert bench_proxy.cores(2, [0, 1]) == ((), (), ())
+
+
+async def test_signed_in_scenario_config_and_cookie_pass_the_real_gate(tmp_path: Path) -> None:
+    """The bench's signed-in scenario must measure the allowed path, not a redirect."""
+    public = scenarios.vallum_config("http", 1, 2, tmp_path / "c", tmp_path / "k")
+    config_file = tmp_path / "vallum.yaml"
+    config_file.write_text(json.dumps(
+        scenarios.authenticated_config(public, scenarios._signing_key_pem())
+    ))
+    table = routing.build_table(configfile.load(str(config_file)))
+    gate = build_gate(table.settings)
+    cookie = scenarios.session_cookie(config_file)
+    for cookies, allowed in ((cookie, True), ("", False)):
+        req = request.RequestInfo(method="GET", host=scenarios.HOST, path="/", scheme="http",
+                                  headers={"cookie": cookies, "accept": "*/*"})
+        match = routing.match(table, req.host, req.path)
+        assert match is not None
+        verdict = await gate.authorize(req, match, table)
+        assert isinstance(verdict, pipeline.Allow) is allowed
+        if allowed:
+            assert isinstance(verdict, pipeline.Allow)
+            names = {name.lower() for name, _ in verdict.request_headers}
+            assert "x-vallum-jwt-assertion" in names
