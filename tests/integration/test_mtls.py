@@ -1,24 +1,26 @@
 """Client certificates (downstream mTLS) under each of Pomerium's enforcement modes, through a real
 Vallum server: a valid certificate, one from the wrong CA, a revoked one, and none.
 
-What Python's ``ssl`` allows (see :mod:`vallum.proxy.tls`): a presented certificate that fails
-verification ends the handshake in every mode, so "wrong CA" and "revoked" never reach the
-upstream - the client sees the TLS connection refused rather than Pomerium's 495 page. A missing
-certificate reaches the gate: 495 under ``policy_with_default_deny``, the route's policy under
-``policy``, and a refused handshake under ``reject_connection``.
+The server defers client-certificate verification to the identity gate in the policy modes
+(:func:`vallum.proxy.server.server_context`, :mod:`vallum.proxy.tls_deferred`), so, as in
+Pomerium, an invalid certificate reaches the gate: 495 under ``policy_with_default_deny``, the
+route's policy under ``policy``; ``reject_connection`` refuses the handshake. Where deferral is
+unavailable an invalid certificate fails the handshake in every mode (closed, never open).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.integration.login_env import route, world
+from tests.integration.login_env import World, route, world
 from tests.support.browser import Browser
-from tests.support.certs import TestCA
+from tests.support.certs import Leaf, TestCA
 from vallum.core import config
+from vallum.proxy import tls_deferred
 
 MODES = ("policy_with_default_deny", "policy", "reject_connection")
 JSON = {"Accept": "application/json"}
@@ -29,35 +31,49 @@ def client_ca() -> TestCA:
     return TestCA.create("Vallum Client CA")
 
 
-async def _status(ca: TestCA, url: str, tmp: Path, cert: object = None) -> int | str:
+async def _get(ca: TestCA, url: str, tmp: Path, cert: Leaf | None = None) -> Any:
+    """The JSON page's status and body, or ``"refused: ..."`` when the handshake fails."""
     try:
-        async with Browser(ca, client_cert=cert, tmp=tmp) as b:  # type: ignore[arg-type]
-            return (await b.get(url, headers=JSON, follow=False)).status
+        async with Browser(ca, client_cert=cert, tmp=tmp) as b:
+            page = await b.get(url, headers=JSON, follow=False)
+            return page.status, page.json()
     except (aiohttp.ClientError, OSError) as exc:
-        return f"refused: {type(exc).__name__}"
+        return f"refused: {type(exc).__name__}", None
+
+
+async def _status(ca: TestCA, url: str, tmp: Path, cert: Leaf | None = None) -> int | str:
+    status: int | str = (await _get(ca, url, tmp, cert))[0]
+    return status
+
+
+def _routes(upstream_port: int) -> tuple[config.Route, ...]:
+    return (
+        route("public.example.test", upstream_port, allow_public_unauthenticated_access=True),
+        route("app.example.test", upstream_port, policy=[{
+            "allow": {"or": [{"accept": True}]},
+            "deny": {"or": [{"invalid_client_certificate": True}]},
+        }]),
+    )
+
+
+def _mtls(client_ca: TestCA, revoked: Leaf, mode: str) -> config.DownstreamMTLS:
+    return config.DownstreamMTLS(
+        ca_pem=client_ca.cert_pem, crl_pem=client_ca.crl_pem([revoked]),
+        enforcement=mode,  # type: ignore[arg-type]
+    )
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_client_certificates_under_each_enforcement_mode(
     mode: str, test_ca: TestCA, client_ca: TestCA, tmp_path: Path
 ) -> None:
+    assert tls_deferred.available(), "deferral self-check failed on this interpreter"
     valid = client_ca.issue("alice-laptop", client=True)
     revoked = client_ca.issue("stolen-laptop", client=True)
     stranger = TestCA.create("Some Other CA").issue("mallory", client=True)
-    mtls = config.DownstreamMTLS(
-        ca_pem=client_ca.cert_pem, crl_pem=client_ca.crl_pem([revoked]),
-        enforcement=mode,  # type: ignore[arg-type]
-    )
-
-    def routes(upstream_port: int) -> tuple[config.Route, ...]:
-        return (
-            route("public.example.test", upstream_port, allow_public_unauthenticated_access=True),
-            route("app.example.test", upstream_port, policy=[{
-                "allow": {"or": [{"accept": True}]},
-                "deny": {"or": [{"invalid_client_certificate": True}]},
-            }]),
-        )
-    async with world(test_ca, tmp_path, downstream_mtls=mtls, routes=routes) as w:
+    async with world(
+        test_ca, tmp_path, downstream_mtls=_mtls(client_ca, revoked, mode), routes=_routes
+    ) as w:
         public, guarded = w.url("public.example.test", "/"), w.url("app.example.test", "/")
         before = len(w.upstream.seen)
 
@@ -66,10 +82,22 @@ async def test_client_certificates_under_each_enforcement_mode(
         reached = len(w.upstream.seen)
         assert reached == before + 2
 
-        for bad in (stranger, revoked):
-            outcome = await _status(test_ca, public, tmp_path, bad)
-            assert outcome == 495 or str(outcome).startswith("refused"), outcome
-        assert len(w.upstream.seen) == reached  # never forwarded
+        for bad, why in ((stranger, "not signed by a trusted"), (revoked, "revoked")):
+            on_public = await _get(test_ca, public, tmp_path, bad)
+            on_guarded = await _get(test_ca, guarded, tmp_path, bad)
+            if mode == "reject_connection":
+                assert str(on_public[0]).startswith("refused"), on_public
+                assert str(on_guarded[0]).startswith("refused"), on_guarded
+                continue
+            # The route's policy denies an invalid certificate in both policy modes: 495.
+            assert on_guarded[0] == 495, on_guarded
+            assert why in on_guarded[1]["message"], on_guarded
+            if mode == "policy_with_default_deny":  # the default deny covers every route
+                assert on_public[0] == 495 and why in on_public[1]["message"], on_public
+            else:  # under "policy", a public route's policy lets anyone in
+                assert on_public[0] == 200, on_public
+                reached += 1
+        assert len(w.upstream.seen) == reached  # 495s are never forwarded
 
         none_public = await _status(test_ca, public, tmp_path)
         none_guarded = await _status(test_ca, guarded, tmp_path)
@@ -80,3 +108,25 @@ async def test_client_certificates_under_each_enforcement_mode(
         else:
             assert str(none_public).startswith("refused")
             assert str(none_guarded).startswith("refused")
+
+
+@pytest.mark.parametrize("mode", ("policy_with_default_deny", "policy"))
+async def test_without_deferral_an_invalid_certificate_fails_the_handshake(
+    mode: str, test_ca: TestCA, client_ca: TestCA, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the ctypes self-check fails, the server still starts and fails closed."""
+    monkeypatch.setattr(tls_deferred, "_openssl", lambda: None)
+    valid = client_ca.issue("alice-laptop", client=True)
+    revoked = client_ca.issue("stolen-laptop", client=True)
+    stranger = TestCA.create("Some Other CA").issue("mallory", client=True)
+    async with world(
+        test_ca, tmp_path, downstream_mtls=_mtls(client_ca, revoked, mode), routes=_routes
+    ) as w:
+        w_: World = w
+        public, guarded = w_.url("public.example.test", "/"), w_.url("app.example.test", "/")
+        assert await _status(test_ca, guarded, tmp_path, valid) == 200
+        for bad in (stranger, revoked):
+            for url in (public, guarded):
+                outcome = await _status(test_ca, url, tmp_path, bad)
+                assert str(outcome).startswith("refused"), (url, outcome)

@@ -3,8 +3,9 @@
 One worker (:class:`Server`) runs, on one event loop (uvloop when installed):
 
 * the main listener on ``address``: HTTPS with the SNI-selecting context of
-  :mod:`vallum.proxy.tls`, or plain HTTP with ``insecure_server`` -- the hot path of
-  :mod:`vallum.proxy.http1`;
+  :mod:`vallum.proxy.tls` (client certificates verified but judged by the identity gate in the
+  ``downstream_mtls`` policy modes, see :func:`server_context`), or plain HTTP with
+  ``insecure_server`` -- the hot path of :mod:`vallum.proxy.http1`;
 * the HTTP listener on ``http_redirect_addr`` that answers every request with a ``301`` to the same
   URL over HTTPS (as Pomerium does);
 * the admin listener on ``metrics_address`` (``/healthz``, ``/readyz``, ``/metrics``), in worker 0;
@@ -48,6 +49,7 @@ from vallum.proxy import (
     reload,
     state,
     tls,
+    tls_deferred,
     upstream,
     upstream_tls,
 )
@@ -66,6 +68,27 @@ def parse_address(value: str, place: str) -> tuple[str | None, int]:
         raise errors.ConfigError([f"{place}: expected HOST:PORT or :PORT, got {value!r}"])
     host = host.strip("[]")
     return (host or None), int(port_text)
+
+
+def server_context(settings: config.Settings) -> ssl.SSLContext:
+    """The main listener's TLS context, with client-certificate verification deferred to the
+    identity gate in the policy enforcement modes.
+
+    Under ``policy_with_default_deny`` and ``policy`` a presented but invalid client certificate
+    (unknown CA, revoked, expired) completes the handshake with ``verified=False`` so the gate
+    can answer Pomerium's 495 page or let the route's policy decide; ``reject_connection`` keeps
+    failing the handshake. Where deferral is unavailable (see :mod:`vallum.proxy.tls_deferred`)
+    invalid certificates fail the handshake in every mode -- closed, never open.
+    """
+    mtls = settings.downstream_mtls
+    defer = mtls is not None and mtls.enforcement != "reject_connection"
+    if defer and not tls_deferred.available():
+        log.warning(
+            "downstream_mtls: this Python cannot defer client-certificate verification; "
+            "an invalid client certificate fails the TLS handshake instead of getting a 495 page",
+            extra={"event": "mtls_deferral_unavailable"},
+        )
+    return tls.server_context(settings, defer_client_verification=defer)
 
 
 def compile_file(path: str) -> config.RouteTable:
@@ -204,7 +227,7 @@ class Server:
 
     async def start(self) -> None:
         settings = self.holder.current.settings
-        context = None if settings.insecure_server else tls.server_context(settings)
+        context = None if settings.insecure_server else server_context(settings)
         self._front = context
         self.main = await self._listen(self._address, context)
         if settings.http_redirect_addr and not settings.insecure_server:
@@ -271,7 +294,7 @@ class Server:
             asyncio.get_running_loop().create_task(self._rebind(settings))
             return
         try:
-            fresh = tls.server_context(settings)
+            fresh = server_context(settings)
         except errors.ConfigError as exc:
             log.error("certificates changed but cannot be loaded: %s", exc)
             return
@@ -280,7 +303,7 @@ class Server:
 
     async def _rebind(self, settings: config.Settings) -> None:
         try:
-            context = tls.server_context(settings)
+            context = server_context(settings)
             fresh = await self._listen(self._address, context)
         except (errors.ConfigError, OSError) as exc:
             log.error("certificates changed but the new TLS listener failed: %s", exc)
@@ -397,7 +420,7 @@ def run(
         )
         return status
     if not table.settings.insecure_server:
-        tls.server_context(table.settings)  # certificate problems: fail before forking
+        server_context(table.settings)  # certificate problems: fail before forking
     directory = metrics.enable_multiprocess()
     try:
         return _supervise(config_path, table, workers, gate_factory)

@@ -27,8 +27,9 @@ The best real option for Pomerium's behaviour (an invalid certificate reaches po
 denies it with a reason) is :mod:`vallum.proxy.tls_deferred`: OpenSSL keeps verifying, a
 ``ctypes`` verify callback lets the handshake finish, and the verdict is read back per connection
 — guarded by layout self-checks, off (fail closed) when they do not hold. It is opt-in
-(``server_context(..., defer_client_verification=True)``) because it is only safe once the
-pipeline enforces the policy's ``invalid_client_certificate`` rule. With it:
+(``server_context(..., defer_client_verification=True)``) because it is only safe where the
+pipeline enforces the ``invalid_client_certificate`` rule: the identity gate does, and
+:func:`vallum.proxy.server.server_context` turns deferral on for the policy modes. With it:
 
 =============================  ================  ==============================================
 ``enforcement``                ``verify_mode``   no certificate / invalid certificate

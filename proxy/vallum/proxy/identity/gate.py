@@ -114,7 +114,7 @@ class IdentityGate:
                 identity=who,
             )
         if any(_certificate_reason(r) for r in decision.reasons):
-            return responses.invalid_client_certificate(req, "no valid client certificate")
+            return responses.invalid_client_certificate(req, _certificate_problem(req))
         if decision.needs_login and who is None:
             return self.sign_in_needed(ctx, req, resolved)
         return responses.forbidden(req, [r.message for r in decision.reasons])
@@ -171,6 +171,16 @@ def _certificate_reason(reason: policy.Reason) -> bool:
     return reason.code == "invalid-client-certificate" or (
         reason.code == "deny-rule" and reason.path.endswith("invalid_client_certificate")
     )
+
+
+def _certificate_problem(req: RequestInfo) -> str:
+    """What is wrong with the client certificate, for the 495 page."""
+    cert = req.client_cert
+    if cert is None:
+        return "no client certificate was presented"
+    if not cert.verified:
+        return cert.error or "the client certificate is not trusted"
+    return "the client certificate does not satisfy this route's policy"
 
 
 def return_url(req: RequestInfo) -> str:
