@@ -92,6 +92,7 @@ async def test_client_certificates_under_each_enforcement_mode(
             # The route's policy denies an invalid certificate in both policy modes: 495.
             assert on_guarded[0] == 495, on_guarded
             assert why in on_guarded[1]["message"], on_guarded
+            assert on_guarded[1]["error"] == "SSL Certificate Error"
             if mode == "policy_with_default_deny":  # the default deny covers every route
                 assert on_public[0] == 495 and why in on_public[1]["message"], on_public
             else:  # under "policy", a public route's policy lets anyone in

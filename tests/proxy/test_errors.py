@@ -66,3 +66,24 @@ def test_request_ids_are_unique_and_change_after_fork() -> None:
     errors.reset_after_fork()
     after = errors.new_request_id()
     assert before[:12] != after[:12]
+
+
+@pytest.mark.parametrize(
+    ("status", "phrase"),
+    [
+        (495, "SSL Certificate Error"),
+        (496, "SSL Certificate Required"),
+        (431, "Request Header Fields Too Large"),
+        (421, "Misdirected Request"),
+        (403, "Forbidden"),
+        (499, "Client Closed Request"),
+        (599, "Unknown"),
+    ],
+)
+def test_reason_phrases_include_nginx_certificate_statuses(status: int, phrase: str) -> None:
+    assert errors.reason(status) == phrase
+    html_page = errors.page(status, "rid", accept="text/html")
+    assert f"<title>{status} {phrase}</title>".encode() in html_page.body
+    assert f"<h1>{status} {phrase}</h1>".encode() in html_page.body
+    json_page = json.loads(errors.page(status, "rid", accept="application/json").body)
+    assert json_page["error"] == phrase and json_page["status"] == status

@@ -43,12 +43,21 @@ class ErrorPage:
     body: bytes
 
 
+EXTRA_PHRASES = {
+    495: "SSL Certificate Error",  # nginx's and Pomerium's: an invalid client certificate
+    496: "SSL Certificate Required",  # nginx's: no client certificate where one is required
+    499: "Client Closed Request",  # nginx's: only ever in the access log, never sent
+}
+"""Non-IANA statuses Vallum answers with, under the names nginx (and Pomerium) give them."""
+
+
 def reason(status: int) -> str:
-    """The standard reason phrase for ``status`` (``"Unknown"`` for unregistered codes)."""
+    """The reason phrase for ``status``: IANA's (``421 Misdirected Request``, ``431 Request
+    Header Fields Too Large``, ...), nginx's for 495/496, ``"Unknown"`` for anything else."""
     try:
         return HTTPStatus(status).phrase
     except ValueError:
-        return "Unknown"
+        return EXTRA_PHRASES.get(status, "Unknown")
 
 
 def wants_json(accept: str | None) -> bool:
