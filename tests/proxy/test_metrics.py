@@ -124,3 +124,22 @@ def test_multiprocess_mode_sums_every_worker(
     got = samples(m.render()[0])
     assert got[("vallum_route_table_generation", ())] == 2
     assert requests_total(got, "app") == 43
+
+
+@pytest.mark.parametrize(
+    ("seconds", "first_le"),
+    [(0.0, "0.001"), (0.001, "0.001"), (0.0010001, "0.0025"), (60.0, "60.0"), (61.0, "+Inf")],
+)
+def test_duration_buckets_are_prometheus_le_buckets(seconds: float, first_le: str) -> None:
+    m = metrics.Metrics()
+    m.observe("app", "GET", 200, seconds)
+    got = samples(m.render()[0])
+    counts = {
+        labels[0][1]: value
+        for (name, labels), value in got.items()
+        if name == "vallum_request_duration_seconds_bucket"
+    }
+    bounds = [f"{b}" for b in metrics.BUCKETS] + ["+Inf"]
+    expected = {le: 0.0 if bounds.index(le) < bounds.index(first_le) else 1.0 for le in bounds}
+    assert counts == expected
+    assert got[("vallum_request_duration_seconds_sum", (("route", "app"),))] == seconds

