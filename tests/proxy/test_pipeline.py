@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 from tests.proxy import dataplane as dp
 from vallum.core import routing
 from vallum.core.config import RouteTable
-from vallum.core.request import RequestInfo
+from vallum.core.request import ClientCertificate, RequestInfo
 from vallum.proxy import pipeline
 
 
@@ -33,6 +34,36 @@ def test_request_info_normalises_host_and_splits_query() -> None:
     assert (req.host, req.path, req.query) == ("app.test", "/a/b", "x=1&y")
     assert req.client_ip == "203.0.113.5"  # one trusted hop
     assert req.headers["x-request-id"] == "rid-1"
+
+
+def test_request_info_sets_every_field_in_its_place() -> None:
+    # request_info calls RequestInfo positionally (hot path): a reordered field must fail here.
+    before = dt.datetime.now(dt.UTC)
+    cert = ClientCertificate(der=b"leaf", verified=True)
+    req = pipeline.request_info(
+        method="PATCH",
+        target="/p?q=1",
+        headers={"host": "Host.Test.", "x-forwarded-for": "203.0.113.5"},
+        scheme="http",
+        peer_ip="10.0.0.9",
+        trusted_hops=1,
+        request_id="rid-2",
+        client_cert=cert,
+    )
+    assert req is not None
+    assert (req.method, req.host, req.path, req.query, req.scheme) == (
+        "PATCH", "host.test", "/p", "q=1", "http"
+    )
+    assert (req.client_ip, req.client_cert) == ("203.0.113.5", cert)
+    assert req.headers == {
+        "host": "Host.Test.", "x-forwarded-for": "203.0.113.5", "x-request-id": "rid-2"
+    }
+    assert req.time.tzinfo is dt.UTC
+    assert before - dt.timedelta(milliseconds=2) <= req.time <= dt.datetime.now(dt.UTC)
+    # The host normalisation cache answers the same for the same raw host, whatever the case.
+    for _ in range(2):
+        assert info(host="HOST.test:8443").host == "host.test"
+        assert info(host="host.TEST").host == "host.test"
 
 
 def test_absolute_form_target_wins_over_host_header() -> None:

