@@ -101,3 +101,18 @@ def test_buffered_stream_is_flushed_when_the_second_changes(
     assert [line["time"] for line in lines] == [
         "1970-01-12T13:46:40.250Z", "1970-01-12T13:46:40.750Z", "1970-01-12T13:46:41.250Z"
     ]
+
+
+def test_repeated_values_are_escaped_once_and_the_cache_is_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(accesslog, "_QUOTED_SIZE", 8)
+    out = io.StringIO()
+    log = accesslog.AccessLog(out)
+    hosts = [f'h{i}"\n.test' for i in range(20)]
+    for host in hosts * 2:  # the second pass reads (or re-makes) the cached literals
+        log.write(**{**FIELDS, "host": host, "route": host, "upstream": host})
+    entries = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["host"] for e in entries] == hosts * 2
+    assert all(e["host"] == e["route"] == e["upstream"] for e in entries)
+    assert len(log._quoted) <= 8
