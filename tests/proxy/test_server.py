@@ -178,6 +178,71 @@ async def test_certificate_change_on_reload_serves_the_new_certificate(
             await asyncio.sleep(0.1)
 
 
+async def test_a_reload_with_a_broken_certificate_is_rejected_before_the_swap(
+    tmp_path: Path, test_ca: TestCA
+) -> None:
+    """The TLS context is compiled with the table: a certificate that does not load rejects the
+    whole reload (old table and certificate keep serving, /readyz names the problem)."""
+    first, second = test_ca.issue("app.test", sans=["app.test"]), test_ca.issue(
+        "app.test", sans=["app.test"]
+    )
+    cert, key = first.write(tmp_path, "app")
+    port, admin = free_port(), free_port()
+    path = tmp_path / "vallum.yaml"
+
+    def cfg(upstream: str) -> str:
+        return config_text(
+            port, upstream,
+            extra=(f"metrics_address: 127.0.0.1:{admin}\n"
+                   f"certificates:\n  - cert_file: {cert}\n    key_file: {key}\n"),
+        )
+
+    async with dp.upstream_app(dp.echo_app("old")) as old_url, dp.upstream_app(
+        dp.echo_app("new")
+    ) as new_url:
+        write_config(path, cfg(old_url))
+        async with running(path) as srv, aiohttp.ClientSession() as session:
+            generation = srv.holder.generation
+            # A route change and a certificate that does not match its key (the loader reads
+            # both; only building the TLS context finds out): neither is taken.
+            write_config(cert, second.cert_pem)
+            write_config(path, cfg(new_url))
+            readyz = f"http://127.0.0.1:{admin}/readyz"
+            deadline = time.monotonic() + 5
+            while srv.holder.last_error is None:
+                assert time.monotonic() < deadline, "the broken reload was never noticed"
+                await asyncio.sleep(0.05)
+            assert "certificates[0]" in srv.holder.last_error
+            assert srv.holder.generation == generation  # not swapped in
+            async with session.get(readyz) as resp:
+                state = await resp.json()
+                assert "certificates[0]" in state["last_error"]
+                assert state["generation"] == generation
+            assert await _served_certificate(port, test_ca) == first.der
+            assert await _name_served(port, test_ca) == b"old"
+
+            # Fixed: the reload goes through, with the new certificate and route.
+            write_config(key, second.key_pem)
+            deadline = time.monotonic() + 5
+            while srv.holder.generation == generation:
+                assert time.monotonic() < deadline, "the fixed config was never loaded"
+                await asyncio.sleep(0.05)
+            assert srv.holder.last_error is None
+            assert await _served_certificate(port, test_ca) == second.der
+            assert await _name_served(port, test_ca) == b"new"
+
+
+async def _name_served(port: int, ca: TestCA) -> bytes:
+    client = await dp.RawClient.connect(port, ssl.create_default_context(cadata=ca.cert_pem))
+    try:
+        await client.send(dp.get("/x"))
+        status, _, body = await client.response()
+    finally:
+        await client.close()
+    assert status == 200, body
+    return body.replace(b" ", b"").split(b'"name":"')[1].split(b'"')[0]
+
+
 async def _served_certificate(port: int, ca: TestCA) -> bytes:
     ctx = ssl.create_default_context(cadata=ca.cert_pem)
     _, writer = await asyncio.open_connection(
@@ -262,8 +327,14 @@ async def test_close_drains_running_requests_and_closes_kept_alive_connections(
 async def test_a_supplied_gate_is_used_and_closed_with_the_server(tmp_path: Path) -> None:
     from vallum.proxy import pipeline
 
-    class Gate(pipeline.PublicOnlyGate):
+    class Gate:
         closed = False
+
+        async def authorize(self, req, match, table):  # type: ignore[no-untyped-def]
+            raise AssertionError("intercept answers every request")
+
+        def strip_request_headers(self) -> frozenset[str]:
+            return frozenset()
 
         async def intercept(self, req, table):  # type: ignore[no-untyped-def]
             return pipeline.Respond(418, (("Content-Type", "text/plain"),), b"gate")
@@ -286,3 +357,15 @@ async def test_a_supplied_gate_is_used_and_closed_with_the_server(tmp_path: Path
     await client.close()
     await srv.close(drain=1)
     assert gate.closed
+
+
+async def test_without_a_gate_the_server_uses_the_identity_gate(tmp_path: Path) -> None:
+    from vallum.proxy.identity import gate as identity_gate
+
+    path = tmp_path / "vallum.yaml"
+    write_config(
+        path, config_text(free_port(), "http://127.0.0.1:9", extra="insecure_server: true\n")
+    )
+    quiet = accesslog.AccessLog(enabled=False)
+    srv = server.Server(server.compile_file(str(path)), access_log=quiet)
+    assert isinstance(srv.ctx.gate, identity_gate.IdentityGate)

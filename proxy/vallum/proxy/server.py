@@ -218,6 +218,7 @@ class Server:
         self.ready = False
         self._tls_key = _tls_key(settings)
         self._front: ssl.SSLContext | None = None  # the context the listener was made with
+        self._prepared: tuple[tuple[object, ...], ssl.SSLContext] | None = None
         self._address = parse_address(settings.address, "address")
 
     @property
@@ -247,12 +248,31 @@ class Server:
             self.reloader = reload.Reloader(
                 self.config_path,
                 self.holder,
-                compile_file,
+                self.compile,
                 on_swap=[self.upstream_tls.retain, self._swapped],
                 on_failure=[self.metrics.reload_failed],
             )
             self.reloader.start()
         self.ready = True
+
+    def compile(self, path: str) -> config.RouteTable:
+        """The reloader's compile step: the table, and its TLS context when the certificates or
+        ``downstream_mtls`` changed, so a broken certificate rejects the reload up front (the old
+        table keeps serving, ``/readyz`` shows the error) instead of being swapped in and then
+        failing. Runs in a worker thread; the context is kept for :meth:`_swapped`."""
+        table = compile_file(path)
+        settings = table.settings
+        key = _tls_key(settings)
+        if key != self._tls_key and not settings.insecure_server:
+            self._prepared = (key, server_context(settings))  # raises ConfigError
+        return table
+
+    def _context_for(self, settings: config.Settings) -> ssl.SSLContext:
+        """The context :meth:`compile` prepared for ``settings``, else a fresh one."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == _tls_key(settings):
+            return prepared[1]
+        return server_context(settings)
 
     async def _start_admin(self, address_text: str) -> None:
         from vallum.proxy import admin  # the admin listener is aiohttp; load it only when used
@@ -294,7 +314,7 @@ class Server:
             asyncio.get_running_loop().create_task(self._rebind(settings))
             return
         try:
-            fresh = server_context(settings)
+            fresh = self._context_for(settings)
         except errors.ConfigError as exc:
             log.error("certificates changed but cannot be loaded: %s", exc)
             return
@@ -303,7 +323,7 @@ class Server:
 
     async def _rebind(self, settings: config.Settings) -> None:
         try:
-            context = server_context(settings)
+            context = self._context_for(settings)
             fresh = await self._listen(self._address, context)
         except (errors.ConfigError, OSError) as exc:
             log.error("certificates changed but the new TLS listener failed: %s", exc)
