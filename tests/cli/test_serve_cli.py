@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import socket
 import subprocess
@@ -9,6 +11,8 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tests.support.net import free_port
 
@@ -170,3 +174,37 @@ def _get(port: int, host: str, accept: str) -> tuple[int, str]:
             return int(resp.status), resp.read().decode()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_right_after_a_request_keeps_its_access_log_line(
+    tmp_path: Path, workers: str
+) -> None:
+    """The access log is flushed once a second; stopping must flush the rest (a worker ends
+    with os._exit, which drops whatever is still buffered)."""
+    port = free_port()
+    config = tmp_path / "vallum.yaml"
+    config.write_text(
+        f"address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n"
+        "  - from: https://app.test\n    to: http://127.0.0.1:9\n"
+        "    allow_public_unauthenticated_access: true\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered stdout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vallum.cli", "serve", "--config", str(config), "-w", workers],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        _get_status(port, "app.test")  # wait until it serves (this line may be flushed)
+        time.sleep(1.1)  # a new second: the next line stays in the buffer
+        status, _ = _get(port, "app.test", "application/json")
+        assert status == 502
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    assert len(lines) == 2, out  # both requests, the last one included
+    assert all(line["status"] == 502 and line["host"] == "app.test" for line in lines)

@@ -203,12 +203,13 @@ class Server:
         self.upstream_tls = upstream_tls.UpstreamTLS(table.settings.certificate_authority_pem)
         self.pool = upstream.Pool(self.upstream_tls)
         settings = table.settings
+        self.access_log = access_log if access_log is not None else accesslog.AccessLog()
         self.ctx = http1.Context(
             self.holder,
             gate if gate is not None else identity.build_gate(settings),
             self.pool,
             scheme="http" if settings.insecure_server else "https",
-            observer=Observer(access_log or accesslog.AccessLog(), self.metrics),
+            observer=Observer(self.access_log, self.metrics),
         )
         self.want_admin = admin
         self.main: asyncio.Server | None = None
@@ -356,6 +357,12 @@ class Server:
             result = closer()
             if asyncio.iscoroutine(result):
                 await result
+        # The access log is flushed once a second; a worker ends with os._exit, which would
+        # drop the lines of the last second.
+        try:
+            self.access_log.flush()
+        except (OSError, ValueError) as exc:
+            log.error("access log: final flush failed: %s", exc)
 
 
 def _tls_key(settings: config.Settings) -> tuple[object, ...]:
