@@ -159,7 +159,12 @@ class OIDCClient:
 
     async def _json(self, method: str, url: str, what: str, **kw: Any) -> dict[str, Any]:
         if asyncio.current_task() is None:
-            # The hot path may run a gate eagerly, outside any task; aiohttp's timeouts need one.
+            # The hot path (vallum.proxy.exchange) runs the gate's first step with
+            # coro.send(None) straight from the protocol callback, outside any task, and makes a
+            # task only when the gate suspends. aiohttp's timeouts refuse to run outside a task
+            # (RuntimeError -> 500), so the request runs in a task of its own; awaiting it is the
+            # suspension that moves the rest of the gate into the exchange's task. Every network
+            # call of the gate goes through here. Cancelling the exchange's task cancels it too.
             return await asyncio.ensure_future(self._json(method, url, what, **kw))
         try:
             async with self._session().request(method, url, **kw) as resp:
