@@ -229,6 +229,9 @@ class Server:
 
     async def start(self) -> None:
         settings = self.holder.current.settings
+        prepare = getattr(self.ctx.gate, "context_for", None)
+        if prepare is not None:  # the identity gate logs what sign-in lacks now, not later
+            prepare(self.holder.current)
         context = None if settings.insecure_server else server_context(settings)
         self._front = context
         self.main = await self._listen(self._address, context)
