@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -214,3 +216,50 @@ def test_sigterm_right_after_a_request_keeps_its_access_log_line(
     lines = [json.loads(line) for line in out.decode().splitlines()]
     assert len(lines) == 2, out  # both requests, the last one included
     assert all(line["status"] == 502 and line["host"] == "app.test" for line in lines)
+
+
+def test_the_shipped_standalone_example_serves_through_the_identity_gate(tmp_path: Path) -> None:
+    """examples/standalone.yaml, on free ports: self-signed HTTPS, the public route forwarded,
+    a host without a route 404, the redirect listener and /readyz."""
+    example = Path(__file__).resolve().parents[2] / "examples" / "standalone.yaml"
+    https, redirect, admin, upstream = free_port(), free_port(), free_port(), free_port()
+    text = example.read_text()
+    for old, new in (("8443", https), ("8080", redirect), ("9090", admin), ("8000", upstream)):
+        assert f"127.0.0.1:{old}" in text
+        text = text.replace(f"127.0.0.1:{old}", f"127.0.0.1:{new}")
+    config = tmp_path / "standalone.yaml"
+    config.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vallum.cli", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE  # the example serves a generated self-signed certificate
+
+    def https_status(host: str) -> int:
+        request = urllib.request.Request(f"https://127.0.0.1:{https}/", headers={"Host": host})
+        try:
+            with urllib.request.urlopen(request, timeout=5, context=insecure) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    try:
+        _get_status(admin, "admin")  # waits until it listens
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin}/readyz", timeout=5) as resp:
+            assert json.loads(resp.read())["ready"] is True
+        assert https_status("localhost") == 502  # the public route, its upstream not running
+        assert https_status("nowhere.test") == 404
+        plain = http.client.HTTPConnection("127.0.0.1", redirect, timeout=5)
+        plain.request("GET", "/p", headers={"Host": "localhost"})
+        moved = plain.getresponse()
+        assert moved.status == 301
+        assert moved.getheader("Location") == f"https://localhost:{https}/p"
+        plain.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err
