@@ -10,6 +10,7 @@ unavailable an invalid certificate fails the handshake in every mode (closed, ne
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,10 @@ import aiohttp
 import pytest
 
 from tests.integration.login_env import World, route, world
+from tests.integration.serve_process import serve
 from tests.support.browser import Browser
 from tests.support.certs import Leaf, TestCA
+from tests.support.net import free_port
 from vallum.core import config
 from vallum.proxy import tls_deferred
 
@@ -131,3 +134,32 @@ async def test_without_deferral_an_invalid_certificate_fails_the_handshake(
             for url in (public, guarded):
                 outcome = await _status(test_ca, url, tmp_path, bad)
                 assert str(outcome).startswith("refused"), (url, outcome)
+
+
+async def test_vallum_serve_answers_495_for_wrong_ca_and_revoked_certificates(
+    test_ca: TestCA, client_ca: TestCA, tmp_path: Path
+) -> None:
+    """The real CLI process, configured from a file (ca_file, crl_file), defers verification."""
+    valid = client_ca.issue("alice-laptop", client=True)
+    revoked = client_ca.issue("stolen-laptop", client=True)
+    stranger = TestCA.create("Some Other CA").issue("mallory", client=True)
+    crl = tmp_path / "clients.crl"
+    crl.write_text(client_ca.crl_pem([revoked]))
+    cert_file, key_file = test_ca.issue("vallum", sans=["public.example.test"]).write(tmp_path)
+    port = free_port()
+    config_file = tmp_path / "vallum.yaml"
+    config_file.write_text(json.dumps({
+        "address": f"127.0.0.1:{port}",
+        "certificates": [{"cert_file": str(cert_file), "key_file": str(key_file)}],
+        "downstream_mtls": {"ca_file": str(client_ca.write(tmp_path, "client-ca")),
+                            "crl_file": str(crl)},
+        "routes": [{"from": "https://public.example.test", "to": "http://127.0.0.1:9",
+                    "allow_public_unauthenticated_access": True}],
+    }))
+    url = f"https://public.example.test:{port}/"
+    async with serve(config_file, port):
+        assert await _status(test_ca, url, tmp_path, valid) == 502  # admitted; no upstream
+        for bad, why in ((stranger, "not signed by a trusted"), (revoked, "revoked")):
+            status, body = await _get(test_ca, url, tmp_path, bad)
+            assert status == 495 and why in body["message"], (status, body)
+        assert await _status(test_ca, url, tmp_path) == 495  # none presented
