@@ -140,6 +140,10 @@ class Exchange:
     timer: asyncio.TimerHandle | None = None
     tick = 0
     task: asyncio.Task[None] | None = None
+    # Request bytes held until an upstream connection is ready (body; after an upgrade, the
+    # raw stream): the shared empty tuple until the first chunk, so most requests allocate none.
+    buffer: tuple[bytes, ...] | list[bytes] = ()
+    raw_in: tuple[bytes, ...] | list[bytes] = ()
 
     def __init__(
         self,
@@ -159,8 +163,6 @@ class Exchange:
         self.keep_alive = keep_alive
         self.http10 = http10
         self.upgrade = upgrade
-        self.buffer: list[bytes] = []
-        self.raw_in: list[bytes] = []
         self.request_id = errors.new_request_id()
         self.started = time.perf_counter()
         self.last_activity = proto.last_active
@@ -311,7 +313,7 @@ class Exchange:
         if self.buffer:
             for chunk in self.buffer:
                 self._write_body(chunk)
-            self.buffer = []
+            self.buffer = ()
             proto.buffer_changed(-self.buffered)
             self.buffered = 0
         if self.body_done:
@@ -351,7 +353,10 @@ class Exchange:
         if self.conn is not None:
             self._write_body(data)
             return
-        self.buffer.append(data)
+        if isinstance(self.buffer, list):
+            self.buffer.append(data)
+        else:
+            self.buffer = [data]
         self.buffered += len(data)
         self.proto.buffer_changed(len(data))
 
@@ -366,7 +371,10 @@ class Exchange:
         if self.upgraded and self.conn is not None:
             self.conn.write(data)
         elif not self.finished:
-            self.raw_in.append(data)
+            if isinstance(self.raw_in, list):
+                self.raw_in.append(data)
+            else:
+                self.raw_in = [data]
             self.proto.buffer_changed(len(data))
 
     def downstream_lost(self) -> None:
@@ -481,7 +489,7 @@ class Exchange:
             for chunk in self.raw_in:
                 conn.write(chunk)
             self.proto.buffer_changed(-sum(len(c) for c in self.raw_in))
-            self.raw_in = []
+            self.raw_in = ()
 
     def upstream_raw(self, data: bytes) -> None:
         self.last_activity = self.proto.loop.time()
@@ -588,7 +596,7 @@ class Exchange:
         if self.buffered:
             self.proto.buffer_changed(-self.buffered)
             self.buffered = 0
-            self.buffer = []
+            self.buffer = ()
         observer = self.proto.ctx.observer
         if observer is not None:
             try:

@@ -197,7 +197,7 @@ class RoutePlan:
         """The complete upstream request head (request line, headers, blank line)."""
         strip = self._strip
         dynamic = _dynamic_tokens(connection.encode("latin-1")) if connection else None
-        out = [_enc(f"{method} {target} HTTP/1.1\r\n")]
+        out = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1", "replace")]
         xff: bytes | None = None
         xfp: bytes | None = None
         xfh: bytes | None = None
@@ -221,19 +221,19 @@ class RoutePlan:
                 continue
             out.append(pair[0] + b": " + pair[1] + b"\r\n")
         if self.route.preserve_host_header:
-            host_b = original_host or _enc(host)
+            host_b = original_host or host.encode("latin-1", "replace")
         else:
             host_b = self._host_headers[upstream_index]
-        peer_b = _enc(peer_ip)
+        peer_b = peer_ip.encode("latin-1", "replace")
         out.append(
             b"Host: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
             b"X-Forwarded-Host: %s\r\nX-Request-Id: %s\r\n"
             % (
                 host_b,
                 xff + b", " + peer_b if xff else peer_b,
-                xfp or _enc(scheme),
-                xfh or original_host or _enc(host),
-                _enc(request_id),
+                xfp or scheme.encode("latin-1", "replace"),
+                xfh or original_host or host.encode("latin-1", "replace"),
+                request_id.encode("latin-1", "replace"),
             )
         )
         if self.set_request:
