@@ -202,24 +202,24 @@ class RoutePlan:
         xfp: bytes | None = None
         xfh: bytes | None = None
         original_host = b""
-        for pair in raw_headers:
-            name = pair[0].lower()
+        for name_raw, value in raw_headers:
+            name = name_raw.lower()
             if name in strip:
                 if name == b"host":
-                    original_host = pair[1]
+                    original_host = value
                 elif name == b"x-forwarded-for":
-                    xff = pair[1] if xff is None else xff + b", " + pair[1]
+                    xff = value if xff is None else xff + b", " + value
                 elif trusted_hops > 0:
                     if name == b"x-forwarded-proto":
-                        xfp = pair[1]
+                        xfp = value
                     elif name == b"x-forwarded-host":
-                        xfh = pair[1]
+                        xfh = value
                 continue
             if name[:2] == b"x-" and name.startswith(RESERVED_PREFIXES):
                 continue
             if dynamic is not None and name in dynamic:
                 continue
-            out.append(pair[0] + b": " + pair[1] + b"\r\n")
+            out += (name_raw, b": ", value, b"\r\n")  # joined once at the end
         if self.route.preserve_host_header:
             host_b = original_host or host.encode("latin-1", "replace")
         else:
@@ -250,28 +250,33 @@ class RoutePlan:
     def response_headers(
         self, raw_headers: list[tuple[bytes, bytes]]
     ) -> tuple[list[bytes], bool, bool]:
-        """Upstream response header lines to pass on (hop-by-hop and replaced ones removed),
-        and whether the upstream announced a ``Content-Length`` and ``Transfer-Encoding``."""
+        """Upstream response header lines to pass on, as byte strings to join (hop-by-hop and
+        replaced ones removed), and whether the upstream announced a ``Content-Length`` and
+        ``Transfer-Encoding``."""
         drop = self._response_drop
         out: list[bytes] = []
+        extend = out.extend
         connection: bytes | None = None
         has_length = chunked = False
-        for pair in raw_headers:
-            name = pair[0].lower()
+        for name_raw, value in raw_headers:
+            name = name_raw.lower()
             if name in drop:
                 if name == b"connection":
-                    connection = pair[1] if connection is None else connection + b"," + pair[1]
+                    connection = value if connection is None else connection + b"," + value
                 elif name == b"transfer-encoding":
                     chunked = True
                 continue
             if name == b"content-length":
                 has_length = True
-            out.append(pair[0] + b": " + pair[1] + b"\r\n")
+            extend((name_raw, b": ", value, b"\r\n"))  # one join later, no bytes per line
         if connection is not None:
             dynamic = _dynamic_tokens(connection)
             if dynamic:  # rare: "Connection: X-Foo" names more headers to drop
                 out = [
-                    line for line in out if line.split(b":", 1)[0].lower() not in dynamic
+                    part
+                    for name_raw, value in raw_headers
+                    if (name := name_raw.lower()) not in drop and name not in dynamic
+                    for part in (name_raw, b": ", value, b"\r\n")
                 ]
         if self.response_set:
             out.append(self.response_set)
