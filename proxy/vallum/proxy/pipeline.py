@@ -71,7 +71,9 @@ class Gate(Protocol):
         ...
 
     def strip_request_headers(self) -> frozenset[str]:
-        """Lower-case header names always removed from client requests before forwarding."""
+        """Lower-case header names always removed from client requests before forwarding, on
+        top of what forwarding always removes: every ``x-vallum-*``/``x-pomerium-*`` header and
+        the current table's ``jwt_claims_headers`` names (:mod:`vallum.proxy.forward`)."""
         ...
 
 
