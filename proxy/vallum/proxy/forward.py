@@ -21,8 +21,9 @@ Header rules (Pomerium/Envoy behaviour unless noted):
 * Never trust the client: any incoming header named ``X-Vallum-*`` or ``X-Pomerium-*`` (Vallum's
   and Pomerium's identity headers: assertions, claim headers) is removed, and so is every header
   the *current* table's ``jwt_claims_headers`` map names (``{X-Email: email}``), so a claim
-  header added by a reload is stripped from the next request on. Pomerium strips its own
-  ``x-pomerium-*`` identity headers likewise; the gate may name more (``strip_request_headers``).
+  header added by a reload is stripped from the next request on; the gate may name more
+  (``strip_request_headers``). Pomerium overwrites the identity headers it emits; Vallum removes
+  every client copy, also on routes where it emits none (stricter: a documented deviation).
 * ``remove_request_headers`` then ``set_request_headers`` (replacing), then the gate's headers;
   ``set_response_headers`` replace upstream response headers. Pomerium's ``${pomerium.*}``
   substitutions in header values are not supported (a documented deviation).
