@@ -167,3 +167,19 @@ def test_match_cache_gives_routing_answers_and_stays_bounded() -> None:
     other = dp.table(dp.route("app.test", "http://10.0.0.3:80"))
     found = cache.match(other, "app.test", "/exact")  # a new table: nothing stale is served
     assert found is not None and found.route.to[0].host == "10.0.0.3"
+
+
+async def test_the_policy_sees_the_normalised_path_so_no_spelling_escapes_a_deny_rule() -> None:
+    from vallum.proxy.identity import build_gate
+
+    deny_admin = {"allow": {"or": [{"accept": True}]},
+                  "deny": {"or": [{"http_path": {"starts_with": "/admin"}}]}}
+    tbl = dp.table(dp.route("app.test", "http://10.0.0.1:80", public=False, policy=deny_admin))
+    gate = build_gate(tbl.settings)
+    allowed = await pipeline.decide(info("/public/x", accept="application/json"), tbl, gate)
+    assert isinstance(allowed, pipeline.Forward)
+    for spelling in ("/admin/x", "//admin/x", "/./admin/x", "/public/../admin/x",
+                     "/%61dmin/x", "/public/%2e%2e/admin/x", "/admin%2fx"):
+        verdict = await pipeline.decide(info(spelling, accept="application/json"), tbl, gate)
+        assert isinstance(verdict, pipeline.Respond), spelling
+        assert verdict.status in (400, 403), (spelling, verdict.status)

@@ -30,8 +30,9 @@ class ClientCertificate:
 class RequestInfo:
     """One incoming request.
 
-    ``host`` is lower-case without port or trailing dot. ``path`` is the raw request path (no
-    query); routing normalises it. ``headers`` maps lower-case names to values (repeated headers
+    ``host`` is lower-case without port or trailing dot. ``path`` is the request path (no
+    query): raw until routing; the pipeline replaces it with the normalised, matched path before
+    the gate and the policy see it. ``headers`` maps lower-case names to values (repeated headers
     joined with ``", "``). ``client_ip`` is the trusted client address after
     ``xff_num_trusted_hops``.
     """

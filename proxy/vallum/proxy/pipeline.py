@@ -17,6 +17,7 @@ any other context.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import dataclass
@@ -199,6 +200,10 @@ async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | R
         if routing.normalize_path(req.path) is None:
             return error(req, 400, "The request path is malformed.")
         return error(req, 404, "No route matches this host and path.")
+    if match.path != req.path:
+        # The gate and the policy judge the path that is forwarded, never the raw spelling:
+        # otherwise `//admin` would pass a deny rule on `/admin` and reach `/admin` upstream.
+        req = dataclasses.replace(req, path=match.path)
     verdict = await gate.authorize(req, match, table)
     if isinstance(verdict, Respond):
         return verdict

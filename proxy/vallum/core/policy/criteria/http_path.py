@@ -1,8 +1,8 @@
 """``http_path``: a string matcher on the request path, without the query string.
 
-The path is compared as received (no decoding, no normalisation). Unlike Pomerium, which reads
-the request through a wildcard (so ``contains`` could match the host), this looks at the path
-only.
+The proxy hands the policy the normalised path (the one it matched and forwards). Unlike
+Pomerium, which reads the request through a wildcard (so ``contains`` could match the host), this
+looks at the path only.
 """
 
 from __future__ import annotations
