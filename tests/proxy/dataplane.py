@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from vallum.core import config, routing
+from vallum.core.request import RequestInfo
 from vallum.proxy import exchange, http1, pipeline, upstream, upstream_tls
 
 
@@ -49,6 +50,28 @@ def route(
         allow_public_unauthenticated_access=public,
         **options,
     )
+
+
+class PublicOnlyGate:
+    """A minimal gate for data-plane tests: public routes pass, every other route gets 403.
+
+    (Production always runs the identity gate; this keeps data-plane tests free of sign-in.)
+    """
+
+    async def intercept(
+        self, req: RequestInfo, table: config.RouteTable
+    ) -> pipeline.Respond | None:
+        return None
+
+    async def authorize(
+        self, req: RequestInfo, match: routing.Match, table: config.RouteTable
+    ) -> pipeline.Allow | pipeline.Respond:
+        if match.route.allow_public_unauthenticated_access:
+            return pipeline.ALLOW
+        return pipeline.error(req, 403, "This route requires sign-in (not in this test).")
+
+    def strip_request_headers(self) -> frozenset[str]:
+        return pipeline.IDENTITY_HEADERS
 
 
 def table(*routes: config.Route, **settings: Any) -> config.RouteTable:
@@ -100,7 +123,7 @@ async def serve(
     pool = upstream.Pool(upstream_tls.UpstreamTLS(tbl.settings.certificate_authority_pem))
     ctx = http1.Context(
         holder,
-        gate or pipeline.PublicOnlyGate(),
+        gate or PublicOnlyGate(),
         pool,
         scheme="https" if ssl_context else "http",
         observer=recorder,

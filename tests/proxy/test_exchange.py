@@ -82,3 +82,10 @@ async def test_resume_passes_exceptions_and_cancellation_through() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+def test_status_lines_carry_the_error_pages_reason_phrases() -> None:
+    assert exchange.status_line(404) == b"HTTP/1.1 404 Not Found\r\n"
+    assert exchange.status_line(495) == b"HTTP/1.1 495 SSL Certificate Error\r\n"
+    assert exchange.status_line(496) == b"HTTP/1.1 496 SSL Certificate Required\r\n"
+    assert exchange.status_line(599) == b"HTTP/1.1 599 Unknown\r\n"

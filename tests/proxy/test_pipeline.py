@@ -100,20 +100,20 @@ async def test_public_only_gate_allows_public_and_fails_closed_otherwise() -> No
         dp.route("app.test", "http://10.0.0.1:80"),
         dp.route("private.test", "http://10.0.0.2:80", public=False),
     )
-    gate = pipeline.PublicOnlyGate()
+    gate = dp.PublicOnlyGate()
     verdict = await pipeline.decide(info(), tbl, gate)
     assert isinstance(verdict, pipeline.Forward)
     assert verdict.match.route.host == "app.test" and verdict.allow == pipeline.Allow()
     denied = await pipeline.decide(info(host="private.test", accept="application/json"), tbl, gate)
     assert isinstance(denied, pipeline.Respond) and denied.status == 403
     body = json.loads(denied.body)
-    assert body["request_id"] == "rid-1" and "sign-in is not configured" in body["message"]
+    assert body["request_id"] == "rid-1" and "requires sign-in" in body["message"]
     assert "x-pomerium-jwt-assertion" in gate.strip_request_headers()
 
 
 async def test_no_route_is_404_and_bad_path_is_400() -> None:
     tbl = dp.table(dp.route("app.test", "http://10.0.0.1:80", prefix="/api"))
-    gate = pipeline.PublicOnlyGate()
+    gate = dp.PublicOnlyGate()
     missing = await pipeline.decide(info("/other"), tbl, gate)
     assert isinstance(missing, pipeline.Respond) and missing.status == 404
     bad = await pipeline.decide(info("/api/%2e%2e/%2e%2e/etc"), tbl, gate)

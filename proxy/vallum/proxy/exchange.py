@@ -34,7 +34,10 @@ log = logging.getLogger("vallum.http")
 
 PAUSE_UPSTREAM = 1  # reason bit for pausing the client: the upstream's write buffer is full
 
-_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
+_STATUS_LINES = {
+    status: f"HTTP/1.1 {status} {errors.reason(status)}\r\n".encode()
+    for status in (*(s.value for s in HTTPStatus), *errors.EXTRA_PHRASES)
+}
 
 
 def status_line(status: int) -> bytes:

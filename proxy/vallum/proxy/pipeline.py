@@ -6,9 +6,9 @@ forward-auth endpoint) builds a :class:`~vallum.core.request.RequestInfo` with
 :class:`Respond` (Vallum answers itself: error page, redirect, sign-in page, JWKS) or a
 :class:`Forward` (send it upstream, adding the headers the gate asked for).
 
-Authentication and authorization plug in through a :class:`Gate`. Until the identity issue lands,
-:class:`PublicOnlyGate` is the default: public routes pass, every other route is refused with a
-403 that says sign-in is not configured -- Vallum fails closed, never open.
+Authentication and authorization plug in through a :class:`Gate`; the real one is
+:func:`vallum.proxy.identity.build_gate` (public routes, sign-in, policy, mTLS), which fails
+closed when sign-in is not configured.
 
 The request id travels in ``RequestInfo.headers["x-request-id"]`` (Vallum always generates its
 own and replaces the client's), so a gate can render an error page with :func:`error` without
@@ -58,7 +58,14 @@ class Forward:
 
 
 class Gate(Protocol):
-    """Authentication and authorization, as the pipeline sees them."""
+    """Authentication and authorization, as the pipeline sees them.
+
+    The hot path runs a gate's coroutine eagerly (``coro.send(None)`` from the protocol callback)
+    and makes a task only if it suspends. So the code *before a coroutine's first ``await``* runs
+    outside any task: it must not use aiohttp clients, ``asyncio.timeout`` or ``current_task``,
+    and context variables it sets are lost. Put network calls behind an ``await`` of a helper
+    that starts with a real suspension (see ``vallum.proxy.oidc``).
+    """
 
     async def intercept(self, req: RequestInfo, table: RouteTable) -> Respond | None:
         """Before route matching: internal endpoints (``/.vallum/*``, ``/.well-known/*``, the
@@ -85,27 +92,6 @@ IDENTITY_HEADERS = frozenset(
     {"x-pomerium-jwt-assertion", "x-vallum-jwt-assertion", "x-pomerium-jwt-assertion-for"}
 )
 """Headers only Vallum may set upstream; a client sending them is trying to impersonate."""
-
-
-class PublicOnlyGate:
-    """The fail-closed default before sign-in exists: only public routes are served."""
-
-    async def intercept(self, req: RequestInfo, table: RouteTable) -> Respond | None:
-        return None
-
-    async def authorize(
-        self, req: RequestInfo, match: routing.Match, table: RouteTable
-    ) -> Allow | Respond:
-        if match.route.allow_public_unauthenticated_access:
-            return ALLOW
-        return error(
-            req,
-            403,
-            "This route requires sign-in, and sign-in is not configured on this Vallum.",
-        )
-
-    def strip_request_headers(self) -> frozenset[str]:
-        return IDENTITY_HEADERS
 
 
 def error(req: RequestInfo, status: int, message: str = "") -> Respond:
