@@ -61,8 +61,3 @@ def code_for(name: str) -> str:
     """Pomerium-style failure code: ``http_method`` -> ``http-method-unauthorized``."""
     return name.replace("_", "-") + "-unauthorized"
 
-
-def identity_text(identity: object, attribute: str) -> str | None:
-    """A string attribute of the identity, or ``None`` when it is missing or not a string."""
-    value = getattr(identity, attribute, None)
-    return value if type(value) is str else None

@@ -6,8 +6,7 @@ email) matches no domain, whatever the matcher. Anonymous: unauthenticated.
 
 from __future__ import annotations
 
-from vallum.core.policy import logic, matchers
-from vallum.core.policy.criteria import base
+from vallum.core.policy.criteria import base, string_value
 from vallum.core.policy.subject import Subject
 
 NAME = "domain"
@@ -15,35 +14,15 @@ ABOUT_USER = True
 SUB_PATH = False
 
 
+def _read(subject: Subject) -> str | None:
+    email = subject.identity.email if subject.identity is not None else None
+    if type(email) is not str:
+        return None
+    _, at, domain = email.partition("@")
+    return domain if at else None
+
+
 def build(spec: base.Spec) -> base.Leaf:
-    m = matchers.string_matcher(spec.data, spec.path)
-    match = m.test
-
-    def test(subject: Subject) -> int:
-        identity = subject.identity
-        if identity is None:
-            return logic.UNAUTH
-        email = identity.email
-        if type(email) is not str:
-            return logic.FALSE
-        _, at, domain = email.partition("@")
-        if not at:
-            return logic.FALSE
-        return logic.TRUE if match(domain) else logic.FALSE
-
-    only_is = list(m.normalized) == ["is"]
-    requirement = (
-        f"email domain `{m.normalized['is']}`"
-        if only_is
-        else f"an email domain that {m.description}"
-    )
-    return base.Leaf(
-        spec.key,
-        test,
-        f"domain {m.description}",
-        requirement,
-        base.code_for(NAME),
-        m.normalized,
-        spec.path,
-        about_user=True,
+    return string_value.build(
+        spec, _read, about_user=True, exact_noun="email domain", other_noun="an email domain"
     )

@@ -6,8 +6,7 @@ looks at the method only.
 
 from __future__ import annotations
 
-from vallum.core.policy import logic, matchers
-from vallum.core.policy.criteria import base
+from vallum.core.policy.criteria import base, string_value
 from vallum.core.policy.subject import Subject
 
 NAME = "http_method"
@@ -15,20 +14,12 @@ ABOUT_USER = False
 SUB_PATH = False
 
 
+def _read(subject: Subject) -> str | None:
+    method = subject.request.method
+    return method if type(method) is str else None
+
+
 def build(spec: base.Spec) -> base.Leaf:
-    m = matchers.string_matcher(spec.data, spec.path)
-    match = m.test
-
-    def test(subject: Subject) -> int:
-        method = subject.request.method
-        return logic.TRUE if type(method) is str and match(method) else logic.FALSE
-
-    return base.Leaf(
-        spec.key,
-        test,
-        f"http_method {m.description}",
-        f"an HTTP method that {m.description}",
-        base.code_for(NAME),
-        m.normalized,
-        spec.path,
+    return string_value.build(
+        spec, _read, about_user=False, exact_noun=None, other_noun="an HTTP method"
     )

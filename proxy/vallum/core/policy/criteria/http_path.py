@@ -7,8 +7,7 @@ looks at the path only.
 
 from __future__ import annotations
 
-from vallum.core.policy import logic, matchers
-from vallum.core.policy.criteria import base
+from vallum.core.policy.criteria import base, string_value
 from vallum.core.policy.subject import Subject
 
 NAME = "http_path"
@@ -16,20 +15,12 @@ ABOUT_USER = False
 SUB_PATH = False
 
 
+def _read(subject: Subject) -> str | None:
+    path = subject.request.path
+    return path if type(path) is str else None
+
+
 def build(spec: base.Spec) -> base.Leaf:
-    m = matchers.string_matcher(spec.data, spec.path)
-    match = m.test
-
-    def test(subject: Subject) -> int:
-        path = subject.request.path
-        return logic.TRUE if type(path) is str and match(path) else logic.FALSE
-
-    return base.Leaf(
-        spec.key,
-        test,
-        f"http_path {m.description}",
-        f"a path that {m.description}",
-        base.code_for(NAME),
-        m.normalized,
-        spec.path,
+    return string_value.build(
+        spec, _read, about_user=False, exact_noun=None, other_noun="a path"
     )

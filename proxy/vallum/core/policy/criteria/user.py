@@ -5,8 +5,7 @@ Anonymous: unauthenticated. A missing or non-string id: false.
 
 from __future__ import annotations
 
-from vallum.core.policy import logic, matchers
-from vallum.core.policy.criteria import base
+from vallum.core.policy.criteria import base, string_value
 from vallum.core.policy.subject import Subject
 
 NAME = "user"
@@ -14,28 +13,12 @@ ABOUT_USER = True
 SUB_PATH = False
 
 
+def _read(subject: Subject) -> str | None:
+    user = subject.identity.user if subject.identity is not None else None
+    return user if type(user) is str and user else None
+
+
 def build(spec: base.Spec) -> base.Leaf:
-    m = matchers.string_matcher(spec.data, spec.path)
-    match = m.test
-
-    def test(subject: Subject) -> int:
-        identity = subject.identity
-        if identity is None:
-            return logic.UNAUTH
-        user = identity.user
-        if type(user) is not str or not user:
-            return logic.FALSE
-        return logic.TRUE if match(user) else logic.FALSE
-
-    only_is = list(m.normalized) == ["is"]
-    requirement = f"user `{m.normalized['is']}`" if only_is else f"a user id that {m.description}"
-    return base.Leaf(
-        spec.key,
-        test,
-        f"user {m.description}",
-        requirement,
-        base.code_for(NAME),
-        m.normalized,
-        spec.path,
-        about_user=True,
+    return string_value.build(
+        spec, _read, about_user=True, exact_noun="user", other_noun="a user id"
     )
