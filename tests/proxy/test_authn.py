@@ -232,3 +232,24 @@ async def test_reload_keeps_sessions_and_the_replay_guard() -> None:
     assert after is not before
     assert after.sealer is before.sealer  # the random dev secret survives the reload
     assert after.handoffs_used.get("used-jti", time.time())
+
+
+def test_missing_sign_in_settings_warn_only_when_a_route_needs_a_user(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    public_only = routing.build_table(config.Settings(routes=(
+        _route("public.example.test", allow_public_unauthenticated_access=True),
+    )))
+    needs_user = routing.build_table(config.Settings(routes=(
+        _route("app.example.test", allow_any_authenticated_user=True),
+    )))
+    with caplog.at_level("INFO", logger="vallum"):
+        build_gate(public_only.settings).context_for(public_only)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert any("every route is public" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="vallum"):
+        build_gate(needs_user.settings).context_for(needs_user)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("idp_provider_url" in w for w in warnings)
+    assert any("cookie_secret" in w for w in warnings)

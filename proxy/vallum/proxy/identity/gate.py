@@ -48,6 +48,16 @@ def strip_names(settings: config.Settings | None) -> frozenset[str]:
     return frozenset(names)
 
 
+def _sign_in_wanted(settings: config.Settings) -> bool:
+    """Whether the config asks for sign-in at all: a route that needs a user, or IdP settings.
+    (A config of public routes only is complete without them: no warnings for it.)"""
+    return bool(
+        settings.idp_provider_url or settings.idp_client_id or settings.cookie_secret
+        or settings.authenticate_service_url
+        or any(not r.allow_public_unauthenticated_access for r in settings.routes)
+    )
+
+
 class IdentityGate:
     """The real :class:`~vallum.proxy.pipeline.Gate` (see module doc)."""
 
@@ -61,8 +71,11 @@ class IdentityGate:
         ctx = self._ctx
         if ctx is None or ctx.checksum != table.checksum:
             ctx = context.Context.build(table, ctx)
-            for problem in ctx.problems:
-                log.warning("identity: %s", problem)
+            if _sign_in_wanted(table.settings):
+                for problem in ctx.problems:
+                    log.warning("identity: %s", problem)
+            elif ctx.problems:
+                log.info("identity: sign-in is not configured; every route is public")
             if ctx.retired is not None:
                 task = asyncio.get_running_loop().create_task(ctx.retired.close())
                 self._closing.add(task)
