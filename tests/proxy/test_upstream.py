@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 from tests.proxy import dataplane as dp
 from tests.support.net import free_port
@@ -70,93 +72,71 @@ async def test_pool_is_shared_per_endpoint_and_tls_profile_and_idle_connections_
             assert p.ctx.pool.idle_count() == 0
 
 
+@contextlib.asynccontextmanager
+async def one_shot_upstream(
+    reply: bytes, linger: float = 0.0, served: list[int] | None = None
+) -> AsyncIterator[dp.Proxy]:
+    """A raw TCP upstream that reads one request head, writes ``reply`` and closes (after
+    ``linger`` seconds), behind a proxy with one route to it; yields the proxy."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        if served is not None:
+            served.append(1)
+        writer.write(reply)
+        await writer.drain()
+        await asyncio.sleep(linger)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
+            yield p
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_pooled_connection_closed_by_the_upstream_is_retried_once() -> None:
     # An upstream that closes each kept-alive connection right after its response was read:
     # the proxy's next request on the pooled connection finds it dead and must retry.
-    served = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        served.append(1)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        await asyncio.sleep(0.05)
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
-            client = await dp.RawClient.connect(p.port)
-            for _ in range(3):
-                await client.send(dp.get("/"))
-                status, _, body = await client.response()
-                assert (status, body) == (200, b"ok")
-                await asyncio.sleep(0.15)  # let the upstream close the idle connection
-            await client.close()
-            assert len(served) == 3
-    finally:
-        server.close()
-        await server.wait_closed()
+    served: list[int] = []
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with one_shot_upstream(reply, linger=0.05, served=served) as p:
+        client = await dp.RawClient.connect(p.port)
+        for _ in range(3):
+            await client.send(dp.get("/"))
+            status, _, body = await client.response()
+            assert (status, body) == (200, b"ok")
+            await asyncio.sleep(0.15)  # let the upstream close the idle connection
+        await client.close()
+        assert len(served) == 3
 
 
 async def test_upstream_closing_mid_body_cuts_the_client_connection() -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
-            raw = await dp.raw_request(p.port, dp.get("/"))
-            assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"partial")
-    finally:
-        server.close()
-        await server.wait_closed()
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"
+    async with one_shot_upstream(reply) as p:
+        raw = await dp.raw_request(p.port, dp.get("/"))
+        assert raw.startswith(b"HTTP/1.1 200") and raw.endswith(b"partial")
 
 
 async def test_upstream_garbage_is_502() -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
-            client = await dp.RawClient.connect(p.port)
-            await client.send(dp.get("/"))
-            assert (await client.response())[0] == 502
-            await client.close()
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with one_shot_upstream(b"SSH-2.0-OpenSSH\r\n\r\n") as p:
+        client = await dp.RawClient.connect(p.port)
+        await client.send(dp.get("/"))
+        assert (await client.response())[0] == 502
+        await client.close()
 
 
 async def test_read_until_close_response_is_chunked_to_the_client() -> None:
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
-            client = await dp.RawClient.connect(p.port)
-            await client.send(dp.get("/"))
-            status, headers, body = await client.response()
-            assert (status, body, headers["transfer-encoding"]) == (200, b"until-eof", "chunked")
-            await client.send(dp.get("/"))  # the client connection stays usable
-            status, _, body = await client.response()
-            assert (status, body) == (200, b"until-eof")
-            await client.close()
-    finally:
-        server.close()
-        await server.wait_closed()
+    reply = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil-eof"
+    async with one_shot_upstream(reply) as p:
+        client = await dp.RawClient.connect(p.port)
+        await client.send(dp.get("/"))
+        status, headers, body = await client.response()
+        assert (status, body, headers["transfer-encoding"]) == (200, b"until-eof", "chunked")
+        await client.send(dp.get("/"))  # the client connection stays usable
+        status, _, body = await client.response()
+        assert (status, body) == (200, b"until-eof")
+        await client.close()
