@@ -23,6 +23,7 @@ always-true / never-true conditions.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Callable, Collection, Iterable
@@ -98,7 +99,7 @@ def scalar(value: object, path: str) -> str:
     """A policy value that must be a string, number or boolean, as canonical text."""
     text = canonical(value)
     if text is None:
-        raise PolicyError(path, f"expected a string, number or boolean, got {_kind(value)}")
+        raise PolicyError(path, f"expected a string, number or boolean, got {describe(value)}")
     return text
 
 
@@ -111,28 +112,31 @@ def scalar_list(value: object, path: str) -> tuple[str, ...]:
     return tuple(scalar(item, f"{path}[{i}]") for i, item in enumerate(value))
 
 
-def _kind(value: object) -> str:
+def describe(value: object) -> str:
+    """How an error message names a value of the wrong type (``got a list``, ``got int 3``)."""
     if value is None:
         return "null"
     if isinstance(value, dict):
-        return "an object"
+        return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return type(value).__name__
+    return f"{type(value).__name__} {value!r}"
+
+
+def hint(word: object, known: tuple[str, ...]) -> str:
+    """`` (did you mean 'x'?)`` for a near miss, else the list of what is known."""
+    close = difflib.get_close_matches(str(word), known, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(known)})"
 
 
 def _unknown(kind: str, op: object, known: tuple[str, ...], path: str) -> PolicyError:
-    import difflib
-
-    hint = difflib.get_close_matches(str(op), known, n=1)
-    more = f" (did you mean '{hint[0]}'?)" if hint else f" (expected one of: {', '.join(known)})"
-    return PolicyError(path, f"unknown {kind} matcher '{op}'{more}")
+    return PolicyError(path, f"unknown {kind} matcher '{op}'{hint(op, known)}")
 
 
 def _string_op(op: str, value: object, path: str) -> tuple[StringTest, Any]:
     if op in ("in", "not_in"):
         if not isinstance(value, list):
-            raise PolicyError(path, f"'{op}' takes a list of strings, got {_kind(value)}")
+            raise PolicyError(path, f"'{op}' takes a list of strings, got {describe(value)}")
         members = frozenset(scalar_list(value, path))
         normalized: Any = sorted(members)
         if op == "in":

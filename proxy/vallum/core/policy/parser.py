@@ -56,11 +56,11 @@ value when the policy is compiled (:mod:`vallum.core.policy.compiler`).
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
 from vallum.core.errors import PolicyError
+from vallum.core.policy import matchers
 from vallum.core.policy.criteria import REGISTRY
 
 ACTIONS = ("allow", "deny")
@@ -176,16 +176,5 @@ def _condition(item: Any, path: str) -> CriterionExpr | OperatorExpr:
     return CriterionExpr(key, name, sub_path, data, where)
 
 
-def _hint(word: object, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(str(word), known, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else f" (expected one of: {', '.join(known)})"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {value!r}"
+_hint = matchers.hint
+_kind = matchers.describe
