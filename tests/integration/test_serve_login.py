@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tests.integration import login_env
-from tests.integration.serve_process import serve
+from tests.integration.serve_process import Served, serve
 from tests.support import oidc as oidc_support
 from tests.support.browser import Browser
 from tests.support.certs import TestCA
@@ -73,35 +73,47 @@ def write_config(
     return config
 
 
-async def test_sign_in_through_vallum_serve_reaches_an_upstream_that_verifies_it(
-    test_ca: TestCA, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def served_with_provider(
+    ca: TestCA, folder: Path, **extra: object
+) -> AsyncIterator[tuple[int, login_env.Upstream, Served]]:
+    """The test provider, a verifying upstream and ``vallum serve`` from a YAML config (with
+    ``extra`` top-level settings); yields (Vallum's port, the upstream, the served process)."""
     port = free_port()
     callback = f"https://auth.example.test:{port}/.vallum/callback"
     async with oidc_support.start_provider(
-        test_ca, tmp_path, redirect_uris=[callback]
-    ) as provider, upstream(test_ca, port) as up:
-        config = write_config(tmp_path, test_ca, port, provider, up.port)
-        async with serve(config, port) as served:
-            url = f"https://app.example.test:{port}/hello?x=1"
-            async with Browser(test_ca) as anonymous:
-                page = await anonymous.get(url, headers={"Accept": "application/json"})
-                assert page.status == 401, page.text  # an API client is not redirected
-                public = await anonymous.get(f"https://public.example.test:{port}/p")
-                assert public.status == 200 and public.json()["verified"] is None
-            async with Browser(test_ca) as b:
-                page = await b.sign_in(url, "alice")
-                assert page.status == 200, page.text
-                assert page.url == url
-                seen = page.json()
-                assert seen["error"] is None, seen["error"]
-                claims = seen["verified"]
-                assert claims["sub"] == "alice" and claims["email"] == "alice@example.test"
-                assert claims["aud"] == "app.example.test"
-                assert up.jwks_fetches >= 1  # fetched over HTTPS from the route host
-                admin = await b.get(f"https://admin.example.test:{port}/")
-                assert admin.status == 200 and admin.json()["verified"]["sub"] == "alice"
-            async with Browser(test_ca) as bob:
-                denied = await bob.sign_in(f"https://admin.example.test:{port}/", "bob")
-                assert denied.status == 403, denied.text
-        assert b"alice" in served.stdout  # the access log names the user
+        ca, folder, redirect_uris=[callback]
+    ) as provider, upstream(ca, port) as up:
+        config_file = write_config(folder, ca, port, provider, up.port)
+        if extra:
+            config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **extra}))
+        async with serve(config_file, port) as served:
+            yield port, up, served
+
+
+async def test_sign_in_through_vallum_serve_reaches_an_upstream_that_verifies_it(
+    test_ca: TestCA, tmp_path: Path
+) -> None:
+    async with served_with_provider(test_ca, tmp_path) as (port, up, served):
+        url = f"https://app.example.test:{port}/hello?x=1"
+        async with Browser(test_ca) as anonymous:
+            page = await anonymous.get(url, headers={"Accept": "application/json"})
+            assert page.status == 401, page.text  # an API client is not redirected
+            public = await anonymous.get(f"https://public.example.test:{port}/p")
+            assert public.status == 200 and public.json()["verified"] is None
+        async with Browser(test_ca) as b:
+            page = await b.sign_in(url, "alice")
+            assert page.status == 200, page.text
+            assert page.url == url
+            seen = page.json()
+            assert seen["error"] is None, seen["error"]
+            claims = seen["verified"]
+            assert claims["sub"] == "alice" and claims["email"] == "alice@example.test"
+            assert claims["aud"] == "app.example.test"
+            assert up.jwks_fetches >= 1  # fetched over HTTPS from the route host
+            admin = await b.get(f"https://admin.example.test:{port}/")
+            assert admin.status == 200 and admin.json()["verified"]["sub"] == "alice"
+        async with Browser(test_ca) as bob:
+            denied = await bob.sign_in(f"https://admin.example.test:{port}/", "bob")
+            assert denied.status == 403, denied.text
+    assert b"alice" in served.stdout  # the access log names the user
