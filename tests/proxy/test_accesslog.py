@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -81,23 +81,56 @@ def test_broken_stream_disables_and_reports_once(caplog: pytest.LogCaptureFixtur
     assert [r.message for r in caplog.records] == ["access log disabled: cannot write"]
 
 
-def test_buffered_stream_is_flushed_when_the_second_changes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+class _CountingStream(io.StringIO):
+    """Counts ``write`` and ``flush`` calls (each one a system call on a real stdout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+        self.flushes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+async def test_lines_of_one_loop_round_go_out_in_one_write_when_the_round_ends() -> None:
+    out = _CountingStream()
+    log = accesslog.AccessLog(out)
+    for status in (200, 201, 202):
+        log.write(**{**FIELDS, "status": status})
+    assert out.getvalue() == "" and out.writes == 0  # still this round of callbacks
+    await asyncio.sleep(0)  # the round ends
+    assert out.writes == 1 and out.flushes == 1
+    assert [json.loads(line)["status"] for line in out.getvalue().splitlines()] == [200, 201, 202]
+    log.write(**FIELDS)  # a quiet server: the next round writes the single line
+    await asyncio.sleep(0)
+    assert out.writes == 2 and len(out.getvalue().splitlines()) == 4
+
+
+async def test_flush_writes_what_is_pending_now() -> None:
+    out = _CountingStream()
+    log = accesslog.AccessLog(out)
+    log.write(**FIELDS)
+    log.flush()  # what the server does when it stops (a worker then ends with os._exit)
+    assert len(out.getvalue().splitlines()) == 1
+    await asyncio.sleep(0)  # the scheduled flush finds nothing left
+    assert out.writes == 1
+
+
+def test_time_field_is_utc_with_milliseconds(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1_000_000.25]
     monkeypatch.setattr(time, "time", lambda: clock[0])  # the module reads time.time()
-    path = tmp_path / "access.log"
-    with path.open("w", buffering=1 << 20) as stream:
-        log = accesslog.AccessLog(stream)
+    out = io.StringIO()
+    log = accesslog.AccessLog(out)
+    for _ in range(3):
         log.write(**FIELDS)
         clock[0] += 0.5
-        log.write(**FIELDS)
-        assert path.read_text() == ""  # same second: still in the buffer
-        clock[0] += 0.5
-        log.write(**FIELDS)  # a new second: the first two lines go out
-        assert len(path.read_text().splitlines()) == 2
-        log.flush()
-        lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["time"] for line in lines] == [
         "1970-01-12T13:46:40.250Z", "1970-01-12T13:46:40.750Z", "1970-01-12T13:46:41.250Z"
     ]

@@ -1,13 +1,15 @@
 """Prometheus metrics for the data plane, cheap on the hot path and correct with ``--workers N``.
 
 * ``vallum_requests_total{route,method,status}`` and ``vallum_request_duration_seconds{route}``
-  — one :meth:`Metrics.observe` per request. Labelled children are cached in a dict with the
-  ``inc`` methods of their values (the counter's, the histogram's sum and its buckets), so a
-  request costs one dict lookup, one ``bisect`` into :data:`BUCKETS` and three increments
-  (~1.4 µs instead of ~2.0 µs through ``inc()``/``observe()``, measured; ``labels()`` with its
-  validation runs once per label combination). The values are still prometheus_client's own,
-  updated immediately, in either mode. Methods outside the standard set are counted as
-  ``OTHER`` so a client cannot grow the label space.
+  — one :meth:`Metrics.observe` per request. It only adds to plain per-label tallies (a dict
+  lookup, a ``bisect`` into :data:`BUCKETS`, three additions: no lock, no call into
+  prometheus_client); :meth:`Metrics.flush` adds the tallies to prometheus_client's own values
+  (each ``inc`` takes a lock, a mmap write in multiprocess mode) once per label combination.
+  A flush runs a second after the first request it carries (a loop timer), before every scrape
+  of this process (:meth:`render`), when the server stops, and right away when no event loop
+  runs. So a scrape answered by *another* worker sees this one's requests up to a second late.
+  Methods outside the standard set are counted as ``OTHER`` so a client cannot grow the label
+  space.
 * ``vallum_route_table_generation``, ``vallum_route_table_routes``,
   ``vallum_config_last_reload_success`` and ``vallum_config_reload_failures_total`` — what live
   reload did.
@@ -20,6 +22,7 @@ and a scrape sums them. The server calls :func:`enable_multiprocess` *before* fo
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import os
 import tempfile
@@ -77,13 +80,25 @@ def worker_exited(pid: int) -> None:
 
 _Inc = Callable[[float], None]
 _Incs = tuple[_Inc, _Inc, tuple[_Inc, ...]]
+FLUSH_SECONDS = 1.0
+_NO_TALLY = len(BUCKETS) + 1  # bucket slots: one per bound, then +Inf
 
 
-def _value_incs(counter: Counter, histogram: Histogram) -> _Incs:
+class _Tally:
+    """Requests of one (route, method, status) since the last flush."""
+
+    __slots__ = ("buckets", "count", "total")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0.0
+        self.buckets = [0] * _NO_TALLY
+
+
+def _value_incs(counter: Counter, histogram: Histogram) -> _Incs | None:
     """The ``inc`` methods of one counter child's value and one histogram child's sum and
     buckets (``_value``, ``_sum``, ``_buckets``: prometheus_client's value objects, the same ones
-    its ``inc``/``observe`` update). Falls back to the public methods if a future release
-    names them differently."""
+    its ``inc``/``observe`` update); ``None`` if a future release names them differently."""
     value = getattr(counter, "_value", None)
     total = getattr(histogram, "_sum", None)
     buckets = getattr(histogram, "_buckets", None)
@@ -95,15 +110,15 @@ def _value_incs(counter: Counter, histogram: Histogram) -> _Incs:
         and bounds == [*BUCKETS, float("inf")]
     ):
         return value.inc, total.inc, tuple(b.inc for b in buckets)
-    observe = histogram.observe
+    return None
 
-    def bucket(_: float) -> None:
-        return None
 
-    def by_value(seconds: float) -> None:
-        observe(seconds)
-
-    return counter.inc, by_value, tuple(bucket for _ in range(len(BUCKETS) + 1))
+def _internals_known() -> bool:
+    """Whether this prometheus_client exposes the value objects tallies are added to."""
+    registry = CollectorRegistry()
+    counter = Counter("probe", "", registry=registry)
+    histogram = Histogram("probe_seconds", "", buckets=BUCKETS, registry=registry)
+    return _value_incs(counter, histogram) is not None
 
 
 class Metrics:
@@ -154,25 +169,65 @@ class Metrics:
         )
         self.last_reload_success.set(1)
         self._children: dict[tuple[str, str, int], _Incs] = {}
+        self._tallies: dict[tuple[str, str, int], _Tally] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self.tallied = _internals_known()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its duration. Hot path: keep it this small."""
         if method not in METHODS:
             method = "OTHER"
-        incs = self._children.get((route, method, status))
-        if incs is None:
-            incs = self._child(route, method, status)
-        incs[0](1.0)
-        incs[1](seconds)
+        if not self.tallied:  # an unknown prometheus_client: its public, locked methods
+            self.requests.labels(route, method, str(status)).inc()
+            self.duration.labels(route).observe(seconds)
+            return
+        tallies = self._tallies
+        if not tallies:
+            self._schedule_flush()
+        tally = tallies.get((route, method, status))
+        if tally is None:
+            tally = tallies[(route, method, status)] = _Tally()
+        tally.count += 1
+        tally.total += seconds
         # Histogram buckets hold "<= bound" counts, non-cumulative until exposition: the first
         # bound >= seconds (bisect_left), past the last one the +Inf bucket.
-        incs[2][bisect.bisect_left(BUCKETS, seconds)](1.0)
+        tally.buckets[bisect.bisect_left(BUCKETS, seconds)] += 1
+        if self._timer is None:  # no event loop: nothing would flush later
+            self.flush()
 
-    def _child(self, route: str, method: str, status: int) -> _Incs:
+    def _schedule_flush(self) -> None:
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._timer = loop.call_later(FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Add the tallies since the last flush to prometheus_client's values."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        tallies, self._tallies = self._tallies, {}
+        for (route, method, status), tally in tallies.items():
+            incs = self._children.get((route, method, status))
+            if incs is None:
+                incs = self._child(route, method, status)
+            if incs is None:
+                continue
+            incs[0](float(tally.count))
+            incs[1](tally.total)
+            for bucket, count in zip(incs[2], tally.buckets, strict=True):
+                if count:
+                    bucket(float(count))
+
+    def _child(self, route: str, method: str, status: int) -> _Incs | None:
         counter = self.requests.labels(route, method, str(status))
         histogram = self.duration.labels(route)
         incs = _value_incs(counter, histogram)
-        self._children[(route, method, status)] = incs
+        if incs is not None:
+            self._children[(route, method, status)] = incs
         return incs
 
     def set_table(self, generation: int, routes: int) -> None:
@@ -188,6 +243,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type; sums every worker in multiprocess mode."""
+        self.flush()
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]

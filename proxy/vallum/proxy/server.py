@@ -360,8 +360,9 @@ class Server:
             result = closer()
             if asyncio.iscoroutine(result):
                 await result
-        # The access log is flushed once a second; a worker ends with os._exit, which would
-        # drop the lines of the last second.
+        # Access log lines of the last loop round and the metrics tallied since the last flush
+        # may still be pending; a worker ends with os._exit, which would drop them.
+        self.metrics.flush()
         try:
             self.access_log.flush()
         except (OSError, ValueError) as exc:
