@@ -69,7 +69,6 @@ class AccessLog:
 
     def write(
         self,
-        *,
         method: str,
         host: str,
         path: str,

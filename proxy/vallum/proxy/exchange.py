@@ -154,7 +154,6 @@ class Exchange:
         method: str,
         url: bytes,
         raw_headers: list[tuple[bytes, bytes]],
-        *,
         keep_alive: bool,
         http10: bool = False,
         upgrade: bool = False,
@@ -185,15 +184,15 @@ class Exchange:
             return
         ctx = self.proto.ctx
         table = self.table = ctx.tables.current
-        req = self.req = pipeline.request_info(
-            method=self.method,
-            target=self.url.decode("latin-1"),
-            headers=pipeline.header_map(self.raw_headers),
-            scheme=ctx.scheme,
-            peer_ip=self.proto.peer_ip,
-            trusted_hops=table.settings.xff_num_trusted_hops,
-            request_id=self.request_id,
-            client_cert=self.proto.client_cert,
+        req = self.req = pipeline.request_info(  # positional, in its order (hot path)
+            self.method,
+            self.url.decode("latin-1"),
+            pipeline.header_map(self.raw_headers),
+            ctx.scheme,
+            self.proto.peer_ip,
+            table.settings.xff_num_trusted_hops,
+            self.request_id,
+            self.proto.client_cert,
         )
         if req is None:
             self.respond_error(400, "The request has no valid Host or target.")
@@ -293,20 +292,20 @@ class Exchange:
         if req.query:
             target = f"{target}?{req.query}"
         conn.write(
-            plan.request_head(
-                method=self.method,
-                target=target,
-                raw_headers=self.raw_headers,
-                connection=req.headers.get("connection"),
-                upstream_index=index,
-                host=req.host,
-                scheme=proto.ctx.scheme,
-                peer_ip=proto.peer_ip,
-                request_id=self.request_id,
-                trusted_hops=self.table.settings.xff_num_trusted_hops,
-                extra=self.allow.request_headers,
-                chunked=self.chunked,
-                upgrade=req.headers.get("upgrade") if self.upgrade else None,
+            plan.request_head(  # positional, in request_head's order (hot path)
+                self.method,
+                target,
+                self.raw_headers,
+                req.headers.get("connection"),
+                index,
+                req.host,
+                proto.ctx.scheme,
+                proto.peer_ip,
+                self.request_id,
+                self.table.settings.xff_num_trusted_hops,
+                self.allow.request_headers,
+                self.chunked,
+                req.headers.get("upgrade") if self.upgrade else None,
             )
         )
         if proto.write_paused:

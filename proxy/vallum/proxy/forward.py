@@ -178,9 +178,8 @@ class RoutePlan:
             return replacement
         return path
 
-    def request_head(
+    def request_head(  # positional on the hot path: a keyword argument costs ~30 ns
         self,
-        *,
         method: str,
         target: str,
         raw_headers: list[tuple[bytes, bytes]],

@@ -42,6 +42,9 @@ QUEUE_LIMIT = 32  # pipelined requests held before reading pauses
 MAX_HEAD = 64 * 1024  # request line + headers
 HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head (slowloris)
 _PAUSE_BUFFER = 2
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+_JOIN_PARTS = 8  # corked writes joined into one bytes object up to this many parts ...
+_JOIN_BYTES = 16 * 1024  # ... and this size (larger ones go out as a vectored write)
 
 class TableSource(Protocol):
     """Where the current route table comes from (``vallum.proxy.state.TableHolder``)."""
@@ -226,14 +229,15 @@ class HTTP1(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
         parser = self.parser
+        method = parser.get_method()
         ex = exchange.Exchange(
             self,
-            parser.get_method().decode("ascii"),
+            _METHODS.get(method) or method.decode("ascii"),
             self._url,
             self._headers,
-            keep_alive=parser.should_keep_alive(),
-            http10=parser.get_http_version() == "1.0",
-            upgrade=parser.should_upgrade(),
+            parser.should_keep_alive(),
+            parser.get_http_version() == "1.0",
+            parser.should_upgrade(),
         )
         self.parsing = ex
         self.queue.append(ex)
@@ -318,6 +322,10 @@ class HTTP1(asyncio.Protocol):
         if out and self.transport is not None and not self.closed:
             if len(out) == 1:
                 self.transport.write(out[0])
+            elif len(out) <= _JOIN_PARTS and sum(map(len, out)) <= _JOIN_BYTES:
+                # One bytes object takes the transport's direct write path; writelines queues a
+                # vectored write request, which costs more than copying a small response.
+                self.transport.write(b"".join(out))
             else:
                 self.transport.writelines(out)
 

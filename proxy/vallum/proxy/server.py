@@ -109,18 +109,18 @@ class Observer:
         status = ex.status
         if self.log.enabled:
             identity = ex.allow.identity
-            self.log.write(
-                method=ex.method,
-                host=req.host if req is not None else "",
-                path=req.path if req is not None else "",
-                status=status,
-                bytes_sent=ex.sent,
-                duration=duration,
-                route=ex.route_name,
-                request_id=ex.request_id,
-                client_ip=req.client_ip if req is not None else ex.proto.peer_ip,
-                upstream=ex.upstream_url,
-                user=identity.user if identity is not None else None,
+            self.log.write(  # positional, in AccessLog.write's order (hot path)
+                ex.method,
+                req.host if req is not None else "",
+                req.path if req is not None else "",
+                status,
+                ex.sent,
+                duration,
+                ex.route_name,
+                ex.request_id,
+                req.client_ip if req is not None else ex.proto.peer_ip,
+                ex.upstream_url,
+                identity.user if identity is not None else None,
             )
         if self.metrics is not None:
             self.metrics.observe(ex.route_name, ex.method, status, duration)
