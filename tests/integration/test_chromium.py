@@ -71,6 +71,16 @@ class WebDriver:
                 raise AssertionError(f"no {css!r} on {page}")
             await asyncio.sleep(0.2)
 
+    async def wait_gone(self, css: str, timeout: float = 15.0) -> None:
+        """Until no element matches ``css``: the page a click left has been replaced (finding the
+        next page's button before that can return the old page's, stale a moment later)."""
+        deadline = time.monotonic() + timeout
+        while await self.call("POST", "/elements", {"using": "css selector", "value": css}):
+            if time.monotonic() > deadline:
+                page = await self.call("GET", "/url")
+                raise AssertionError(f"{css!r} still on {page}")
+            await asyncio.sleep(0.1)
+
     async def wait_url(self, prefix: str, timeout: float = 15.0) -> str:
         deadline = time.monotonic() + timeout
         while True:
@@ -115,6 +125,7 @@ async def test_headless_chromium_signs_in_and_reaches_the_upstream(
                 password = await wd.find("input[name=password]")
                 await wd.call("POST", f"/element/{password}/value", {"text": "any"})
                 await wd.call("POST", f"/element/{await wd.find('button[type=submit]')}/click", {})
+                await wd.wait_gone("input[name=login]")  # the consent page replaced the login
                 consent = await wd.find("button[type=submit]")
                 await wd.call("POST", f"/element/{consent}/click", {})
                 await wd.wait_url(target)
