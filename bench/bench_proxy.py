@@ -44,6 +44,7 @@ class Options:
     json_file: Path | None
     scenario_names: list[str]
     rounds: int = 1
+    vallum_python: str = ""
 
 
 Placement = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
@@ -121,7 +122,7 @@ def run_scenario(scenario: scenarios.Scenario, env: scenarios.Env, opts: Options
     return outcome
 
 
-def machine() -> dict[str, object]:
+def machine(vallum_python: str = "") -> dict[str, object]:
     model = "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -135,6 +136,7 @@ def machine() -> dict[str, object]:
         "cpu": model,
         "kernel": platform.release(),
         "python": platform.python_version(),
+        "vallum_python": servers.describe_python(vallum_python or servers.python()),
         "load_average": os.getloadavg(),
     }
 
@@ -154,6 +156,11 @@ def parse_args(argv: Sequence[str] | None) -> Options:
     )
     parser.add_argument("--json", type=Path, default=None, help="also save results here")
     parser.add_argument(
+        "--vallum-python", default="", metavar="PYTHON",
+        help="the interpreter `vallum serve` runs on, with vallum installed (default: the "
+             "bench's own; bench/run passes the one scripts/bench-python picks)",
+    )
+    parser.add_argument(
         "--scenarios", default=",".join(s.name for s in scenarios.SCENARIOS),
         help="comma-separated subset of: %(default)s",
     )
@@ -170,8 +177,10 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         scenarios.by_name(names)
     except ValueError as exc:
         parser.error(f"--scenarios: {exc}")
+    if args.vallum_python and shutil.which(args.vallum_python) is None:
+        parser.error(f"--vallum-python: {args.vallum_python} is not an executable")
     return Options(args.duration, args.warmup, args.connections, args.threads, args.workers,
-                   args.json, names, args.rounds)
+                   args.json, names, args.rounds, args.vallum_python)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:
@@ -199,9 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder, "server"
         )
         env = scenarios.Env(folder, opts.workers, server_cores, load_cores, cert_file, key_file,
-                            upstream_cores)
+                            upstream_cores, opts.vallum_python)
         print(report.header(opts.workers, opts.connections, opts.threads, opts.duration_s,
-                            env, machine()), flush=True)
+                            env, machine(opts.vallum_python)), flush=True)
         # Rounds interleave (a, b, c, a, b, c): a drift in the machine's load hits all alike.
         for n in range(opts.rounds):
             for scenario in chosen:
@@ -221,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if opts.json_file is not None:
         data = {
             "date": started.isoformat(timespec="seconds"),
-            "machine": machine(),
+            "machine": machine(opts.vallum_python),
             "options": {
                 "duration_s": opts.duration_s, "warmup_s": opts.warmup_s,
                 "connections": opts.connections, "threads": opts.threads, "rounds": opts.rounds,

@@ -84,6 +84,8 @@ def header(
         f"vallum data-plane bench: {workers} worker(s), wrk -t{threads} -c{connections} "
         f"-d{duration_s:g}s --latency, keep-alive, loopback; {placement}\n"
         f"machine: {machine['nproc']} x {machine['cpu']}, load average {_load(machine)}"
+        + (f"\nvallum serve runs on: {machine['vallum_python']}"
+           if machine.get("vallum_python") else "")
     )
 
 

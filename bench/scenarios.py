@@ -45,6 +45,8 @@ class Env:
     key_file: Path
     upstream_cores: tuple[int, ...] = ()
     """Where the upstream of proxy scenarios runs; empty: on the load cores, beside wrk."""
+    python: str = ""
+    """The interpreter ``vallum serve`` runs on (empty: the bench's own, :func:`servers.python`)."""
 
     @property
     def upstream_placement(self) -> tuple[int, ...]:
@@ -223,8 +225,8 @@ def _vallum(
             if authenticated:
                 headers += (("Cookie", session_cookie(config_file)),)
             url = f"{scheme}://127.0.0.1:{port}/"
-            cmd = [servers.python(), "-m", "vallum.cli", "serve", "--config", str(config_file),
-                   "--workers", str(env.workers)]
+            cmd = [env.python or servers.python(), "-m", "vallum.cli", "serve",
+                   "--config", str(config_file), "--workers", str(env.workers)]
             with servers.process(
                 cmd, name=f"{kind}-{scheme}", ready_url=url, cores=env.server_cores,
                 headers=dict(headers), folder=folder,

@@ -202,5 +202,19 @@ def busy_percent(
 
 
 def python() -> str:
-    """The interpreter that runs Vallum: this one (the one the package is installed into)."""
+    """The bench's own interpreter: Vallum runs on it unless ``--vallum-python`` names another."""
     return sys.executable
+
+
+def describe_python(executable: str) -> str:
+    """``executable``'s version and the interpreter behind it (a venv's ``python`` is a link):
+    e.g. ``CPython 3.11.2 at /usr/bin/python3.11``. Raises ``OSError`` if it does not run."""
+    code = ("import platform, sys; print(platform.python_implementation(), "
+            "platform.python_version(), sys._base_executable)")
+    try:
+        out = subprocess.run([executable, "-c", code], capture_output=True, text=True, timeout=30,
+                             check=True).stdout.split()
+    except (subprocess.SubprocessError, ValueError) as exc:
+        raise OSError(f"{executable} does not run: {exc}") from exc
+    base = os.path.realpath(out[2]) if len(out) > 2 else executable
+    return f"{out[0]} {out[1]} at {base}" if len(out) > 1 else executable

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +228,15 @@ async def test_signed_in_scenario_config_and_cookie_pass_the_real_gate(tmp_path:
             assert isinstance(verdict, pipeline.Allow)
             names = {name.lower() for name, _ in verdict.request_headers}
             assert "x-vallum-jwt-assertion" in names
+
+
+def test_vallum_python_is_checked_and_described() -> None:
+    assert bench_proxy.parse_args(["--vallum-python", sys.executable]).vallum_python == (
+        sys.executable
+    )
+    with pytest.raises(SystemExit):
+        bench_proxy.parse_args(["--vallum-python", "/nonexistent/python3"])
+    described = servers.describe_python(sys.executable)
+    assert described.startswith("CPython 3.") and " at /" in described
+    with pytest.raises(OSError, match="does not run"):
+        servers.describe_python("/bin/false")
