@@ -50,11 +50,12 @@ def test_hostile_strings_stay_one_valid_line() -> None:
     out = io.StringIO()
     log = accesslog.AccessLog(out)
     path = '/x\n{"status":1}\u2028é\x00\\'
-    log.write(**{**FIELDS, "path": path, "host": "h\"\r"}, user="ünï\tcode")
+    log.write(**{**FIELDS, "path": path, "host": "h\"\r%s%%", "route": "%d"}, user="ünï\tcode")
     lines = out.getvalue().splitlines()
     assert len(lines) == 1
     entry = json.loads(lines[0])
-    assert entry["path"] == path and entry["host"] == "h\"\r" and entry["user"] == "ünï\tcode"
+    assert entry["path"] == path and entry["host"] == "h\"\r%s%%" and entry["route"] == "%d"
+    assert entry["user"] == "ünï\tcode"
     assert entry["time"].endswith("Z")
 
 
@@ -144,8 +145,8 @@ def test_repeated_values_are_escaped_once_and_the_cache_is_bounded(
     log = accesslog.AccessLog(out)
     hosts = [f'h{i}"\n.test' for i in range(20)]
     for host in hosts * 2:  # the second pass reads (or re-makes) the cached literals
-        log.write(**{**FIELDS, "host": host, "route": host, "upstream": host})
+        log.write(**{**FIELDS, "host": host, "route": host, "upstream": host, "client_ip": host})
     entries = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [e["host"] for e in entries] == hosts * 2
-    assert all(e["host"] == e["route"] == e["upstream"] for e in entries)
-    assert len(log._quoted) <= 8
+    assert all(e["host"] == e["route"] == e["upstream"] == e["client_ip"] for e in entries)
+    assert len(log._quoted) <= 8 and len(log._templates) <= 8
