@@ -7,6 +7,7 @@ real provider is in ``tests/integration/test_login.py``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -253,3 +254,33 @@ def test_missing_sign_in_settings_warn_only_when_a_route_needs_a_user(
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("idp_provider_url" in w for w in warnings)
     assert any("cookie_secret" in w for w in warnings)
+
+
+async def test_decide_now_answers_as_decide_or_defers_to_it() -> None:
+    """The hot path's coroutine-free decision gives decide()'s answer whenever it gives one,
+    and defers (None) exactly where the caller's identity or an internal endpoint is needed."""
+    cert = request.ClientCertificate(b"x", verified=False, error="unknown issuer")
+    table = _table(routes=(
+        *_table().settings.routes,
+        _route("mtls.example.test", allow_public_unauthenticated_access=True),
+    ))
+    mtls = _table(downstream_mtls=config.DownstreamMTLS(ca_pem="pem",
+                                                        enforcement="policy_with_default_deny"),
+                  routes=table.settings.routes)
+    cases: list[tuple[config.RouteTable, request.RequestInfo, bool]] = [
+        (table, _req("public.example.test", "/a"), True),
+        (table, _req("public.example.test", "//a/../b", cookie="x=1; _vallum=s"), True),
+        (table, _req("nowhere.example.test"), True),  # 404
+        (table, _req("public.example.test", "/%2e%2e%2f"), True),  # the normalised path or 400
+        (table, _req("public.example.test", "/.vallum/"), False),  # an internal endpoint
+        (table, _req("app.example.test"), False),  # needs the caller's identity
+        (table, _req("app.example.test", cookie=_cookie(table)), False),
+        (mtls, dataclasses.replace(_req("app.example.test"), client_cert=cert), True),  # 495
+    ]
+    g = build_gate(table.settings)
+    for tbl, req, quick in cases:
+        now = pipeline.decide_now(req, tbl, g)
+        later = await pipeline.decide(req, tbl, g)
+        assert (now is not None) is quick, req
+        if now is not None:
+            assert now == later, req

@@ -3,8 +3,9 @@
 An :class:`Exchange` is created by :class:`vallum.proxy.http1.HTTP1` for every request head it
 parses and is the :class:`~vallum.proxy.upstream.Sink` of the upstream connection serving it:
 
-* ``start`` builds the pipeline's ``RequestInfo`` and runs :func:`vallum.proxy.pipeline.decide`
-  directly, making a task only if the gate really suspends (:class:`_Resume`);
+* ``start`` builds the pipeline's ``RequestInfo`` and asks :func:`vallum.proxy.pipeline.decide_now`
+  (no coroutine: public routes), else runs :func:`~vallum.proxy.pipeline.decide` directly,
+  making a task only if the gate really suspends (:class:`_Resume`);
 * ``dispatch``/``send`` pick an endpoint (retrying another one when a connect fails), take a
   pooled connection or open one, and write the request head and body (re-chunked if chunked);
 * the ``upstream_*`` callbacks frame the response for the client (``Content-Length`` passed
@@ -202,6 +203,17 @@ class Exchange:
             self.chunked = True
         if "expect" in headers and headers["expect"].lower() == "100-continue":
             self.expect = True
+        quick = ctx.quick
+        if quick is not None:  # public routes: decided without a coroutine
+            try:
+                verdict = pipeline.decide_now(req, table, quick)
+            except Exception:
+                log.exception("pipeline failed (request %s)", self.request_id)
+                self.respond_error(500, "Vallum failed to handle this request.")
+                return
+            if verdict is not None:
+                self.decided(verdict)
+                return
         coro = pipeline.decide(req, table, ctx.gate)
         try:
             first = coro.send(None)

@@ -76,6 +76,7 @@ class Context:
         self.pool = pool
         self.scheme = scheme
         self.observer = observer
+        self.quick = pipeline.quick_gate(gate)
         self.plans = fwd.Plans(gate.strip_request_headers())
         self.connections: set[HTTP1] = set()
         self.deadlines: exchange.Deadlines | None = None

@@ -86,6 +86,30 @@ class Gate(Protocol):
         ...
 
 
+class QuickGate(Gate, Protocol):
+    """A gate that can also decide without a coroutine when no I/O is needed (public routes):
+    :func:`decide_now` uses it and saves the coroutine machinery on the hot path."""
+
+    def intercepts(self, req: RequestInfo) -> bool:
+        """Whether :meth:`Gate.intercept` may answer ``req`` (then :func:`decide` runs)."""
+        ...
+
+    def authorize_now(
+        self, req: RequestInfo, match: routing.Match, table: RouteTable
+    ) -> Allow | Respond | None:
+        """What :meth:`Gate.authorize` would answer, when that needs no I/O; else ``None``."""
+        ...
+
+
+def quick_gate(gate: Gate) -> QuickGate | None:
+    """``gate`` if it offers :class:`QuickGate`'s methods, else ``None``."""
+    if callable(getattr(gate, "intercepts", None)) and callable(
+        getattr(gate, "authorize_now", None)
+    ):
+        return gate  # type: ignore[return-value]
+    return None
+
+
 ALLOW = Allow()
 """The plain "forward as is" verdict (shared: it is immutable)."""
 
@@ -183,9 +207,7 @@ async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | R
         return early
     match = _MATCHES.match(table, req.host, req.path)
     if match is None:
-        if routing.normalize_path(req.path) is None:
-            return error(req, 400, "The request path is malformed.")
-        return error(req, 404, "No route matches this host and path.")
+        return _no_route(req)
     if match.path != req.path:
         # The gate and the policy judge the path that is forwarded, never the raw spelling:
         # otherwise `//admin` would pass a deny rule on `/admin` and reach `/admin` upstream.
@@ -194,6 +216,28 @@ async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | R
     if isinstance(verdict, Respond):
         return verdict
     return Forward(match, verdict)
+
+
+def decide_now(req: RequestInfo, table: RouteTable, gate: QuickGate) -> Forward | Respond | None:
+    """:func:`decide` without a coroutine, when the gate can answer without I/O (public routes,
+    refused client certificates, no route); ``None``: run :func:`decide`. Same answers."""
+    if gate.intercepts(req):
+        return None
+    match = _MATCHES.match(table, req.host, req.path)
+    if match is None:
+        return _no_route(req)
+    if match.path != req.path:  # as in decide: the gate judges the forwarded path
+        req = dataclasses.replace(req, path=match.path)
+    verdict = gate.authorize_now(req, match, table)
+    if verdict is None or isinstance(verdict, Respond):
+        return verdict
+    return Forward(match, verdict)
+
+
+def _no_route(req: RequestInfo) -> Respond:
+    if routing.normalize_path(req.path) is None:
+        return error(req, 400, "The request path is malformed.")
+    return error(req, 404, "No route matches this host and path.")
 
 
 class MatchCache:

@@ -91,6 +91,11 @@ class IdentityGate:
     def strip_request_headers(self) -> frozenset[str]:
         return self._strip
 
+    def intercepts(self, req: RequestInfo) -> bool:
+        """Whether :meth:`intercept` may answer ``req``: Vallum's own paths (``/.vallum/*``,
+        ``/.well-known/*``, the authenticate host's ``/.pomerium/*``)."""
+        return req.path[:2] == "/."
+
     async def intercept(
         self, req: RequestInfo, table: config.RouteTable
     ) -> pipeline.Respond | None:
@@ -98,17 +103,28 @@ class IdentityGate:
             return None
         return await endpoints.handle(self, self.context_for(table), req)
 
-    async def authorize(
+    def authorize_now(
         self, req: RequestInfo, match: routing.Match, table: config.RouteTable
-    ) -> pipeline.Allow | pipeline.Respond:
+    ) -> pipeline.Allow | pipeline.Respond | None:
+        """The part of :meth:`authorize` that needs no I/O: a refused client certificate, a
+        public route. ``None``: the caller's identity is needed (run :meth:`authorize`)."""
         ctx = self.context_for(table)
-        route = match.route
         refused = client_certificate_refusal(ctx.settings, req)
         if refused is not None:
             return responses.invalid_client_certificate(req, refused)
-        if route.allow_public_unauthenticated_access:
+        if match.route.allow_public_unauthenticated_access:
             cookie = upstream_cookie(ctx, req)
             return pipeline.ALLOW if cookie is None else pipeline.Allow(request_headers=cookie)
+        return None
+
+    async def authorize(
+        self, req: RequestInfo, match: routing.Match, table: config.RouteTable
+    ) -> pipeline.Allow | pipeline.Respond:
+        quick = self.authorize_now(req, match, table)
+        if quick is not None:
+            return quick
+        ctx = self.context_for(table)
+        route = match.route
         resolved = await self.resolver.resolve(ctx, req)
         who = resolved.identity
         compiled = ctx.compiled_policy(match.route_index, route)
