@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import bench_proxy, report, scenarios, servers, wrk
+from bench import bench_hotpath, bench_proxy, report, scenarios, servers, wrk
 from tests.support.certs import TestCA
 from vallum.core import configfile, request, routing
 from vallum.proxy import pipeline
@@ -240,3 +240,10 @@ def test_vallum_python_is_checked_and_described() -> None:
     assert described.startswith("CPython 3.") and " at /" in described
     with pytest.raises(OSError, match="does not run"):
         servers.describe_python("/bin/false")
+
+
+def test_hotpath_bench_proxies_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench_hotpath feeds a request and nginx's answer through the real protocol objects and
+    checks the client got the 200 (no timing assertion)."""
+    assert bench_hotpath.main(["--requests", "200", "--rounds", "2"]) == 0
+    assert "us per request" in capsys.readouterr().out

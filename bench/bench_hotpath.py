@@ -1,0 +1,169 @@
+"""The hot path alone: one public-route request and its upstream response, in process, repeated.
+
+No sockets and no other process: :class:`vallum.proxy.http1.HTTP1` and one pooled
+:class:`vallum.proxy.upstream.UpstreamConnection` get in-memory transports, and each request is
+the bytes wrk sends fed to the first and the bytes nginx answers fed to the second; everything
+between (parsing, pipeline and gate, forward plan, response framing, access log, metrics) runs
+as in ``vallum serve``. What it measures is the Python cost per request, which ``bench/run``
+cannot separate from system calls and the machine's noise:
+
+* ``--time`` (default): microseconds per request, best of ``--rounds`` batches;
+* ``--instructions``: instructions per request counted by valgrind's callgrind (two runs of
+  different lengths, subtracted, so start-up cancels out). Deterministic: the same code gives
+  the same count on any quiet or busy machine, so a change of 1 % is visible. Needs valgrind
+  (``apt-get install valgrind``) and takes about two minutes.
+
+Usage: ``python3 -m bench.bench_hotpath [--requests N] [--rounds R] [--instructions]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vallum.proxy import accesslog, server, upstream
+
+HOST = "bench.vallum.test"
+REQUEST = b"GET / HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 15:19:08 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 3\r\nConnection: keep-alive\r\n\r\nok\n"
+)
+CONFIG = f"""\
+address: 127.0.0.1:1
+insecure_server: true
+routes:
+  - from: http://{HOST}
+    to: http://127.0.0.1:2
+    allow_public_unauthenticated_access: true
+"""
+WARMUP = 2000
+
+
+class MemoryTransport(asyncio.Transport):
+    """Keeps what is written (cleared between batches); reading and closing do nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out.append(bytes(data))
+
+    def writelines(self, parts: Any) -> None:
+        self.out.extend(bytes(p) for p in parts)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def measure(requests: int, rounds: int) -> float:
+    """Best microseconds per request over ``rounds`` batches of ``requests`` (after a warm-up)."""
+    with tempfile.TemporaryDirectory(prefix="vallum-hotpath-") as tmp:
+        config = Path(tmp) / "vallum.yaml"
+        config.write_text(CONFIG)
+        table = server.compile_file(str(config))
+    with open(os.devnull, "w") as sink:
+        srv = server.Server(table, access_log=accesslog.AccessLog(sink), admin=False)
+        ctx = srv.ctx
+        client = MemoryTransport()
+        proto = ctx.protocol()
+        proto.connection_made(client)
+        plan = ctx.plans.get(table, 0, table.settings.routes[0])
+        conn = upstream.UpstreamConnection(srv.pool, plan.pool_keys[0])
+        conn.connection_made(MemoryTransport())
+        srv.pool.release(conn)
+        feed_request, feed_response = proto.data_received, conn.data_received
+
+        def batch(n: int) -> None:
+            for _ in range(n):
+                feed_request(REQUEST)
+                feed_response(RESPONSE)
+
+        batch(WARMUP)
+        if not client.out or not client.out[-1].startswith(b"HTTP/1.1 200 OK\r\n"):
+            raise SystemExit(f"bench_hotpath: unexpected answer {client.out[-1:]!r}")
+        best = float("inf")
+        for _ in range(rounds):
+            client.out.clear()
+            start = time.perf_counter()
+            batch(requests)
+            best = min(best, time.perf_counter() - start)
+            await asyncio.sleep(0)  # the access log and metrics flush, as between loop rounds
+        return best / requests * 1e6
+
+
+def count_instructions(requests: int) -> int:
+    """Instructions per request: callgrind totals of runs with ``requests`` and 3x ``requests``
+    batches, subtracted (start-up, imports and warm-up cancel out)."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("bench_hotpath: valgrind is not installed (apt-get install valgrind)")
+    totals = []
+    for n in (requests, 3 * requests):
+        cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
+               "-m", "bench.bench_hotpath", "--requests", str(n), "--rounds", "1"]
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        found = re.search(r"Collected : (\d+)", run.stderr)
+        if run.returncode != 0 or found is None:
+            raise SystemExit(f"bench_hotpath: callgrind run failed:\n{run.stderr[-2000:]}")
+        totals.append(int(found.group(1)))
+    return (totals[1] - totals[0]) // (2 * requests)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python3 -m bench.bench_hotpath",
+        description="Python cost of one proxied public-route request, in process (no sockets).",
+    )
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per batch")
+    parser.add_argument("--rounds", type=int, default=10, help="batches; the best is reported")
+    parser.add_argument("--instructions", action="store_true",
+                        help="count instructions per request with callgrind instead (slow)")
+    args = parser.parse_args(argv)
+    if args.requests <= 0 or args.rounds <= 0:
+        parser.error("--requests and --rounds must be positive")
+    if args.instructions:
+        requests = min(args.requests, 1000)
+        print(f"{count_instructions(requests):,} instructions per request "
+              f"(callgrind, {sys.implementation.name} {sys.version.split()[0]})")
+        return 0
+    try:
+        import uvloop  # optional, as in vallum serve
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    per_request = runner(measure(args.requests, args.rounds))
+    print(f"{per_request:.2f} us per request (best of {args.rounds} x {args.requests:,}; "
+          f"{sys.implementation.name} {sys.version.split()[0]} at {sys.executable})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
