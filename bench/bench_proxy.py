@@ -177,10 +177,16 @@ def parse_args(argv: Sequence[str] | None) -> Options:
         scenarios.by_name(names)
     except ValueError as exc:
         parser.error(f"--scenarios: {exc}")
-    if args.vallum_python and shutil.which(args.vallum_python) is None:
-        parser.error(f"--vallum-python: {args.vallum_python} is not an executable")
+    vallum_python = ""
+    if args.vallum_python:
+        found = shutil.which(args.vallum_python)
+        if found is None:
+            parser.error(f"--vallum-python: {args.vallum_python} is not an executable")
+        # Absolute (servers start in their own folder), but not resolved: a venv's python is a
+        # link, and resolving it would leave the venv.
+        vallum_python = os.path.abspath(found)
     return Options(args.duration, args.warmup, args.connections, args.threads, args.workers,
-                   args.json, names, args.rounds, args.vallum_python)
+                   args.json, names, args.rounds, vallum_python)
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -236,6 +237,11 @@ def test_vallum_python_is_checked_and_described() -> None:
     )
     with pytest.raises(SystemExit):
         bench_proxy.parse_args(["--vallum-python", "/nonexistent/python3"])
+    venv_python = Path(sys.executable)
+    relative = os.path.relpath(venv_python)  # as typed in a shell: made absolute, not resolved
+    assert bench_proxy.parse_args(["--vallum-python", relative]).vallum_python == str(
+        venv_python
+    )
     described = servers.describe_python(sys.executable)
     assert described.startswith("CPython 3.") and " at /" in described
     with pytest.raises(OSError, match="does not run"):
