@@ -20,7 +20,7 @@ from aiohttp import web
 from tests.proxy import dataplane as dp
 from tests.support.certs import TestCA
 from tests.support.net import free_port
-from vallum.proxy import pipeline
+from vallum.proxy import http1, pipeline, upstream
 
 
 async def test_keep_alive_reuses_one_upstream_connection() -> None:
@@ -549,3 +549,53 @@ async def test_client_identity_headers_are_stripped_also_after_a_reload() -> Non
             assert "x-email" not in seen
             assert not [k for k in seen if k.startswith(("x-vallum-", "x-pomerium-"))]
             await client.close()
+
+
+class _Recorder(asyncio.Transport):
+    """A client transport that records each write call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[bytes] = []
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append(bytes(data))
+
+    def writelines(self, parts: object) -> None:
+        self.calls.append(b"".join(parts))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+async def test_corked_writes_of_a_round_go_out_together_when_the_round_ends() -> None:
+    """A response's head and body (and anything written to the connection meanwhile) go out in
+    one write after the round of callbacks, for every connection of the listener at once."""
+    ctx = http1.Context(dp.Holder(dp.table()), dp.PublicOnlyGate(), upstream.Pool())
+    first, second = ctx.protocol(), ctx.protocol()
+    one, two = _Recorder(), _Recorder()
+    first.connection_made(one)
+    second.connection_made(two)
+    for proto, name in ((first, b"a"), (second, b"b")):
+        proto.cork()
+        proto.write(b"head-" + name)
+        proto.write(b"body-" + name)
+        proto.uncork()
+    first.write(b"-more")  # written while the batch waits: joins it, in order
+    assert one.calls == [] and two.calls == []
+    await asyncio.sleep(0)  # the round ends
+    assert one.calls == [b"head-abody-a-more"] and two.calls == [b"head-bbody-b"]
+    first.write(b"direct")  # no batch pending: written at once
+    assert one.calls[-1] == b"direct"
+    first.cork()
+    first.write(b"last")
+    first.uncork()
+    first.close_when_idle()  # closing flushes the batch first
+    assert one.calls[-1] == b"last"
+    ctx.close()

@@ -79,6 +79,8 @@ class Context:
         self.quick = pipeline.quick_gate(gate)
         self.plans = fwd.Plans(gate.strip_request_headers())
         self.connections: set[HTTP1] = set()
+        self.due: list[HTTP1] = []  # connections whose corked writes go out this round
+        self.flush_scheduled = False  # end_of_round is scheduled with call_soon
         self.deadlines: exchange.Deadlines | None = None
         self.closing = False  # draining: finish running requests, keep no connection alive
         self._sweeper: asyncio.TimerHandle | None = None
@@ -90,6 +92,17 @@ class Context:
             self._sweeper = loop.call_later(1.0, self._sweep)
             self.deadlines = exchange.Deadlines(loop)
         return HTTP1(self)
+
+    def end_of_round(self) -> None:
+        """Run by the loop after the round of callbacks that corked writes (``call_soon``)."""
+        self.flush_scheduled = False
+        self.flush_writes()
+
+    def flush_writes(self) -> None:
+        """Write every connection's batch collected during this round of callbacks."""
+        due, self.due = self.due, []
+        for conn in due:
+            conn.flush_writes()
 
     def close(self) -> None:
         """Start draining: idle connections close now, busy ones after their response."""
@@ -138,6 +151,7 @@ class HTTP1(asyncio.Protocol):
         self.head_started = 0.0  # when the head being received began (0: none pending)
         self._paused = 0
         self._corked: list[bytes] | None = None
+        self._flush_due = False  # in ctx.due: its corked writes go out at the end of the round
         self._starting = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -279,7 +293,7 @@ class HTTP1(asyncio.Protocol):
         self.active = None
         self.last_active = self.loop.time()
         if close:
-            self.uncork()
+            self.flush_writes()
             self.closed = True
             self.queue.clear()
             if self.transport is not None:
@@ -319,6 +333,22 @@ class HTTP1(asyncio.Protocol):
             self._corked = []
 
     def uncork(self) -> None:
+        """The end of a batch of writes: they go out when the event loop has run this round's
+        callbacks (:meth:`Context.flush_writes`), together with every other connection's, so
+        that the peers woken by these writes are woken once, in a burst, rather than once per
+        connection with Python work in between. Writes made meanwhile join the batch."""
+        if self._corked is None or self._flush_due:
+            return
+        self._flush_due = True
+        ctx = self.ctx
+        ctx.due.append(self)
+        if not ctx.flush_scheduled:
+            ctx.flush_scheduled = True
+            self.loop.call_soon(ctx.end_of_round)
+
+    def flush_writes(self) -> None:
+        """Write what :meth:`cork` collected, now."""
+        self._flush_due = False
         out, self._corked = self._corked, None
         if out and self.transport is not None and not self.closed:
             if len(out) == 1:
@@ -337,5 +367,6 @@ class HTTP1(asyncio.Protocol):
 
     def close_when_idle(self) -> None:
         if self.active is None and not self.queue and self.transport is not None:
+            self.flush_writes()
             self.closed = True
             self.transport.close()
