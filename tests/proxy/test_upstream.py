@@ -140,3 +140,50 @@ async def test_read_until_close_response_is_chunked_to_the_client() -> None:
         status, _, body = await client.response()
         assert (status, body) == (200, b"until-eof")
         await client.close()
+
+
+class _Calls(asyncio.Transport):
+    """Records each write call (a list of what one system call would send)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.calls.append(bytes(data))
+
+    def writelines(self, parts: object) -> None:
+        self.calls.append(b"".join(parts))  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+async def test_writes_are_queued_to_the_end_of_the_round_in_order() -> None:
+    pool = upstream.Pool()
+    first, second = upstream.UpstreamConnection(pool, "a"), upstream.UpstreamConnection(pool, "b")
+    one, two = _Calls(), _Calls()
+    first.connection_made(one)
+    second.connection_made(two)
+    first.write(b"GET / HTTP/1.1\r\n\r\n")
+    second.writelines([b"POST ", b"/ HTTP/1.1\r\n\r\n"])
+    first.write(b"tail")
+    assert one.calls == [] and two.calls == []
+    await asyncio.sleep(0)  # the round ends: one write each
+    assert one.calls == [b"GET / HTTP/1.1\r\n\r\ntail"]
+    assert two.calls == [b"POST / HTTP/1.1\r\n\r\n"]
+    big = b"x" * (64 * 1024)
+    first.write(b"head")
+    first.write(big)  # a body chunk goes now, after what was queued
+    assert one.calls[1:] == [b"head", big]
+    first.write(b"last")
+    first.close()  # closing writes the queue first
+    assert one.calls[-1] == b"last" and one.closed
+    second.write(b"dropped")
+    second.abort()  # an aborted connection sends nothing more
+    await asyncio.sleep(0)
+    assert two.calls == [b"POST / HTTP/1.1\r\n\r\n"]

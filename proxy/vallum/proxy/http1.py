@@ -317,12 +317,16 @@ class HTTP1(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._corked is not None:
             self._corked.append(data)
+            if len(data) >= _JOIN_BYTES:  # a body streaming through: now, so flow control sees it
+                self.flush_writes()
         elif self.transport is not None and not self.closed:
             self.transport.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
         if self._corked is not None:
             self._corked.extend(parts)
+            if sum(map(len, parts)) >= _JOIN_BYTES:
+                self.flush_writes()
         elif self.transport is not None and not self.closed:
             self.transport.writelines(parts)
 

@@ -35,6 +35,8 @@ import httptools
 from vallum.core.config import Route, Upstream
 
 POOL_IDLE_SECONDS = 60.0
+_JOIN_PARTS = 8  # queued writes joined into one bytes object up to this many parts ...
+_JOIN_BYTES = 16 * 1024  # ... and this size (larger ones go out as a vectored write)
 POOL_MAX_IDLE_PER_KEY = 512
 EJECT_SECONDS = 10.0
 CONNECT_TIMEOUT = 10.0
@@ -111,6 +113,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.raw = False
         self.idle_since = 0.0
         self._skip_interim = False
+        self._pending: list[bytes] | None = None  # written at the end of the loop round
 
     # -- used by the exchange -------------------------------------------------------------
     def attach(self, sink: Sink, head_only: bool, writer: Writer | None = None) -> None:
@@ -123,12 +126,45 @@ class UpstreamConnection(asyncio.Protocol):
         self.framing = FRAMING_EOF
 
     def write(self, data: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(data)
+        """Queue ``data``: it goes out at the end of the loop round (:meth:`Pool.end_of_round`),
+        with whatever else this connection writes until then, in order."""
+        if len(data) >= _JOIN_BYTES:  # a body streaming through: now, so flow control sees it
+            self._write_now([data])
+            return
+        pending = self._pending
+        if pending is None:
+            self._pending = [data]
+            self.pool.due(self)
+        else:
+            pending.append(data)
 
     def writelines(self, parts: list[bytes]) -> None:
-        assert self.transport is not None
-        self.transport.writelines(parts)
+        if sum(map(len, parts)) >= _JOIN_BYTES:
+            self._write_now(parts)
+            return
+        pending = self._pending
+        if pending is None:
+            self._pending = list(parts)
+            self.pool.due(self)
+        else:
+            pending.extend(parts)
+
+    def _write_now(self, parts: list[bytes]) -> None:
+        if self._pending is not None:
+            self.flush_writes()  # what was queued goes first
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(parts)
+
+    def flush_writes(self) -> None:
+        """Write what is queued, now."""
+        out, self._pending = self._pending, None
+        if out and self.transport is not None and not self.closed:
+            if len(out) == 1:
+                self.transport.write(out[0])
+            elif len(out) <= _JOIN_PARTS and sum(map(len, out)) <= _JOIN_BYTES:
+                self.transport.write(b"".join(out))  # the transport's direct write path
+            else:
+                self.transport.writelines(out)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -142,11 +178,13 @@ class UpstreamConnection(asyncio.Protocol):
         """Close and forget (the exchange gave up on it)."""
         self.sink = None
         if self.transport is not None and not self.closed:
+            self.flush_writes()
             self.closed = True
             self.transport.close()
 
     def abort(self) -> None:
         self.sink = None
+        self._pending = None
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.abort()
@@ -260,6 +298,27 @@ class Pool:
         self._rr: dict[tuple[Upstream, ...], _RoundRobin] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.connects = 0  # connections opened (tests and metrics)
+        self._due: list[UpstreamConnection] = []
+        self._flush_scheduled = False
+
+    # -- writes, batched per loop round ---------------------------------------------------------
+    def due(self, conn: UpstreamConnection) -> None:
+        """``conn`` has writes queued: write them when the loop has run this round's callbacks,
+        every connection's together, so a sleeping upstream is woken once per burst rather than
+        once per request with Python work in between."""
+        self._due.append(conn)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.end_of_round)
+
+    def end_of_round(self) -> None:
+        self._flush_scheduled = False
+        self.flush_writes()
+
+    def flush_writes(self) -> None:
+        due, self._due = self._due, []
+        for conn in due:
+            conn.flush_writes()
 
     # -- connections --------------------------------------------------------------------------
     def take(self, key: PoolKey) -> UpstreamConnection | None:
