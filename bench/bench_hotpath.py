@@ -13,13 +13,16 @@ cannot separate from system calls and the machine's noise:
   the same count on any quiet or busy machine, so a change of 1 % is visible. Needs valgrind
   (``apt-get install valgrind``) and takes about two minutes.
 
-Usage: ``python3 -m bench.bench_hotpath [--requests N] [--rounds R] [--instructions]``.
+Usage: ``python3 -m bench.bench_hotpath [--signed-in] [--requests N] [--rounds R]
+[--instructions]``; ``--signed-in`` measures the route behind sign-in of ``bench/run``'s
+``vallum-auth-*`` scenarios (session cookie, policy, ES256 assertion and claim headers).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -82,11 +85,29 @@ class MemoryTransport(asyncio.Transport):
         return False
 
 
-async def measure(requests: int, rounds: int) -> float:
+def _setup(folder: Path, signed_in: bool) -> tuple[Path, bytes]:
+    """The config file and the request bytes: the public route, or the bench's signed-in route
+    (session cookie, policy, assertion and claim headers: ``bench.scenarios``)."""
+    config = folder / "vallum.yaml"
+    if not signed_in:
+        config.write_text(CONFIG)
+        return config, REQUEST
+    from bench import scenarios  # the same settings and cookie as bench/run's vallum-auth-*
+    from vallum.proxy import jwt
+
+    settings = scenarios.authenticated_config(
+        scenarios.vallum_config("http", 1, 2, folder / "unused.pem", folder / "unused.key"),
+        jwt.private_key_pem(jwt.generate_private_key()),
+    )
+    config.write_text(json.dumps(settings))
+    cookie = scenarios.session_cookie(config)
+    return config, REQUEST[:-2] + b"Cookie: " + cookie.encode() + b"\r\n\r\n"
+
+
+async def measure(requests: int, rounds: int, signed_in: bool = False) -> float:
     """Best microseconds per request over ``rounds`` batches of ``requests`` (after a warm-up)."""
     with tempfile.TemporaryDirectory(prefix="vallum-hotpath-") as tmp:
-        config = Path(tmp) / "vallum.yaml"
-        config.write_text(CONFIG)
+        config, request = _setup(Path(tmp), signed_in)
         table = server.compile_file(str(config))
     with open(os.devnull, "w") as sink:
         srv = server.Server(table, access_log=accesslog.AccessLog(sink), admin=False)
@@ -103,7 +124,7 @@ async def measure(requests: int, rounds: int) -> float:
 
         def batch(n: int) -> None:
             for _ in range(n):
-                feed_request(REQUEST)
+                feed_request(request)
                 feed_response(RESPONSE)
                 end_of_round()  # under load a round carries one response per connection
 
@@ -120,7 +141,7 @@ async def measure(requests: int, rounds: int) -> float:
         return best / requests * 1e6
 
 
-def count_instructions(requests: int) -> int:
+def count_instructions(requests: int, signed_in: bool = False) -> int:
     """Instructions per request: callgrind totals of runs with ``requests`` and 3x ``requests``
     batches, subtracted (start-up, imports and warm-up cancel out)."""
     valgrind = shutil.which("valgrind")
@@ -129,7 +150,8 @@ def count_instructions(requests: int) -> int:
     totals = []
     for n in (requests, 3 * requests):
         cmd = [valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-               "-m", "bench.bench_hotpath", "--requests", str(n), "--rounds", "1"]
+               "-m", "bench.bench_hotpath", "--requests", str(n), "--rounds", "1",
+               *(["--signed-in"] if signed_in else [])]
         run = subprocess.run(cmd, capture_output=True, text=True, check=False)
         found = re.search(r"Collected : (\d+)", run.stderr)
         if run.returncode != 0 or found is None:
@@ -145,6 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=20_000, help="requests per batch")
     parser.add_argument("--rounds", type=int, default=10, help="batches; the best is reported")
+    parser.add_argument("--signed-in", action="store_true",
+                        help="the signed-in route (cookie, policy, assertion) instead of the "
+                             "public one")
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions per request with callgrind instead (slow)")
     args = parser.parse_args(argv)
@@ -152,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--requests and --rounds must be positive")
     if args.instructions:
         requests = min(args.requests, 1000)
-        print(f"{count_instructions(requests):,} instructions per request "
+        print(f"{count_instructions(requests, args.signed_in):,} instructions per request "
               f"(callgrind, {sys.implementation.name} {sys.version.split()[0]})")
         return 0
     try:
@@ -161,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    per_request = runner(measure(args.requests, args.rounds))
+    per_request = runner(measure(args.requests, args.rounds, args.signed_in))
     print(f"{per_request:.2f} us per request (best of {args.rounds} x {args.requests:,}; "
           f"{sys.implementation.name} {sys.version.split()[0]} at {sys.executable})")
     return 0

@@ -258,7 +258,8 @@ def test_missing_sign_in_settings_warn_only_when_a_route_needs_a_user(
 
 async def test_decide_now_answers_as_decide_or_defers_to_it() -> None:
     """The hot path's coroutine-free decision gives decide()'s answer whenever it gives one,
-    and defers (None) exactly where the caller's identity or an internal endpoint is needed."""
+    and defers (None) exactly where I/O may be needed: an internal endpoint, a bearer token, a
+    session cookie not read yet (after decide() has read it, decide_now answers too)."""
     cert = request.ClientCertificate(b"x", verified=False, error="unknown issuer")
     table = _table(routes=(
         *_table().settings.routes,
@@ -267,20 +268,34 @@ async def test_decide_now_answers_as_decide_or_defers_to_it() -> None:
     mtls = _table(downstream_mtls=config.DownstreamMTLS(ca_pem="pem",
                                                         enforcement="policy_with_default_deny"),
                   routes=table.settings.routes)
-    cases: list[tuple[config.RouteTable, request.RequestInfo, bool]] = [
-        (table, _req("public.example.test", "/a"), True),
-        (table, _req("public.example.test", "//a/../b", cookie="x=1; _vallum=s"), True),
-        (table, _req("nowhere.example.test"), True),  # 404
-        (table, _req("public.example.test", "/%2e%2e%2f"), True),  # the normalised path or 400
-        (table, _req("public.example.test", "/.vallum/"), False),  # an internal endpoint
-        (table, _req("app.example.test"), False),  # needs the caller's identity
-        (table, _req("app.example.test", cookie=_cookie(table)), False),
-        (mtls, dataclasses.replace(_req("app.example.test"), client_cert=cert), True),  # 495
-    ]
+    staff, admins = _cookie(table), _cookie(table, groups=("admins",))
     g = build_gate(table.settings)
-    for tbl, req, quick in cases:
-        now = pipeline.decide_now(req, tbl, g)
-        later = await pipeline.decide(req, tbl, g)
-        assert (now is not None) is quick, req
-        if now is not None:
-            assert now == later, req
+    cases: list[tuple[config.RouteTable, request.RequestInfo, bool, bool]] = [
+        # (table, request, decide_now answers before decide ran, ... and after)
+        (table, _req("public.example.test", "/a"), True, True),
+        (table, _req("public.example.test", "//a/../b", cookie="x=1; _vallum=s"), True, True),
+        (table, _req("nowhere.example.test"), True, True),  # 404
+        (table, _req("public.example.test", "/%2e%2e%2f"), True, True),  # normalised, or 400
+        (table, _req("public.example.test", "/.vallum/"), False, False),  # internal endpoint
+        (table, _req("app.example.test"), True, True),  # anonymous: 401
+        (table, _req("app.example.test", accept="text/html"), True, True),  # sign-in redirect
+        (table, _req("app.example.test", authorization="Bearer a.b.c"), False, False),
+        (table, _req("app.example.test", cookie=staff), False, True),  # allowed, with assertion
+        (table, _req("admin.example.test", cookie=staff), True, True),  # 403 (read above)
+        (table, _req("admin.example.test", cookie=admins), False, True),
+        (mtls, dataclasses.replace(_req("app.example.test"), client_cert=cert), True, True),
+    ]
+    try:
+        for tbl, req, before, after in cases:
+            assert (pipeline.decide_now(req, tbl, g) is not None) is before, req
+            later = await pipeline.decide(req, tbl, g)
+            now = pipeline.decide_now(req, tbl, g)
+            assert (now is not None) is after, req
+            if now is None:
+                continue
+            if isinstance(later, pipeline.Respond) and later.status == 302:
+                assert isinstance(now, pipeline.Respond) and now.status == 302  # a fresh state
+            else:
+                assert now == later, req
+    finally:
+        await g.close()  # the bearer case opened the provider's client

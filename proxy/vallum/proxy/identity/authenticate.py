@@ -119,6 +119,22 @@ class Resolver:
     def __init__(self) -> None:
         self._refreshing: dict[str, asyncio.Future[sessions.Session | None]] = {}
 
+    def resolve_now(self, ctx: context.Context, req: RequestInfo) -> Resolved | None:
+        """:meth:`resolve` when it needs no I/O, as it usually does not: no session cookie, or
+        a cookie header already read and not due for refresh. ``None``: run :meth:`resolve`
+        (a bearer token, a cookie not seen yet or due for refresh)."""
+        auth = req.headers.get("authorization")
+        if auth is not None and auth[:7].lower() == "bearer ":
+            return None
+        header = req.headers.get("cookie")
+        if header is None:
+            return ANONYMOUS
+        now = time.time()
+        seen = ctx.cookie_headers_seen.get(header, now)
+        if seen is not None and seen[0] is not None and seen[0].refresh_at > now:
+            return Resolved(seen[0].identity)
+        return None
+
     async def resolve(self, ctx: context.Context, req: RequestInfo) -> Resolved:
         now = time.time()
         auth = req.headers.get("authorization")

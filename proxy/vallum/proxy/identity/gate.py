@@ -106,8 +106,10 @@ class IdentityGate:
     def authorize_now(
         self, req: RequestInfo, match: routing.Match, table: config.RouteTable
     ) -> pipeline.Allow | pipeline.Respond | None:
-        """The part of :meth:`authorize` that needs no I/O: a refused client certificate, a
-        public route. ``None``: the caller's identity is needed (run :meth:`authorize`)."""
+        """:meth:`authorize` when it needs no I/O, as it usually does not: a refused client
+        certificate, a public route, or a caller whose session is known (or who has none).
+        ``None``: the identity needs I/O (a bearer token to verify, a session cookie not seen
+        yet or due for refresh): run :meth:`authorize`."""
         ctx = self.context_for(table)
         refused = client_certificate_refusal(ctx.settings, req)
         if refused is not None:
@@ -115,7 +117,10 @@ class IdentityGate:
         if match.route.allow_public_unauthenticated_access:
             cookie = upstream_cookie(ctx, req)
             return pipeline.ALLOW if cookie is None else pipeline.Allow(request_headers=cookie)
-        return None
+        resolved = self.resolver.resolve_now(ctx, req)
+        if resolved is None:
+            return None
+        return self._judge(ctx, req, match, resolved)
 
     async def authorize(
         self, req: RequestInfo, match: routing.Match, table: config.RouteTable
@@ -124,8 +129,15 @@ class IdentityGate:
         if quick is not None:
             return quick
         ctx = self.context_for(table)
+        return self._judge(ctx, req, match, await self.resolver.resolve(ctx, req))
+
+    def _judge(
+        self, ctx: context.Context, req: RequestInfo, match: routing.Match,
+        resolved: authenticate.Resolved,
+    ) -> pipeline.Allow | pipeline.Respond:
+        """The route's policy on the resolved caller: forward with the identity headers, or
+        answer (sign in, 401, 403, 495)."""
         route = match.route
-        resolved = await self.resolver.resolve(ctx, req)
         who = resolved.identity
         compiled = ctx.compiled_policy(match.route_index, route)
         decision = policy.evaluate(compiled, req, who)
