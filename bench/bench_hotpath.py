@@ -120,7 +120,11 @@ async def measure(requests: int, rounds: int, signed_in: bool = False) -> float:
         conn.connection_made(MemoryTransport())
         srv.pool.release(conn)
         feed_request, feed_response = proto.data_received, conn.data_received
-        end_of_round = ctx.flush_writes  # what the loop runs after a round of callbacks
+        client_round, upstream_round = ctx.round.flush, srv.pool.round.flush
+
+        def end_of_round() -> None:  # what the loop runs after a round of callbacks
+            client_round()
+            upstream_round()
 
         def batch(n: int) -> None:
             for _ in range(n):

@@ -34,7 +34,7 @@ import httptools
 
 from vallum.core.config import RouteTable
 from vallum.core.request import ClientCertificate
-from vallum.proxy import exchange, pipeline, tls, upstream
+from vallum.proxy import batching, exchange, pipeline, tls, upstream
 from vallum.proxy import forward as fwd
 
 BUFFER_LIMIT = 256 * 1024  # request bytes held before an upstream is ready
@@ -43,8 +43,6 @@ MAX_HEAD = 64 * 1024  # request line + headers
 HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head (slowloris)
 _PAUSE_BUFFER = 2
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-_JOIN_PARTS = 8  # corked writes joined into one bytes object up to this many parts ...
-_JOIN_BYTES = 16 * 1024  # ... and this size (larger ones go out as a vectored write)
 
 class TableSource(Protocol):
     """Where the current route table comes from (``vallum.proxy.state.TableHolder``)."""
@@ -79,8 +77,7 @@ class Context:
         self.quick = pipeline.quick_gate(gate)
         self.plans = fwd.Plans(gate.strip_request_headers())
         self.connections: set[HTTP1] = set()
-        self.due: list[HTTP1] = []  # connections whose corked writes go out this round
-        self.flush_scheduled = False  # end_of_round is scheduled with call_soon
+        self.round = batching.Round()  # connections whose corked writes go out this round
         self.deadlines: exchange.Deadlines | None = None
         self.closing = False  # draining: finish running requests, keep no connection alive
         self._sweeper: asyncio.TimerHandle | None = None
@@ -92,17 +89,6 @@ class Context:
             self._sweeper = loop.call_later(1.0, self._sweep)
             self.deadlines = exchange.Deadlines(loop)
         return HTTP1(self)
-
-    def end_of_round(self) -> None:
-        """Run by the loop after the round of callbacks that corked writes (``call_soon``)."""
-        self.flush_scheduled = False
-        self.flush_writes()
-
-    def flush_writes(self) -> None:
-        """Write every connection's batch collected during this round of callbacks."""
-        due, self.due = self.due, []
-        for conn in due:
-            conn.flush_writes()
 
     def close(self) -> None:
         """Start draining: idle connections close now, busy ones after their response."""
@@ -151,7 +137,7 @@ class HTTP1(asyncio.Protocol):
         self.head_started = 0.0  # when the head being received began (0: none pending)
         self._paused = 0
         self._corked: list[bytes] | None = None
-        self._flush_due = False  # in ctx.due: its corked writes go out at the end of the round
+        self._flush_due = False  # in ctx.round: its corked writes go out at the round's end
         self._starting = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -317,7 +303,7 @@ class HTTP1(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self._corked is not None:
             self._corked.append(data)
-            if len(data) >= _JOIN_BYTES:  # a body streaming through: now, so flow control sees it
+            if len(data) >= batching.JOIN_BYTES:  # a body streaming: now, for flow control
                 self.flush_writes()
         elif self.transport is not None and not self.closed:
             self.transport.write(data)
@@ -325,7 +311,7 @@ class HTTP1(asyncio.Protocol):
     def writelines(self, parts: list[bytes]) -> None:
         if self._corked is not None:
             self._corked.extend(parts)
-            if sum(map(len, parts)) >= _JOIN_BYTES:
+            if sum(map(len, parts)) >= batching.JOIN_BYTES:
                 self.flush_writes()
         elif self.transport is not None and not self.closed:
             self.transport.writelines(parts)
@@ -338,31 +324,20 @@ class HTTP1(asyncio.Protocol):
 
     def uncork(self) -> None:
         """The end of a batch of writes: they go out when the event loop has run this round's
-        callbacks (:meth:`Context.flush_writes`), together with every other connection's, so
+        callbacks (:class:`~vallum.proxy.batching.Round`), with every other connection's, so
         that the peers woken by these writes are woken once, in a burst, rather than once per
         connection with Python work in between. Writes made meanwhile join the batch."""
         if self._corked is None or self._flush_due:
             return
         self._flush_due = True
-        ctx = self.ctx
-        ctx.due.append(self)
-        if not ctx.flush_scheduled:
-            ctx.flush_scheduled = True
-            self.loop.call_soon(ctx.end_of_round)
+        self.ctx.round.add(self)
 
     def flush_writes(self) -> None:
         """Write what :meth:`cork` collected, now."""
         self._flush_due = False
         out, self._corked = self._corked, None
         if out and self.transport is not None and not self.closed:
-            if len(out) == 1:
-                self.transport.write(out[0])
-            elif len(out) <= _JOIN_PARTS and sum(map(len, out)) <= _JOIN_BYTES:
-                # One bytes object takes the transport's direct write path; writelines queues a
-                # vectored write request, which costs more than copying a small response.
-                self.transport.write(b"".join(out))
-            else:
-                self.transport.writelines(out)
+            batching.send(self.transport, out)
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:

@@ -33,10 +33,9 @@ from typing import Protocol, cast
 import httptools
 
 from vallum.core.config import Route, Upstream
+from vallum.proxy import batching
 
 POOL_IDLE_SECONDS = 60.0
-_JOIN_PARTS = 8  # queued writes joined into one bytes object up to this many parts ...
-_JOIN_BYTES = 16 * 1024  # ... and this size (larger ones go out as a vectored write)
 POOL_MAX_IDLE_PER_KEY = 512
 EJECT_SECONDS = 10.0
 CONNECT_TIMEOUT = 10.0
@@ -126,26 +125,26 @@ class UpstreamConnection(asyncio.Protocol):
         self.framing = FRAMING_EOF
 
     def write(self, data: bytes) -> None:
-        """Queue ``data``: it goes out at the end of the loop round (:meth:`Pool.end_of_round`),
+        """Queue ``data``: it goes out at the end of the loop round (``Pool.round``),
         with whatever else this connection writes until then, in order."""
-        if len(data) >= _JOIN_BYTES:  # a body streaming through: now, so flow control sees it
+        if len(data) >= batching.JOIN_BYTES:  # a body streaming: now, for flow control
             self._write_now([data])
             return
         pending = self._pending
         if pending is None:
             self._pending = [data]
-            self.pool.due(self)
+            self.pool.round.add(self)
         else:
             pending.append(data)
 
     def writelines(self, parts: list[bytes]) -> None:
-        if sum(map(len, parts)) >= _JOIN_BYTES:
+        if sum(map(len, parts)) >= batching.JOIN_BYTES:
             self._write_now(parts)
             return
         pending = self._pending
         if pending is None:
             self._pending = list(parts)
-            self.pool.due(self)
+            self.pool.round.add(self)
         else:
             pending.extend(parts)
 
@@ -159,12 +158,7 @@ class UpstreamConnection(asyncio.Protocol):
         """Write what is queued, now."""
         out, self._pending = self._pending, None
         if out and self.transport is not None and not self.closed:
-            if len(out) == 1:
-                self.transport.write(out[0])
-            elif len(out) <= _JOIN_PARTS and sum(map(len, out)) <= _JOIN_BYTES:
-                self.transport.write(b"".join(out))  # the transport's direct write path
-            else:
-                self.transport.writelines(out)
+            batching.send(self.transport, out)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -298,27 +292,7 @@ class Pool:
         self._rr: dict[tuple[Upstream, ...], _RoundRobin] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self.connects = 0  # connections opened (tests and metrics)
-        self._due: list[UpstreamConnection] = []
-        self._flush_scheduled = False
-
-    # -- writes, batched per loop round ---------------------------------------------------------
-    def due(self, conn: UpstreamConnection) -> None:
-        """``conn`` has writes queued: write them when the loop has run this round's callbacks,
-        every connection's together, so a sleeping upstream is woken once per burst rather than
-        once per request with Python work in between."""
-        self._due.append(conn)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self.end_of_round)
-
-    def end_of_round(self) -> None:
-        self._flush_scheduled = False
-        self.flush_writes()
-
-    def flush_writes(self) -> None:
-        due, self._due = self._due, []
-        for conn in due:
-            conn.flush_writes()
+        self.round = batching.Round()  # connections with request writes due this round
 
     # -- connections --------------------------------------------------------------------------
     def take(self, key: PoolKey) -> UpstreamConnection | None:
