@@ -32,7 +32,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from tests.support.transports import RecordingTransport
 
 from vallum.proxy import accesslog, server, upstream
 
@@ -51,38 +52,6 @@ routes:
     allow_public_unauthenticated_access: true
 """
 WARMUP = 2000
-
-
-class MemoryTransport(asyncio.Transport):
-    """Keeps what is written (cleared between batches); reading and closing do nothing."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.out: list[bytes] = []
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.out.append(bytes(data))
-
-    def writelines(self, parts: Any) -> None:
-        self.out.extend(bytes(p) for p in parts)
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
 
 
 def _setup(folder: Path, signed_in: bool) -> tuple[Path, bytes]:
@@ -112,12 +81,12 @@ async def measure(requests: int, rounds: int, signed_in: bool = False) -> float:
     with open(os.devnull, "w") as sink:
         srv = server.Server(table, access_log=accesslog.AccessLog(sink), admin=False)
         ctx = srv.ctx
-        client = MemoryTransport()
+        client = RecordingTransport()
         proto = ctx.protocol()
         proto.connection_made(client)
         plan = ctx.plans.get(table, 0, table.settings.routes[0])
         conn = upstream.UpstreamConnection(srv.pool, plan.pool_keys[0])
-        conn.connection_made(MemoryTransport())
+        conn.connection_made(RecordingTransport())
         srv.pool.release(conn)
         feed_request, feed_response = proto.data_received, conn.data_received
         client_round, upstream_round = ctx.round.flush, srv.pool.round.flush
@@ -133,11 +102,11 @@ async def measure(requests: int, rounds: int, signed_in: bool = False) -> float:
                 end_of_round()  # under load a round carries one response per connection
 
         batch(WARMUP)
-        if not client.out or not client.out[-1].startswith(b"HTTP/1.1 200 OK\r\n"):
-            raise SystemExit(f"bench_hotpath: unexpected answer {client.out[-1:]!r}")
+        if not client.calls or not client.calls[-1].startswith(b"HTTP/1.1 200 OK\r\n"):
+            raise SystemExit(f"bench_hotpath: unexpected answer {client.calls[-1:]!r}")
         best = float("inf")
         for _ in range(rounds):
-            client.out.clear()
+            client.calls.clear()
             start = time.perf_counter()
             batch(requests)
             best = min(best, time.perf_counter() - start)

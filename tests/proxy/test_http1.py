@@ -20,6 +20,7 @@ from aiohttp import web
 from tests.proxy import dataplane as dp
 from tests.support.certs import TestCA
 from tests.support.net import free_port
+from tests.support.transports import RecordingTransport
 from vallum.proxy import http1, pipeline, upstream
 
 
@@ -551,35 +552,12 @@ async def test_client_identity_headers_are_stripped_also_after_a_reload() -> Non
             await client.close()
 
 
-class _Recorder(asyncio.Transport):
-    """A client transport that records each write call."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[bytes] = []
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.calls.append(bytes(data))
-
-    def writelines(self, parts: object) -> None:
-        self.calls.append(b"".join(parts))  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return False
-
-
 async def test_corked_writes_of_a_round_go_out_together_when_the_round_ends() -> None:
     """A response's head and body (and anything written to the connection meanwhile) go out in
     one write after the round of callbacks, for every connection of the listener at once."""
     ctx = http1.Context(dp.Holder(dp.table()), dp.PublicOnlyGate(), upstream.Pool())
     first, second = ctx.protocol(), ctx.protocol()
-    one, two = _Recorder(), _Recorder()
+    one, two = RecordingTransport(), RecordingTransport()
     first.connection_made(one)
     second.connection_made(two)
     for proto, name in ((first, b"a"), (second, b"b")):

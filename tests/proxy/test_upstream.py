@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 from tests.proxy import dataplane as dp
 from tests.support.net import free_port
+from tests.support.transports import RecordingTransport
 from vallum.proxy import upstream
 
 
@@ -142,31 +143,10 @@ async def test_read_until_close_response_is_chunked_to_the_client() -> None:
         await client.close()
 
 
-class _Calls(asyncio.Transport):
-    """Records each write call (a list of what one system call would send)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.calls.append(bytes(data))
-
-    def writelines(self, parts: object) -> None:
-        self.calls.append(b"".join(parts))  # type: ignore[arg-type]
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-
 async def test_writes_are_queued_to_the_end_of_the_round_in_order() -> None:
     pool = upstream.Pool()
     first, second = upstream.UpstreamConnection(pool, "a"), upstream.UpstreamConnection(pool, "b")
-    one, two = _Calls(), _Calls()
+    one, two = RecordingTransport(), RecordingTransport()
     first.connection_made(one)
     second.connection_made(two)
     first.write(b"GET / HTTP/1.1\r\n\r\n")
