@@ -65,8 +65,8 @@ def test_two_instances_do_not_collide() -> None:
 
 async def test_requests_are_tallied_and_reach_prometheus_values_on_flush_or_scrape() -> None:
     m = metrics.Metrics()
-    assert m.tallied  # this prometheus_client's value objects were found
     m.observe("app", "GET", 200, 0.01)
+    assert ("app", "GET", 200) in m._tallies  # this prometheus_client's value objects were found
     m.observe("app", "GET", 200, 0.02)
     # Inside an event loop: not yet in prometheus_client's values (another worker's scrape
     # reads those), but a scrape of this process flushes first.
@@ -94,7 +94,7 @@ async def test_a_flush_follows_a_second_after_the_first_tallied_request(
 def test_an_unknown_prometheus_client_is_counted_through_its_public_methods(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(metrics, "_internals_known", lambda: False)
+    monkeypatch.setattr(metrics, "_value_incs", lambda counter, histogram: None)
     m = metrics.Metrics()
     m.observe("app", "GET", 200, 0.003)
     m.observe("app", "GET", 200, 0.2)
@@ -146,6 +146,7 @@ def test_multiprocess_mode_sums_every_worker(
     got = samples(m.render()[0])
     assert requests_total(got, "app") == 43
     assert got[("vallum_request_duration_seconds_count", (("route", "app"),))] == 43
+    assert {name for name, _ in got if not name.startswith(("vallum_", "python_"))} == set()
     assert requests_total(got, "only-2", status="404") == 1
     assert requests_total(got, "only-3", status="404") == 1
     assert got[("vallum_route_table_generation", ())] == 3

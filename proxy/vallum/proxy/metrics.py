@@ -81,7 +81,7 @@ def worker_exited(pid: int) -> None:
 _Inc = Callable[[float], None]
 _Incs = tuple[_Inc, _Inc, tuple[_Inc, ...]]
 FLUSH_SECONDS = 1.0
-_NO_TALLY = len(BUCKETS) + 1  # bucket slots: one per bound, then +Inf
+_BUCKET_SLOTS = len(BUCKETS) + 1  # one per bound, then +Inf
 
 
 class _Tally:
@@ -92,7 +92,7 @@ class _Tally:
     def __init__(self) -> None:
         self.count = 0
         self.total = 0.0
-        self.buckets = [0] * _NO_TALLY
+        self.buckets = [0] * _BUCKET_SLOTS
 
 
 def _value_incs(counter: Counter, histogram: Histogram) -> _Incs | None:
@@ -111,14 +111,6 @@ def _value_incs(counter: Counter, histogram: Histogram) -> _Incs | None:
     ):
         return value.inc, total.inc, tuple(b.inc for b in buckets)
     return None
-
-
-def _internals_known() -> bool:
-    """Whether this prometheus_client exposes the value objects tallies are added to."""
-    registry = CollectorRegistry()
-    counter = Counter("probe", "", registry=registry)
-    histogram = Histogram("probe_seconds", "", buckets=BUCKETS, registry=registry)
-    return _value_incs(counter, histogram) is not None
 
 
 class Metrics:
@@ -171,22 +163,23 @@ class Metrics:
         self._children: dict[tuple[str, str, int], _Incs] = {}
         self._tallies: dict[tuple[str, str, int], _Tally] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self.tallied = _internals_known()
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its duration. Hot path: keep it this small."""
         if method not in METHODS:
             method = "OTHER"
-        if not self.tallied:  # an unknown prometheus_client: its public, locked methods
-            self.requests.labels(route, method, str(status)).inc()
-            self.duration.labels(route).observe(seconds)
-            return
+        key = (route, method, status)
         tallies = self._tallies
-        if not tallies:
-            self._schedule_flush()
-        tally = tallies.get((route, method, status))
+        tally = tallies.get(key)
         if tally is None:
-            tally = tallies[(route, method, status)] = _Tally()
+            if key not in self._children and self._child(route, method, status) is None:
+                # A prometheus_client whose value objects are unknown: its public methods.
+                self.requests.labels(route, method, str(status)).inc()
+                self.duration.labels(route).observe(seconds)
+                return
+            if not tallies:
+                self._schedule_flush()
+            tally = tallies[key] = _Tally()
         tally.count += 1
         tally.total += seconds
         # Histogram buckets hold "<= bound" counts, non-cumulative until exposition: the first
@@ -210,12 +203,8 @@ class Metrics:
             self._timer.cancel()
             self._timer = None
         tallies, self._tallies = self._tallies, {}
-        for (route, method, status), tally in tallies.items():
-            incs = self._children.get((route, method, status))
-            if incs is None:
-                incs = self._child(route, method, status)
-            if incs is None:
-                continue
+        for key, tally in tallies.items():
+            incs = self._children[key]  # made by observe before the first tally of its key
             incs[0](float(tally.count))
             incs[1](tally.total)
             for bucket, count in zip(incs[2], tally.buckets, strict=True):
