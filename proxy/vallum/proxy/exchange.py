@@ -3,9 +3,10 @@
 An :class:`Exchange` is created by :class:`vallum.proxy.http1.HTTP1` for every request head it
 parses and is the :class:`~vallum.proxy.upstream.Sink` of the upstream connection serving it:
 
-* ``start`` builds the pipeline's ``RequestInfo`` and asks :func:`vallum.proxy.pipeline.decide_now`
-  (no coroutine: public routes), else runs :func:`~vallum.proxy.pipeline.decide` directly,
-  making a task only if the gate really suspends (:class:`_Resume`);
+* ``start`` builds the pipeline's ``RequestInfo`` and asks
+  :func:`vallum.proxy.pipeline.decide_now` (no coroutine: public routes, known sessions), else
+  runs :func:`~vallum.proxy.pipeline.decide` directly, making a task only if the gate really
+  suspends (:class:`_Resume`);
 * ``dispatch``/``send`` pick an endpoint (retrying another one when a connect fails), take a
   pooled connection or open one, and write the request head and body (re-chunked if chunked);
 * the ``upstream_*`` callbacks frame the response for the client (``Content-Length`` passed
@@ -204,12 +205,11 @@ class Exchange:
         if "expect" in headers and headers["expect"].lower() == "100-continue":
             self.expect = True
         quick = ctx.quick
-        if quick is not None:  # public routes: decided without a coroutine
+        if quick is not None:  # decided without a coroutine when no I/O is needed
             try:
                 verdict = pipeline.decide_now(req, table, quick)
             except Exception:
-                log.exception("pipeline failed (request %s)", self.request_id)
-                self.respond_error(500, "Vallum failed to handle this request.")
+                self._pipeline_failed()
                 return
             if verdict is not None:
                 self.decided(verdict)
@@ -221,10 +221,13 @@ class Exchange:
             self.decided(stop.value)
             return
         except Exception:
-            log.exception("pipeline failed (request %s)", self.request_id)
-            self.respond_error(500, "Vallum failed to handle this request.")
+            self._pipeline_failed()
             return
         self.task = self.proto.loop.create_task(self._decide_later(coro, first))
+
+    def _pipeline_failed(self) -> None:
+        log.exception("pipeline failed (request %s)", self.request_id)
+        self.respond_error(500, "Vallum failed to handle this request.")
 
     async def _decide_later(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
         try:
@@ -232,8 +235,7 @@ class Exchange:
         except asyncio.CancelledError:
             return
         except Exception:
-            log.exception("pipeline failed (request %s)", self.request_id)
-            self.respond_error(500, "Vallum failed to handle this request.")
+            self._pipeline_failed()
             return
         if not self.finished:
             self.decided(verdict)

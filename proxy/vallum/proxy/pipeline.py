@@ -87,8 +87,9 @@ class Gate(Protocol):
 
 
 class QuickGate(Gate, Protocol):
-    """A gate that can also decide without a coroutine when no I/O is needed (public routes):
-    :func:`decide_now` uses it and saves the coroutine machinery on the hot path."""
+    """A gate that can also decide without a coroutine when no I/O is needed (public routes,
+    known sessions): :func:`decide_now` uses it and saves the coroutine machinery on the hot
+    path."""
 
     def intercepts(self, req: RequestInfo) -> bool:
         """Whether :meth:`Gate.intercept` may answer ``req`` (then :func:`decide` runs)."""
@@ -205,13 +206,10 @@ async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | R
     early = await gate.intercept(req, table)
     if early is not None:
         return early
-    match = _MATCHES.match(table, req.host, req.path)
-    if match is None:
-        return _no_route(req)
-    if match.path != req.path:
-        # The gate and the policy judge the path that is forwarded, never the raw spelling:
-        # otherwise `//admin` would pass a deny rule on `/admin` and reach `/admin` upstream.
-        req = dataclasses.replace(req, path=match.path)
+    matched = _match(req, table)
+    if isinstance(matched, Respond):
+        return matched
+    req, match = matched
     verdict = await gate.authorize(req, match, table)
     if isinstance(verdict, Respond):
         return verdict
@@ -220,24 +218,31 @@ async def decide(req: RequestInfo, table: RouteTable, gate: Gate) -> Forward | R
 
 def decide_now(req: RequestInfo, table: RouteTable, gate: QuickGate) -> Forward | Respond | None:
     """:func:`decide` without a coroutine, when the gate can answer without I/O (public routes,
-    refused client certificates, no route); ``None``: run :func:`decide`. Same answers."""
+    known sessions, refused client certificates, no route); ``None``: run :func:`decide`."""
     if gate.intercepts(req):
         return None
-    match = _MATCHES.match(table, req.host, req.path)
-    if match is None:
-        return _no_route(req)
-    if match.path != req.path:  # as in decide: the gate judges the forwarded path
-        req = dataclasses.replace(req, path=match.path)
+    matched = _match(req, table)
+    if isinstance(matched, Respond):
+        return matched
+    req, match = matched
     verdict = gate.authorize_now(req, match, table)
     if verdict is None or isinstance(verdict, Respond):
         return verdict
     return Forward(match, verdict)
 
 
-def _no_route(req: RequestInfo) -> Respond:
-    if routing.normalize_path(req.path) is None:
-        return error(req, 400, "The request path is malformed.")
-    return error(req, 404, "No route matches this host and path.")
+def _match(req: RequestInfo, table: RouteTable) -> tuple[RequestInfo, routing.Match] | Respond:
+    """The route for ``req`` and the request as the gate judges it, or the 404/400 answer."""
+    match = _MATCHES.match(table, req.host, req.path)
+    if match is None:
+        if routing.normalize_path(req.path) is None:
+            return error(req, 400, "The request path is malformed.")
+        return error(req, 404, "No route matches this host and path.")
+    if match.path != req.path:
+        # The gate and the policy judge the path that is forwarded, never the raw spelling:
+        # otherwise `//admin` would pass a deny rule on `/admin` and reach `/admin` upstream.
+        req = dataclasses.replace(req, path=match.path)
+    return req, match
 
 
 class MatchCache:

@@ -152,7 +152,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._pending is not None:
             self.flush_writes()  # what was queued goes first
         if self.transport is not None and not self.closed:
-            self.transport.writelines(parts)
+            batching.send(self.transport, parts)
 
     def flush_writes(self) -> None:
         """Write what is queued, now."""

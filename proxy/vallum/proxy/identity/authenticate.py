@@ -43,6 +43,21 @@ class Resolved:
 ANONYMOUS = Resolved(None)
 
 
+def _bearer_token(req: RequestInfo) -> str | None:
+    auth = req.headers.get("authorization")
+    if auth is not None and auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return None
+
+
+def _known_session(ctx: context.Context, header: str, now: float) -> Resolved | None:
+    """The caller of a ``Cookie`` header already read and not due for refresh (one lookup)."""
+    seen = ctx.cookie_headers_seen.get(header, now)
+    if seen is not None and seen[0] is not None and seen[0].refresh_at > now:
+        return Resolved(seen[0].identity)
+    return None
+
+
 def new_session(
     ctx: context.Context, tokens: oidc.Tokens, *, session_id: str | None = None,
     expires_at: float | None = None, now: float | None = None,
@@ -123,31 +138,26 @@ class Resolver:
         """:meth:`resolve` when it needs no I/O, as it usually does not: no session cookie, or
         a cookie header already read and not due for refresh. ``None``: run :meth:`resolve`
         (a bearer token, a cookie not seen yet or due for refresh)."""
-        auth = req.headers.get("authorization")
-        if auth is not None and auth[:7].lower() == "bearer ":
+        if _bearer_token(req) is not None:
             return None
         header = req.headers.get("cookie")
         if header is None:
             return ANONYMOUS
-        now = time.time()
-        seen = ctx.cookie_headers_seen.get(header, now)
-        if seen is not None and seen[0] is not None and seen[0].refresh_at > now:
-            return Resolved(seen[0].identity)
-        return None
+        return _known_session(ctx, header, time.time())
 
     async def resolve(self, ctx: context.Context, req: RequestInfo) -> Resolved:
         now = time.time()
-        auth = req.headers.get("authorization")
-        if auth is not None and auth[:7].lower() == "bearer ":
-            resolved = await self._bearer(ctx, auth[7:].strip(), now)
+        token = _bearer_token(req)
+        if token is not None:
+            resolved = await self._bearer(ctx, token, now)
             if resolved is not None:
                 return resolved
         header = req.headers.get("cookie")
         if header is None:
             return ANONYMOUS
-        seen = ctx.cookie_headers_seen.get(header, now)
-        if seen is not None and seen[0] is not None and seen[0].refresh_at > now:
-            return Resolved(seen[0].identity)  # the common case: one dict lookup
+        known = _known_session(ctx, header, now)
+        if known is not None:
+            return known
         cookies = request_cookies(req)
         session = read_session(ctx, cookies, now)
         if session is None:

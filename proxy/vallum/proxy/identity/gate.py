@@ -99,7 +99,7 @@ class IdentityGate:
     async def intercept(
         self, req: RequestInfo, table: config.RouteTable
     ) -> pipeline.Respond | None:
-        if req.path[:2] != "/.":
+        if not self.intercepts(req):
             return None
         return await endpoints.handle(self, self.context_for(table), req)
 
