@@ -76,7 +76,9 @@ def test_port_in_use_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and "address already in use" in done.stderr.lower()
 
 
-def test_serves_the_shipped_example_shape_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+def _public_app_config(tmp_path: Path) -> tuple[int, Path]:
+    """A free port and a config serving app.test publicly there, to an upstream port where
+    nothing listens (every request gets 502, and an access log line)."""
     port = free_port()
     config = tmp_path / "vallum.yaml"
     config.write_text(
@@ -84,6 +86,11 @@ def test_serves_the_shipped_example_shape_and_stops_cleanly_on_sigterm(tmp_path:
         "  - from: https://app.test\n    to: http://127.0.0.1:9\n"
         "    allow_public_unauthenticated_access: true\n"
     )
+    return port, config
+
+
+def test_serves_the_shipped_example_shape_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    port, config = _public_app_config(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "vallum.cli", "serve", "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -190,13 +197,7 @@ def test_sigterm_right_after_a_request_keeps_its_access_log_line(
 ) -> None:
     """Stopping writes every access log line, the last request's included (a worker ends with
     os._exit, which drops whatever is still buffered), also with a buffered stdout."""
-    port = free_port()
-    config = tmp_path / "vallum.yaml"
-    config.write_text(
-        f"address: 127.0.0.1:{port}\ninsecure_server: true\nroutes:\n"
-        "  - from: https://app.test\n    to: http://127.0.0.1:9\n"
-        "    allow_public_unauthenticated_access: true\n"
-    )
+    port, config = _public_app_config(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered stdout
     proc = subprocess.Popen(
         [sys.executable, "-m", "vallum.cli", "serve", "--config", str(config), "-w", workers],
