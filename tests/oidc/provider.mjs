@@ -12,7 +12,12 @@
 //                  "post_logout_redirect_uris": ["https://app.example.test/"]}],
 //     "users": {"alice": {"email": "alice@example.test", "name": "Alice", "groups": ["admins"]}},
 //     "ttl": {"IdToken": 3600, "AccessToken": 3600},
-//     "resource_audience": "https://api.example.test", "access_token_audience": "vallum" }
+//     "resource_audience": "https://api.example.test", "access_token_audience": "vallum",
+//     "rotate_refresh_tokens": false }
+//
+// A user may carry "email_verified" (default true) and "azp" (an authorized party put in the ID
+// token, default none). With "rotate_refresh_tokens" every refresh returns a new refresh token
+// and a second use of a spent one revokes the whole grant (oidc-provider's reuse detection).
 //
 // Sign in on the provider's dev login form with a user name from "users" (any password).
 // An authorization request carrying `resource=<resource_audience>` gets a JWT access token
@@ -45,10 +50,11 @@ const provider = new Provider(config.issuer, {
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
-    profile: ['name', 'groups'],
+    profile: ['name', 'groups', 'azp'],
   },
   conformIdTokenClaims: false,
   issueRefreshToken: async () => true,
+  ...(config.rotate_refresh_tokens ? { rotateRefreshToken: () => true } : {}),
   // JWT access tokens carry the user's email and groups, as most IdPs' access tokens do.
   extraTokenClaims: async (_ctx, token) => {
     const user = users[token.accountId];
@@ -85,7 +91,12 @@ const provider = new Provider(config.issuer, {
     return {
       accountId: id,
       async claims() {
-        return { sub: id, email: user.email, email_verified: true, name: user.name ?? id, groups: user.groups ?? [] };
+        const claims = {
+          sub: id, email: user.email, email_verified: user.email_verified ?? true,
+          name: user.name ?? id, groups: user.groups ?? [],
+        };
+        if (user.azp !== undefined) claims.azp = user.azp;
+        return claims;
       },
     };
   },

@@ -135,6 +135,65 @@ async def test_untrusted_provider_certificate_is_refused(provider: oidc_support.
         await c.close()
 
 
+async def test_authorization_response_issuer_rfc9207(
+    client: oidc.OIDCClient, provider: oidc_support.Provider, key_server: KeyServer,
+    test_ca: TestCA,
+) -> None:
+    assert (await client.metadata()).authorization_response_iss_parameter_supported
+    await client.check_response_issuer(provider.issuer)
+    for wrong in (None, "https://evil.example", provider.issuer + "/"):
+        with pytest.raises(errors.IdentityError, match="RFC 9207"):
+            await client.check_response_issuer(wrong)
+    quiet = oidc.OIDCClient(config.Settings(  # a provider that does not advertise it
+        idp_provider_url=key_server.issuer, idp_client_id="vallum",
+        certificate_authority_pem=test_ca.cert_pem,
+    ))
+    try:
+        await quiet.check_response_issuer(None)
+        with pytest.raises(errors.IdentityError, match="RFC 9207"):
+            await quiet.check_response_issuer("https://evil.example")
+    finally:
+        await quiet.close()
+
+
+async def test_id_token_for_another_client_is_refused(
+    key_server: KeyServer, test_ca: TestCA
+) -> None:
+    c = oidc.OIDCClient(config.Settings(
+        idp_provider_url=key_server.issuer, idp_client_id="vallum",
+        certificate_authority_pem=test_ca.cert_pem,
+    ))
+    try:
+        assert (await c.verify_id_token(key_server.token("k1", azp="vallum"), nonce=None))
+        assert (await c.verify_id_token(key_server.token("k1"), nonce=None))
+        with pytest.raises(errors.IdentityError, match="azp"):
+            await c.verify_id_token(key_server.token("k1", azp="another-client"), nonce=None)
+        with pytest.raises(errors.IdentityError, match="azp"):
+            await c.verify_id_token(key_server.token("k1", aud=["vallum", "x"]), nonce=None)
+        several = key_server.token("k1", aud=["vallum", "x"], azp="vallum")
+        assert (await c.verify_id_token(several, nonce=None))["sub"] == "svc"
+    finally:
+        await c.close()
+
+
+@pytest.mark.parametrize(
+    ("verified", "allowed", "email"),
+    [
+        (True, False, "a@corp.test"), ("true", False, "a@corp.test"), (None, False, "a@corp.test"),
+        (False, False, ""), ("false", False, ""), ("False", False, ""),
+        (False, True, "a@corp.test"), ("false", True, "a@corp.test"),
+    ],
+)
+def test_unverified_email_is_no_email(verified: object, allowed: bool, email: str) -> None:
+    claims: dict[str, Any] = {"sub": "u1", "email": "a@corp.test"}
+    if verified is not None:
+        claims["email_verified"] = verified
+    settings = config.Settings(idp_allow_unverified_email=allowed)
+    who = oidc.identity_from_claims(claims, settings, session_id="s", expires_at=0.0)
+    assert who.email == email
+    assert who.claims.get("email", "") == email  # neither claim/email nor the assertion see it
+
+
 def test_groups_claim_shapes() -> None:
     assert oidc.groups_from_claims({"groups": ["a", "b"]}, "groups") == ("a", "b")
     assert oidc.groups_from_claims({"groups": "a"}, "groups") == ("a",)

@@ -38,6 +38,14 @@ USERS: dict[str, dict[str, Any]] = {
     "bob": {"email": "bob@example.test", "name": "Bob Staff", "groups": ["staff"]},
     "carol": {"email": "carol@other.test", "name": "Carol Outsider", "groups": []},
     "heavy": {"email": "heavy@example.test", "name": "Heavy Groups", "groups": HEAVY_GROUPS},
+    # Typed someone else's address at a provider that does not check it ("nOAuth").
+    "mallory": {"email": "alice@example.test", "email_verified": False, "name": "Mallory",
+                "groups": []},
+    "mallory2": {"email": "alice@example.test", "email_verified": "false", "name": "Mallory",
+                 "groups": []},
+    # An ID token issued to another client of the same provider (azp).
+    "elsewhere": {"email": "elsewhere@example.test", "name": "Elsewhere", "groups": [],
+                  "azp": "another-client"},
 }
 
 
@@ -88,7 +96,10 @@ async def start_provider(
     post_logout_redirect_uris: Sequence[str] = (),
     ttl: Mapping[str, int] | None = None,
     users: Mapping[str, Mapping[str, Any]] = USERS,
+    rotate_refresh_tokens: bool = False,
 ) -> AsyncIterator[Provider]:
+    """``rotate_refresh_tokens``: a new refresh token at every refresh, and a spent one used
+    again revokes the whole grant (as providers with reuse detection do)."""
     require_node()
     # Two tries: on a loaded 2-core machine a start has been seen to fail once in a full run
     # (the port taken between free_port() and listen(), or no "ready" line); each try says why.
@@ -113,6 +124,7 @@ async def start_provider(
             "ttl": dict(ttl or {}),
             "resource_audience": RESOURCE_AUDIENCE,
             "access_token_audience": CLIENT_ID,
+            "rotate_refresh_tokens": rotate_refresh_tokens,
         }
         config_file = folder / "oidc-provider.json"
         config_file.write_text(json.dumps(config))

@@ -51,6 +51,8 @@ class ProviderMetadata:
     jwks_uri: str
     userinfo_endpoint: str | None = None
     end_session_endpoint: str | None = None
+    authorization_response_iss_parameter_supported: bool = False
+    """RFC 9207: the provider names itself (``iss``) in every authorization response."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,13 +110,29 @@ def unverified_issuer(token: str) -> str | None:
     return issuer if isinstance(issuer, str) else None
 
 
+def email_unverified(claims: Mapping[str, Any]) -> bool:
+    """The provider says it has not verified the email (``email_verified`` false or "false")."""
+    verified = claims.get("email_verified")
+    if isinstance(verified, str):
+        return verified.strip().lower() == "false"
+    return verified is False
+
+
 def identity_from_claims(
     claims: Mapping[str, Any], settings: config.Settings, *, session_id: str, expires_at: float
 ) -> identity.Identity:
-    """An ``Identity`` from validated provider claims."""
+    """An ``Identity`` from validated provider claims.
+
+    An email the provider says it has not verified is no email at all (not in ``email``, not in
+    the claims, so ``email``/``domain``/``allowed_users``/``allowed_domains``, ``claim/email``
+    and the assertion never see it), unless ``idp_allow_unverified_email`` is set: anyone can
+    type any address at many providers ("nOAuth").
+    """
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise errors.IdentityError("token has no subject (sub)")
+    if "email" in claims and email_unverified(claims) and not settings.idp_allow_unverified_email:
+        claims = {k: v for k, v in claims.items() if k != "email"}
     return identity.Identity(
         user=sub,
         email=str(claims.get("email") or ""),
@@ -202,8 +220,29 @@ class OIDCClient:
             jwks_uri=str(doc["jwks_uri"]),
             userinfo_endpoint=doc.get("userinfo_endpoint"),
             end_session_endpoint=doc.get("end_session_endpoint"),
+            authorization_response_iss_parameter_supported=(
+                doc.get("authorization_response_iss_parameter_supported") is True
+            ),
         )
         return self._metadata
+
+    async def check_response_issuer(self, iss: str | None) -> None:
+        """RFC 9207: the authorization response's ``iss`` must be our provider's issuer when
+        the provider advertises the parameter, and whenever it is present (a response from
+        another provider, mixed up by the browser or an attacker, is refused)."""
+        meta = await self.metadata()
+        if iss is None:
+            if meta.authorization_response_iss_parameter_supported:
+                raise errors.IdentityError(
+                    "the identity provider's answer has no iss parameter, which it "
+                    "promises (RFC 9207)"
+                )
+            return
+        if not secrets.compare_digest(iss.encode(), meta.issuer.encode()):
+            raise errors.IdentityError(
+                f"the answer names issuer {iss[:200]!r}, not this Vallum's provider "
+                f"{meta.issuer!r} (RFC 9207)"
+            )
 
     async def begin(self, redirect_uri: str, **extra: str) -> LoginStart:
         """A fresh authorization request (state, nonce, PKCE S256) for ``redirect_uri``."""
@@ -292,8 +331,10 @@ class OIDCClient:
     async def verify_id_token(self, token: str, *, nonce: str | None) -> dict[str, Any]:
         """Claims of an ID token for this client: signature, issuer, audience, expiry, nonce."""
         claims = await self.verify_jwt(token, audiences=(self.client_id,))
-        aud = claims.get("aud")
-        if isinstance(aud, list) and len(aud) > 1 and claims.get("azp") != self.client_id:
+        aud, azp = claims.get("aud"), claims.get("azp")
+        if azp is not None and azp != self.client_id:
+            raise errors.IdentityError(f"id_token: issued to another client (azp {azp!r})")
+        if isinstance(aud, list) and len(aud) > 1 and azp != self.client_id:
             raise errors.IdentityError("id_token: several audiences and azp is not our client")
         if nonce is not None:
             got = claims.get("nonce")
