@@ -160,6 +160,8 @@ class Settings:
     idp_groups_claim: str = "groups"
     idp_access_token_allowed_audiences: tuple[str, ...] = ()
     """Audiences (besides ``idp_client_id``) accepted on bearer JWT access tokens."""
+    idp_allow_unverified_email: bool = False
+    """Use an email the provider marks ``email_verified: false`` (by default it is ignored)."""
     cookie_secret: str | None = None
     cookie_name: str = "_vallum"
     cookie_domain: str | None = None
