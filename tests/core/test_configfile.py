@@ -608,3 +608,33 @@ def test_catch_all_host() -> None:
     assert s.routes[0].host == "*"
     m = routing.match(routing.build_table(s), "anything.example.org", "/x")
     assert m is not None and m.route_index == 0
+
+
+# ---------------------------------------------------------------- route regexes (RE2)
+
+
+def test_regexes_re2_cannot_run_are_refused_with_file_line_and_key() -> None:
+    got = problems(
+        """\
+        routes:
+          - from: https://a.example.com
+            to: http://127.0.0.1:1
+            regex: '^/(\\w+)/\\1$'
+          - from: https://b.example.com
+            to: http://127.0.0.1:2
+            regex_rewrite_pattern: '^/(?!admin)(.*)$'
+            regex_rewrite_substitution: '/\\1'
+          - from: https://c.example.com
+            to: http://127.0.0.1:3
+            regex_rewrite_pattern: '^/api/(.*)$'
+            regex_rewrite_substitution: '/\\2'
+        """
+    )
+    assert got == [
+        "routes.yaml:4: routes[0].regex: invalid regular expression: invalid escape sequence: "
+        "\\1: backreferences are not supported by RE2",
+        "routes.yaml:7: routes[1].regex_rewrite_pattern: invalid regular expression: invalid "
+        "perl operator: (?!: lookahead is not supported (RE2 has no lookaround)",
+        "routes.yaml:12: routes[2].regex_rewrite_substitution: invalid substitution: \\2 refers "
+        "to group 2, but the pattern has 1 group(s)",
+    ]

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.core.deadline import deadline
 from vallum.core import config, errors, routing
 
 UP = (config.Upstream(url="http://127.0.0.1:8000", scheme="http", host="127.0.0.1", port=8000),)
@@ -313,6 +314,109 @@ def test_regex_routes_cost_only_on_their_host() -> None:
     m, steps = routing.trace(t, "h.example.com", "/y2")
     assert m is not None and m.route.name == "h2"
     assert steps == 1 + 3
+
+
+# ---------------------------------------------------------------- linear time (ReDoS)
+
+# The route of issue 11 finding 10: on a backtracking engine one 42-byte path took minutes.
+CATASTROPHIC = r"^/repos/([\w.-]+/?)+/settings$"
+
+
+def test_a_catastrophic_route_regex_matches_in_linear_time() -> None:
+    t = table(route("h", "settings", regex=CATASTROPHIC), route("h", "root"))
+    with deadline(2.0):
+        for length in (34, 64, 10_000):
+            assert name_of(t, "h", "/repos/" + "a" * length + "!") == "root"
+        assert name_of(t, "h", "/repos/a/b.c/settings") == "settings"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "reason"),
+    [
+        (r"/(a)/\1", r"invalid escape sequence: \1: backreferences are not supported"),
+        (r"/(?P<x>a)/(?P=x)", "backreferences are not supported"),
+        (r"/(?!admin).*", "lookahead is not supported"),
+        (r"/.*(?<=\.php)", "lookbehind is not supported"),
+        (r"/(?>a+)", "atomic groups are not supported"),
+        (r"/a{,3}", "write {0,3}"),
+    ],
+)
+def test_patterns_re2_cannot_run_are_config_errors_with_their_place(
+    pattern: str, reason: str
+) -> None:
+    bad = (
+        config.Route(
+            from_url="https://h", host=config.Host("h"), to=UP, regex=pattern, source="f:3"
+        ),
+        config.Route(
+            from_url="https://h",
+            host=config.Host("h"),
+            to=UP,
+            regex_rewrite_pattern=pattern,
+            regex_rewrite_substitution="/",
+            source="f:7",
+        ),
+    )
+    with pytest.raises(errors.ConfigError) as info:
+        routing.build_table(config.Settings(routes=bad))
+    first, second = info.value.problems
+    assert first.startswith("f:3: regex: invalid regular expression: ")
+    assert second.startswith("f:7: regex_rewrite_pattern: invalid regular expression: ")
+    assert reason in first and reason in second
+
+
+@pytest.mark.parametrize(
+    ("substitution", "reason"),
+    [
+        (r"/\2", "refers to group 2, but the pattern has 1 group(s)"),
+        (r"/\g<name>", "no group named 'name'"),
+        (r"/\10", "ambiguous"),
+        (r"/\n", r"unsupported escape \n"),
+    ],
+)
+def test_a_bad_substitution_is_a_config_error_not_a_request_time_failure(
+    substitution: str, reason: str
+) -> None:
+    r = config.Route(
+        from_url="https://h",
+        host=config.Host("h"),
+        to=UP,
+        regex_rewrite_pattern="^/api/(.*)$",
+        regex_rewrite_substitution=substitution,
+        source="f:9",
+    )
+    with pytest.raises(errors.ConfigError) as info:
+        table(r)
+    (problem,) = info.value.problems
+    assert problem.startswith("f:9: regex_rewrite_substitution: invalid substitution: ")
+    assert reason in problem
+
+
+def test_python_end_anchor_keeps_its_meaning() -> None:
+    t = table(route("h", "re", regex=r"/a/[0-9]+\Z"), route("h", "root"))
+    assert name_of(t, "h", "/a/12") == "re"
+    assert name_of(t, "h", "/a/12/x") == "root"
+
+
+ADVERSARIAL_PATHS = [
+    "/" + "a/" * 50_000 + "%",  # many segments, refused at the very end
+    "/" + "a" * 100_000 + "/.",
+    "/" + "./" * 50_000 + "x y",
+    "/" + "..a/" * 30_000 + "\x00",
+    "/" + "%2" * 50_000,
+    "/" + "%25" * 30_000 + "41",
+    "/" + "a//" * 30_000,
+]
+
+
+@pytest.mark.parametrize("raw", ADVERSARIAL_PATHS, ids=range(len(ADVERSARIAL_PATHS)))
+def test_path_normalisation_is_linear_on_hostile_paths(raw: str) -> None:
+    """The fast-path regex (``re``, for speed) and the byte loop never backtrack badly."""
+    t = table(route("h", "root"), route("h", "re", regex="/a.*z"))
+    with deadline(2.0):
+        routing.normalize_path(raw)
+        routing.match(t, "h", raw)
+        routing.match(t, "H.", raw.replace("/", "\\"))
 
 
 # ---------------------------------------------------------------- generated cases

@@ -36,7 +36,7 @@ import string
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from vallum.core import config, errors
+from vallum.core import config, errors, regex
 
 # --------------------------------------------------------------------------------------------
 # Path normalisation
@@ -201,7 +201,7 @@ class _Entry:
     route: config.Route
     route_index: int
     value: str  # the normalised exact path or prefix (no trailing slash except "/"), or regex
-    pattern: re.Pattern[str] | None = None
+    pattern: regex.Pattern | None = None
 
 
 @dataclass(slots=True)
@@ -209,7 +209,7 @@ class _Host:
     """The routes of one host, ready to match: dicts for exact paths and prefixes."""
 
     exact: dict[str, _Entry] = field(default_factory=dict)
-    regex: list[tuple[re.Pattern[str], _Entry]] = field(default_factory=list)
+    regex: list[tuple[regex.Pattern, _Entry]] = field(default_factory=list)
     prefix: dict[str, _Entry] = field(default_factory=dict)
 
     def ordered(self) -> list[_Entry]:
@@ -262,13 +262,7 @@ def build_index(settings: config.Settings) -> Index:
         if len(rules) > 1:
             entry_problems.append(f"{place}: only one of prefix, path, regex may be set: {rules}")
         entry = _entry(route, index, place, entry_problems)
-        for name in ("regex_rewrite_pattern",):
-            pattern = getattr(route, name)
-            if pattern is not None:
-                try:
-                    re.compile(pattern)
-                except re.error as exc:
-                    entry_problems.append(f"{place}: {name}: invalid regular expression: {exc}")
+        entry_problems.extend(_rewrite_problems(route, place))
         if (route.regex_rewrite_pattern is None) != (route.regex_rewrite_substitution is None):
             entry_problems.append(
                 f"{place}: regex_rewrite_pattern and regex_rewrite_substitution go together"
@@ -296,14 +290,31 @@ def build_index(settings: config.Settings) -> Index:
     return Index(exact=exact, wildcard=wildcard, default=default)
 
 
+def _rewrite_problems(route: config.Route, place: str) -> list[str]:
+    """Why ``regex_rewrite_pattern`` / ``_substitution`` cannot be used (checked here, so a bad
+    group reference is a config error, never a failure at request time)."""
+    if route.regex_rewrite_pattern is None:
+        return []
+    try:
+        rewrite = regex.compile(route.regex_rewrite_pattern)
+    except regex.RegexError as exc:
+        return [f"{place}: regex_rewrite_pattern: {exc}"]
+    if route.regex_rewrite_substitution is not None:
+        try:
+            rewrite.substitution(route.regex_rewrite_substitution)
+        except regex.RegexError as exc:
+            return [f"{place}: regex_rewrite_substitution: {exc}"]
+    return []
+
+
 def _entry(route: config.Route, index: int, place: str, problems: list[str]) -> _Entry | None:
     kind = route.path_match
     value = route.path_value
     if kind == "regex":
         try:
-            pattern = re.compile(value)
-        except re.error as exc:
-            problems.append(f"{place}: regex: invalid regular expression: {exc}")
+            pattern = regex.compile(value)
+        except regex.RegexError as exc:
+            problems.append(f"{place}: regex: {exc}")
             return None
         return _Entry(route, index, value, pattern)
     key = "path" if kind == "exact" else "prefix"
@@ -389,7 +400,7 @@ def _find(vhost: _Host, path: str, steps: list[int] | None) -> _Entry | None:
     for pattern, entry in vhost.regex:
         if steps is not None:
             steps[0] += 1
-        if pattern.fullmatch(path):
+        if pattern.matches(path):  # RE2: linear in the path, whatever the pattern
             return entry
     if vhost.prefix:
         for candidate in _prefixes(path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from vallum.core import config, policy, routing
+from vallum.core import config, policy, regex, routing
 from vallum.core.configfile import nodes, values
 
 ROUTE_KEYS: dict[str, nodes.Reader] = {
@@ -108,12 +108,19 @@ def read_route(ctx: nodes.Context, node: nodes.Node, path: str, default_timeout:
             )
         else:  # stored normalised, as requests are: "//api/./v1" is "/api/v1"
             kwargs[key] = normal
-    for key in ("regex", "regex_rewrite_pattern"):
+    for key in ("regex", "regex_rewrite_pattern"):  # RE2, as matched: linear time
         if key in got:
             try:
-                re.compile(got[key])
-            except re.error as exc:
-                ctx.problem(at(key), f"{path}.{key}", f"invalid regular expression: {exc}")
+                compiled = regex.compile(got[key])
+            except regex.RegexError as exc:
+                ctx.problem(at(key), f"{path}.{key}", str(exc))
+                continue
+            sub = "regex_rewrite_substitution"
+            if key == "regex_rewrite_pattern" and isinstance(got.get(sub), str):
+                try:
+                    compiled.substitution(got[sub])
+                except regex.RegexError as exc:
+                    ctx.problem(at(sub), f"{path}.{sub}", str(exc))
     if ("regex_rewrite_pattern" in got) != ("regex_rewrite_substitution" in got):
         missing = (
             "regex_rewrite_substitution"
