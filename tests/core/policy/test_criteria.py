@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.core.policy.support import allows, decide, one, request, user
 from vallum.core.identity import Identity
@@ -132,7 +134,61 @@ CASES: list[tuple[str, dict[str, Any], RequestInfo, Identity | None, bool]] = [
         False,
     ),
     ("claim number", {"claim/level": 3}, request(), user(claims={"level": 3}), True),
-    ("claim number as text", {"claim/level": "3"}, request(), user(claims={"level": 3}), True),
+    ("claim number", {"claim/level": 3}, request(), user(claims={"level": 3.0}), True),
+    # Typed JSON equality, as Pomerium's rego `==` (issue 11, finding 9).
+    (
+        "claim text is not a number",
+        {"claim/level": "3"},
+        request(),
+        user(claims={"level": 3}),
+        False,
+    ),
+    ("claim number is not text", {"claim/level": 3}, request(), user(claims={"level": "3"}), False),
+    (
+        "claim true is not the string",
+        {"claim/email_verified": True},
+        request(),
+        user(claims={"email_verified": "true"}),
+        False,
+    ),
+    (
+        "claim string is not true",
+        {"claim/email_verified": "true"},
+        request(),
+        user(claims={"email_verified": True}),
+        False,
+    ),
+    ("claim true is not 1", {"claim/x": True}, request(), user(claims={"x": 1}), False),
+    ("claim 1 is not true", {"claim/x": 1}, request(), user(claims={"x": True}), False),
+    ("claim 0 is not false", {"claim/x": 0}, request(), user(claims={"x": False}), False),
+    (
+        "claim list items are typed",
+        {"claim/x": {"has": True}},
+        request(),
+        user(claims={"x": ["true", 1, "yes"]}),
+        False,
+    ),
+    (
+        "claim exclude is typed",
+        {"claim/banned": {"exclude": True}},
+        request(),
+        user(claims={"banned": "true"}),
+        True,
+    ),
+    (
+        "claim is is typed",
+        {"claim/x": {"is": 2}},
+        request(),
+        user(claims={"x": ["2"]}),
+        False,
+    ),
+    (
+        "legacy allowed_idp_claims style bare bool",
+        {"claim/x": False},
+        request(),
+        user(claims={"x": [False]}),
+        True,
+    ),
     (
         "claim object is not a value",
         {"claim/org": "x"},
@@ -218,6 +274,51 @@ CASES: list[tuple[str, dict[str, Any], RequestInfo, Identity | None, bool]] = [
     ),
     ("ipv6", {"source_ip": "2001:db8::/32"}, request(client_ip="2001:db8::5"), None, True),
     ("v4-mapped v6", {"source_ip": "10.0.0.0/8"}, request(client_ip="::ffff:10.1.2.3"), None, True),
+    # IPv4-mapped IPv6 is IPv4, in the policy and for the client (issue 11, finding 9)
+    (
+        "v4-mapped range in the policy",
+        {"source_ip": "::ffff:10.0.0.0/104"},
+        request(client_ip="10.1.2.3"),
+        None,
+        True,
+    ),
+    (
+        "v4-mapped range, v4-mapped client",
+        {"source_ip": "::ffff:10.0.0.0/104"},
+        request(client_ip="::ffff:10.1.2.3"),
+        None,
+        True,
+    ),
+    (
+        "v4-mapped range is the /8 only",
+        {"source_ip": "::ffff:10.0.0.0/104"},
+        request(client_ip="11.0.0.1"),
+        None,
+        False,
+    ),
+    (
+        "v4-mapped address in the policy",
+        {"source_ip": "::ffff:1.2.3.4"},
+        request(client_ip="::ffff:1.2.3.4"),
+        None,
+        True,
+    ),
+    (
+        "v4-mapped address, plain client",
+        {"source_ip": ["192.168.0.0/16", "::ffff:1.2.3.4"]},
+        request(client_ip="1.2.3.4"),
+        None,
+        True,
+    ),
+    ("v4-mapped /96 is all IPv4", {"source_ip": "::ffff:0:0/96"}, request(), None, True),
+    (
+        "ipv6 ::/0 is not IPv4",
+        {"source_ip": "::/0"},
+        request(client_ip="::ffff:1.2.3.4"),
+        None,
+        False,
+    ),
+    ("ipv6 ::/0 holds v6", {"source_ip": "::/0"}, request(client_ip="2001:db8::1"), None, True),
     ("no client ip", {"source_ip": "0.0.0.0/0"}, request(client_ip=""), None, False),
     ("garbage client ip", {"source_ip": "0.0.0.0/0"}, request(client_ip="nope"), None, False),
 ]
@@ -297,3 +398,27 @@ def test_user_deny_does_not_matter_when_nothing_allows() -> None:
         None,
     )
     assert (d.allowed, d.needs_login) == (False, False)
+
+
+# Claim values compare as JSON values (Pomerium's rego `==`): same type, and equal; numbers by
+# value (3 == 3.0); booleans are not numbers (Python's True == 1 must not leak in).
+json_scalars = (
+    st.booleans()
+    | st.integers(-2, 2)
+    | st.sampled_from([0.0, 1.0, 2.0, 0.5, -1.0])
+    | st.sampled_from(["true", "false", "1", "0", "1.0", "2", "", "x"])
+)
+
+
+def _json_kind(value: object) -> str:
+    return "bool" if isinstance(value, bool) else "str" if isinstance(value, str) else "number"
+
+
+@settings(max_examples=400)
+@given(wanted=json_scalars, claim=json_scalars, as_list=st.booleans())
+def test_claim_comparison_is_typed_json_equality(wanted: Any, claim: Any, as_list: bool) -> None:
+    expected = _json_kind(wanted) == _json_kind(claim) and wanted == claim
+    identity = user(claims={"x": [claim] if as_list else claim})
+    assert allows(one({"claim/x": wanted}), request(), identity) is expected
+    assert allows(one({"claim/x": {"is": wanted}}), request(), identity) is expected
+    assert allows(one({"claim/x": {"exclude": wanted}}), request(), identity) is (not expected)

@@ -45,8 +45,13 @@ BAD: list[tuple[Any, str, str]] = [
     (
         {"allow": {"or": [{"email": {"is": ["a"]}}]}},
         "allow.or[0].email.is",
-        "expected a string, number or boolean, got a list",
+        "expected a string, got a list",
     ),
+    ({"allow": {"or": [{"user": 12345}]}}, "allow.or[0].user.is", 'quotes ("12345")'),
+    ({"allow": {"or": [{"email": {"in": ["a", True]}}]}}, "allow.or[0].email.in[1]", "quotes"),
+    ({"allow": {"or": [{"groups": {"has": 7}}]}}, "allow.or[0].groups.has", "expected a string"),
+    ({"allow": {"or": [{"claim/x": {"has": None}}]}}, "allow.or[0].claim/x.has", "got null"),
+    ({"allow": {"or": [{"claim/x": {"has": [1]}}]}}, "allow.or[0].claim/x.has", "got a list"),
     ({"allow": {"or": [{"email": {"in": "a"}}]}}, "allow.or[0].email.in", "takes a list"),
     ({"allow": {"or": [{"email": {"in": []}}]}}, "allow.or[0].email.in", "non-empty"),
     ({"allow": {"or": [{"email": {}}]}}, "allow.or[0].email", "empty matcher"),
@@ -67,6 +72,11 @@ BAD: list[tuple[Any, str, str]] = [
         {"allow": {"or": [{"source_ip": ["10.0.0.0/8", 5]}]}},
         "allow.or[0].source_ip[1]",
         "expected an IP",
+    ),
+    (
+        {"allow": {"or": [{"source_ip": ["10.0.0.0/8", "::ffff:10.0.0.0/80"]}]}},
+        "allow.or[0].source_ip[1]",
+        "needs a prefix of /96 or longer",
     ),
     ({"allow": {"and": [{"or": []}]}}, "allow.and[0].or", "empty `or` list"),
     ({"allow": {"and": [{"or": [{"nope": 1}]}]}}, "allow.and[0].or[0].nope", "unknown criterion"),
@@ -133,6 +143,54 @@ def test_normalized_spells_out_bare_values() -> None:
     # The normalised form compiles to the same meaning.
     again = policy.compile_policy(p.normalized)
     assert again.normalized == p.normalized
+
+
+def test_normalized_keeps_claim_value_types() -> None:
+    """`vallum policy check` prints this: `true` and `"true"` must not become one value."""
+    import yaml
+
+    from vallum.core.policy import yamltext
+
+    p = policy.compile_policy(
+        {
+            "allow": {
+                "or": [
+                    {"claim/email_verified": True},
+                    {"claim/flag": "true"},
+                    {"claim/level": 3},
+                    {"claim/ratio": 0.5},
+                    {"claim/code": "3"},
+                    {"claim/org.team": {"is": False, "exclude": "false"}},
+                ]
+            }
+        }
+    )
+    want = {
+        "allow": {
+            "or": [
+                {"claim/email_verified": {"has": True}},
+                {"claim/flag": {"has": "true"}},
+                {"claim/level": {"has": 3}},
+                {"claim/ratio": {"has": 0.5}},
+                {"claim/code": {"has": "3"}},
+                {"claim/org.team": {"is": False, "exclude": "false"}},
+            ]
+        }
+    }
+    assert p.normalized == [want]
+    leaves = [next(iter(c.values())) for c in p.normalized[0]["allow"]["or"]]
+    assert [type(v["has"]) for v in leaves[:5]] == [bool, str, int, float, str]
+    # Printed as YAML and read back (what `policy check` shows), the types survive.
+    assert yamltext.load(yaml.safe_dump(p.normalized, sort_keys=False)) == [want]
+
+
+def test_normalized_source_ip_shows_mapped_addresses_as_ipv4() -> None:
+    p = policy.compile_policy(
+        {"allow": {"or": [{"source_ip": ["::ffff:10.0.0.0/104", "::ffff:1.2.3.4", "::/0"]}]}}
+    )
+    assert p.normalized == [
+        {"allow": {"or": [{"source_ip": ["10.0.0.0/8", "1.2.3.4/32", "::/0"]}]}}
+    ]
 
 
 def test_yaml_and_json_give_the_same_policy() -> None:

@@ -14,11 +14,14 @@ means ``has``:
     is               the list is exactly that one value
     exclude          the list does not contain the value
 
-Comparison is exact and case-sensitive. Policy values may be strings, numbers or booleans; they
-are compared in a canonical text form (``true``, ``42``), and so are claim values, which lets
-``claim/email_verified: true`` match a JSON ``true`` claim. Unlike Pomerium, an empty matcher
-object (``email: {}``) and a bare list (``email: [a, b]``) are errors, not silently
-always-true / never-true conditions.
+Comparison is exact and case-sensitive, and typed, as Pomerium's rego ``==`` is: for claims
+(:func:`list_matcher` with ``typed=True``) a policy value may be a string, number or boolean and
+equals a claim value of the same JSON type only: ``true`` is not ``"true"``, ``3`` is not ``"3"``
+(``3`` is ``3.0``: numbers compare by value). Matchers on values that are always strings
+(email, user id, domain, method, path, groups, certificate names) take strings only: a number or
+boolean there could never match in Pomerium, silently, so here it is an error that says to quote
+it. Unlike Pomerium, an empty matcher object (``email: {}``) and a bare list
+(``email: [a, b]``) are errors, not silently always-true / never-true conditions.
 """
 
 from __future__ import annotations
@@ -28,39 +31,73 @@ import json
 import re
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from vallum.core.errors import PolicyError
 
 StringTest = Callable[[str], bool]
-ListTest = Callable[[Collection[str]], bool]
+ListTest = Callable[[Collection[object]], bool]
 
 STRING_OPERATORS = ("is", "not", "starts_with", "ends_with", "contains", "in", "not_in")
 LIST_OPERATORS = ("has", "is", "exclude")
 
 
-def canonical(value: object) -> str | None:
-    """A scalar's canonical text (``True`` -> ``true``, ``2.0`` -> ``2``); else ``None``."""
-    if isinstance(value, str):
+class _JsonBool:
+    """A JSON boolean as a comparison key: equal to itself only (Python's ``True == 1`` and
+    ``hash(True) == hash(1)`` must not make ``true`` match the number ``1``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "true" if self.value else "false"
+
+
+_TRUE = _JsonBool(True)
+_FALSE = _JsonBool(False)
+
+
+def json_key(value: object) -> object | None:
+    """The key under which a JSON scalar compares, as rego's ``==`` compares it; else ``None``.
+
+    A string is itself, a number its value (``3`` and ``3.0`` are one key), a boolean one of
+    two markers equal to nothing else. ``null``, lists, objects, NaN and infinities have none.
+    """
+    kind = type(value)
+    if kind is str:
         return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+    if kind is bool:
+        return _TRUE if value else _FALSE
+    if kind is int:
+        return value
+    if kind is float:
+        number = cast(float, value)
+        if number != number or number in (_INF, -_INF):
             return None
-        return str(int(value)) if value.is_integer() else repr(value)
+        return int(number) if number.is_integer() else number
+    if isinstance(value, bool):  # subclasses: as their base type
+        return _TRUE if value else _FALSE
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return json_key(float(value))
     return None
 
 
-def canonical_list(values: Iterable[object]) -> tuple[str, ...]:
-    """The canonical texts of the scalar items of ``values`` (other items are skipped)."""
-    out: list[str] = []
+_INF = float("inf")
+
+
+def json_keys(values: Iterable[object]) -> tuple[object, ...]:
+    """The keys of the scalar items of ``values`` (other items are skipped)."""
+    out: list[object] = []
     for value in values:
-        text = canonical(value)
-        if text is not None:
-            out.append(text)
+        key = json_key(value)
+        if key is not None:
+            out.append(key)
     return tuple(out)
 
 
@@ -68,13 +105,25 @@ _PLAIN = re.compile(r"^[\w@.\-/:+*]+$")
 
 
 def show(value: object) -> str:
-    """Render a value for a message: plain when unambiguous, JSON otherwise."""
-    if isinstance(value, str) and _PLAIN.match(value):
+    """Render a value for a message: plain when unambiguous, JSON otherwise (so the string
+    ``"true"`` and the boolean ``true`` read differently)."""
+    if isinstance(value, str) and _PLAIN.match(value) and not _looks_typed(value):
         return value
     try:
         return json.dumps(value, sort_keys=True, default=str)
     except (TypeError, ValueError):
         return repr(value)
+
+
+def _looks_typed(text: str) -> bool:
+    """Whether ``text`` would read as a JSON number, boolean or null if shown unquoted."""
+    if text in ("true", "false", "null"):
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,21 +144,34 @@ class ListMatcher:
     normalized: dict[str, Any]
 
 
-def scalar(value: object, path: str) -> str:
-    """A policy value that must be a string, number or boolean, as canonical text."""
-    text = canonical(value)
-    if text is None:
+def string(value: object, path: str) -> str:
+    """A policy value compared with a value that is always a string: it must be a string."""
+    if isinstance(value, str):
+        return value
+    if json_key(value) is not None:
+        shown = json.dumps(value)
+        raise PolicyError(
+            path,
+            f"expected a string, got {describe(value)}: it would never equal a string; "
+            f'write it in quotes ("{shown}") to compare the text',
+        )
+    raise PolicyError(path, f"expected a string, got {describe(value)}")
+
+
+def json_scalar(value: object, path: str) -> object:
+    """A policy value compared with a claim value: a string, number or boolean, as written."""
+    if json_key(value) is None:
         raise PolicyError(path, f"expected a string, number or boolean, got {describe(value)}")
-    return text
+    return value
 
 
-def scalar_list(value: object, path: str) -> tuple[str, ...]:
-    """A policy value that must be a list of scalars (or one scalar)."""
+def string_list(value: object, path: str) -> tuple[str, ...]:
+    """A policy value that must be a non-empty list of strings (for ``in`` / ``not_in``)."""
     if not isinstance(value, list):
-        return (scalar(value, path),)
+        return (string(value, path),)
     if not value:
         raise PolicyError(path, "expected a non-empty list")
-    return tuple(scalar(item, f"{path}[{i}]") for i, item in enumerate(value))
+    return tuple(string(item, f"{path}[{i}]") for i, item in enumerate(value))
 
 
 def describe(value: object) -> str:
@@ -137,12 +199,12 @@ def _string_op(op: str, value: object, path: str) -> tuple[StringTest, Any]:
     if op in ("in", "not_in"):
         if not isinstance(value, list):
             raise PolicyError(path, f"'{op}' takes a list of strings, got {describe(value)}")
-        members = frozenset(scalar_list(value, path))
+        members = frozenset(string_list(value, path))
         normalized: Any = sorted(members)
         if op == "in":
             return members.__contains__, normalized
         return (lambda text: text not in members), normalized
-    text = scalar(value, path)
+    text = string(value, path)
     if op == "is":
         return text.__eq__, text
     if op == "not":
@@ -183,8 +245,13 @@ def _all(tests: list[StringTest]) -> StringTest:
     return lambda text: all(t(text) for t in items)
 
 
-def list_matcher(data: object, path: str) -> ListMatcher:
-    """Compile a string list matcher (object of operators, or a bare scalar meaning ``has``)."""
+def list_matcher(data: object, path: str, *, typed: bool = False) -> ListMatcher:
+    """Compile a list matcher (object of operators, or a bare scalar meaning ``has``).
+
+    ``typed`` (claims): values are JSON scalars compared by type and value, and ``test`` takes
+    the values' :func:`json_key` keys. Otherwise (groups): values are strings, ``test`` takes
+    the strings.
+    """
     if isinstance(data, list):
         raise PolicyError(
             path, "a list is not a list matcher; write one criterion per value inside `or`"
@@ -198,19 +265,20 @@ def list_matcher(data: object, path: str) -> ListMatcher:
     for op, value in ops.items():
         if op not in LIST_OPERATORS:
             raise _unknown("list", op, LIST_OPERATORS, f"{path}.{op}")
-        text = scalar(value, f"{path}.{op}")
-        normalized[op] = text
-        parts.append(f"{op} {show(text)}")
-        tests.append(_list_op(op, text))
+        where = f"{path}.{op}"
+        written = json_scalar(value, where) if typed else string(value, where)
+        normalized[op] = written
+        parts.append(f"{op} {show(written)}")
+        tests.append(_list_op(op, json_key(written) if typed else written))
     if len(tests) == 1:
         return ListMatcher(tests[0], parts[0], normalized)
     items = tuple(tests)
     return ListMatcher(lambda vs: all(t(vs) for t in items), " and ".join(parts), normalized)
 
 
-def _list_op(op: str, text: str) -> ListTest:
+def _list_op(op: str, key: object) -> ListTest:
     if op == "has":
-        return lambda values: text in values
+        return lambda values: key in values
     if op == "is":
-        return lambda values: len(values) == 1 and text in values
-    return lambda values: text not in values  # exclude
+        return lambda values: len(values) == 1 and key in values
+    return lambda values: key not in values  # exclude

@@ -4,7 +4,9 @@ The name is everything after the first ``/`` (``claim/example.com/role`` is the 
 ``example.com/role``). A dotted name reaches into nested objects (``claim/org.team`` reads
 ``{"org": {"team": ...}}``) when no claim has the literal dotted name. A scalar claim behaves as
 a one-element list, a list claim as its scalar items, and a missing (or object-valued) claim as
-an empty list. Numbers and booleans compare in canonical text (``true``, ``42``).
+an empty list. Values compare as Pomerium's rego ``==`` does, by JSON type and value: the policy
+value ``true`` matches the claim ``true``, never the string ``"true"``; ``3`` matches ``3`` and
+``3.0``, never ``"3"``; ``"3"`` matches only the string.
 Anonymous: unauthenticated, so ``claim/x: {exclude: v}`` does not admit anonymous users.
 """
 
@@ -22,8 +24,9 @@ ABOUT_USER = True
 SUB_PATH = True
 
 
-def claim_values(claims: object, name: str, parts: tuple[str, ...]) -> tuple[str, ...]:
-    """The canonical string values of claim ``name`` (``parts`` = name split at dots)."""
+def claim_values(claims: object, name: str, parts: tuple[str, ...]) -> tuple[object, ...]:
+    """The comparison keys (:func:`matchers.json_key`) of claim ``name``'s scalar values
+    (``parts`` = the name split at dots)."""
     if type(claims) is not dict and not isinstance(claims, Mapping):
         return ()
     value = claims.get(name, _MISSING)
@@ -38,9 +41,9 @@ def claim_values(claims: object, name: str, parts: tuple[str, ...]) -> tuple[str
     if type(value) is str:
         return (value,)
     if isinstance(value, (list, tuple)):
-        return matchers.canonical_list(value)
-    text = matchers.canonical(value)
-    return () if text is None else (text,)
+        return matchers.json_keys(value)
+    key = matchers.json_key(value)
+    return () if key is None else (key,)
 
 
 _MISSING = object()
@@ -50,7 +53,7 @@ def build(spec: base.Spec) -> base.Leaf:
     name = spec.sub_path
     if not name:
         raise PolicyError(spec.path, "`claim` needs a claim name: claim/<name>")
-    m = matchers.list_matcher(spec.data, spec.path)
+    m = matchers.list_matcher(spec.data, spec.path, typed=True)
     match = m.test
     parts = tuple(name.split("."))
 
@@ -63,7 +66,7 @@ def build(spec: base.Spec) -> base.Leaf:
 
     only_has = list(m.normalized) == ["has"]
     requirement = (
-        f"claim `{name}` = `{m.normalized['has']}`"
+        f"claim `{name}` = `{matchers.show(m.normalized['has'])}`"
         if only_has
         else f"claim `{name}` that {m.description}"
     )

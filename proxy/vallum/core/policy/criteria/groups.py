@@ -1,7 +1,8 @@
 """``groups``: a string list matcher on the user's groups (``has`` / ``is`` / ``exclude``).
 
 Groups are the identity's ``groups`` (filled from the provider's groups claim); entries that
-are not strings never match. Anonymous:
+are not strings never match, and the policy's values must be strings (``groups: 42`` is an
+error: quote it). Anonymous:
 unauthenticated, so ``groups: {exclude: contractors}`` does not admit anonymous users.
 """
 
@@ -35,7 +36,7 @@ def build(spec: base.Spec) -> base.Leaf:
         def test(subject: Subject) -> int:
             if subject.identity is None:
                 return logic.UNAUTH
-            return logic.TRUE if match(subject.group_list()) else logic.FALSE  # type: ignore[arg-type]
+            return logic.TRUE if match(subject.group_list()) else logic.FALSE
 
     return base.Leaf(
         spec.key,

@@ -1,9 +1,14 @@
 """``source_ip``: the client address is in one of the given IPs or CIDR ranges.
 
 The value is a string or a list of strings. A bare address means /32 (/128); a range with host
-bits set (``192.168.1.1/24``) is accepted as its network. An IPv4-mapped IPv6 client address
-(``::ffff:10.0.0.1``) matches its IPv4 form. The client address is ``RequestInfo.client_ip``
-(after ``xff_num_trusted_hops``); a missing or unparsable one matches nothing.
+bits set (``192.168.1.1/24``) is accepted as its network. IPv4-mapped IPv6 is IPv4, on both
+sides, as in Pomerium (Go's ``net.IPNet.Contains`` reads them so): a client reported as
+``::ffff:10.0.0.1`` (dual-stack listeners do) is ``10.0.0.1``, and a policy address
+``::ffff:1.2.3.4`` or range ``::ffff:10.0.0.0/104`` is ``1.2.3.4`` or ``10.0.0.0/8``. A mapped
+range shorter than /96 is refused (Go would read ``::ffff:10.0.0.0/80`` as every IPv4 address).
+Other IPv6 ranges (``::/0``) match IPv6 clients only, as in Pomerium. The client address is
+``RequestInfo.client_ip`` (after ``xff_num_trusted_hops``); a missing or unparsable one matches
+nothing.
 """
 
 from __future__ import annotations
@@ -33,10 +38,29 @@ def _networks(data: object, path: str) -> tuple[Network, ...]:
         if not isinstance(item, str):
             raise PolicyError(where, f"expected an IP address or CIDR range, got {item!r}")
         try:
-            out.append(ipaddress.ip_network(item.strip(), strict=False))
+            network = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError:
             raise PolicyError(where, f"not an IP address or CIDR range: {item!r}") from None
+        out.append(_unmapped(network, item, where))
     return tuple(out)
+
+
+def _unmapped(network: Network, written: str, where: str) -> Network:
+    """An IPv4-mapped IPv6 address or range as the IPv4 one it maps (``written`` as given:
+    masking may already have cleared the ``ffff`` of a short prefix)."""
+    if network.version != 6:
+        return network
+    address = ipaddress.ip_address(written.strip().split("/", 1)[0])
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    if mapped is None:
+        return network
+    if network.prefixlen < 96:
+        raise PolicyError(
+            where,
+            f"an IPv4-mapped range needs a prefix of /96 or longer ({written!r}): "
+            f"write the IPv4 range, e.g. {mapped}/{max(network.prefixlen - 96, 0)}",
+        )
+    return ipaddress.IPv4Network((mapped, network.prefixlen - 96), strict=False)
 
 
 @functools.lru_cache(maxsize=8192)
