@@ -8,6 +8,8 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
+import pytest
+
 from tests.proxy import dataplane as dp
 from tests.support.net import free_port
 from tests.support.transports import RecordingTransport
@@ -167,3 +169,98 @@ async def test_writes_are_queued_to_the_end_of_the_round_in_order() -> None:
     second.abort()  # an aborted connection sends nothing more
     await asyncio.sleep(0)
     assert two.calls == [b"POST / HTTP/1.1\r\n\r\n"]
+
+
+# -- a connection is pooled once per response and never out of step (issue 11) --------------
+
+
+@contextlib.asynccontextmanager
+async def scripted_upstream(
+    replies: list[bytes], late: bytes = b""
+) -> AsyncIterator[tuple[dp.Proxy, list[int]]]:
+    """A raw keep-alive upstream that answers the N-th request head on a connection with
+    ``replies[N]`` (as is, extra bytes included) and, 50 ms after the first, sends ``late``
+    unasked; yields the proxy and the connections made."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            for position, reply in enumerate(replies):
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(reply)
+                await writer.drain()
+                if position == 0 and late:
+                    await asyncio.sleep(0.05)
+                    writer.write(late)
+            await reader.read()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with dp.serve(dp.table(dp.route("app.test", f"http://127.0.0.1:{port}"))) as p:
+            yield p, connections
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("reply", "late", "head"),
+    [
+        # Two responses to one request, in one write: the second one is nobody's.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\n"
+         b"Content-Length: 6\r\n\r\nstolen", b"", False),
+        # ... or arriving a moment later, while the connection sits in the pool.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst",
+         b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen", False),
+        # A body after the response to HEAD.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstolen", b"", True),
+    ],
+)
+async def test_a_response_nobody_asked_for_is_never_delivered(
+    reply: bytes, late: bytes, head: bool
+) -> None:
+    second = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nmine"
+    async with scripted_upstream([reply, second], late) as (p, connections):
+        client = await dp.RawClient.connect(p.port)
+        first = b"HEAD / HTTP/1.1\r\nHost: app.test\r\n\r\n" if head else dp.get("/")
+        await client.send(first)
+        if head:  # a HEAD response has no body, whatever its Content-Length says
+            answer = await asyncio.wait_for(client.reader.readuntil(b"\r\n\r\n"), 5)
+            assert answer.startswith(b"HTTP/1.1 200")
+        else:
+            assert (await client.response())[:3:2] == (200, b"first")
+        await asyncio.sleep(0.15)
+        assert p.ctx.pool.idle_count() == 0  # out of step: closed, out of the pool
+        await client.send(dp.get("/"))
+        status, _, body = await client.response()
+        # A fresh connection answers with the script's first reply: never "mine" on a reused
+        # connection that still held the stolen response.
+        assert (status, body) == (200, b"stolen" if head else b"first")
+        await client.close()
+    assert len(connections) == 2  # the second request needed a new connection
+
+
+async def test_a_connection_is_released_once_and_reads_again_when_pooled() -> None:
+    async with scripted_upstream([b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]) as (p, _):
+        client = await dp.RawClient.connect(p.port)
+        await client.send(dp.get("/"))
+        assert (await client.response())[2] == b"ok"
+        await client.close()
+        pool = p.ctx.pool
+        (conn,) = list(pool._idle.values())[0]
+        assert conn.transport is not None and conn.transport.is_reading()
+        pool.release(conn)  # a second release of the same response: ignored
+        assert pool.idle_count() == 1
+        taken = pool.take(conn.key)
+        assert taken is conn and pool.take(conn.key) is None
+        # Paused for a slow client when its response ended: the pool resumes it.
+        conn.pause_reading()
+        assert not conn.transport.is_reading()
+        pool.release(conn)
+        assert conn.transport.is_reading() and not conn.reading_paused

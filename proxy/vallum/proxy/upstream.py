@@ -10,7 +10,14 @@ whole rest of the proxy (see the performance guide). An upstream connection here
 * the sink pauses this connection's reading while the client is slow to take the response
   (:meth:`UpstreamConnection.pause_reading`),
 
-so bodies of any size pass through in constant memory.
+so bodies of any size pass through in constant memory. The connection keeps its own reading
+state: a connection handed back to the pool always reads again (a connection returned paused
+would hold its next response until the route timeout).
+
+A connection serves exactly one response per request and is pooled exactly once per response:
+bytes from the upstream when no response is expected (an idle pooled connection, a second
+response, a body after a ``HEAD`` response) mean it is out of step with us -- it is closed and
+dropped from the pool, never reused, so no client can receive a response meant for another.
 
 Pools are keyed by ``(scheme, host, port, TLS profile)``: two routes that reach the same endpoint
 with the same TLS settings share connections. Idle connections are closed after
@@ -25,6 +32,7 @@ than failing every request.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Hashable
@@ -35,12 +43,22 @@ import httptools
 from vallum.core.config import Route, Upstream
 from vallum.proxy import batching
 
+MAX_RESPONSE_HEAD = 256 * 1024  # response line and header bytes from an upstream
+MAX_RESPONSE_FIELDS = 1000  # response header fields (counted with each field's overhead)
 POOL_IDLE_SECONDS = 60.0
 POOL_MAX_IDLE_PER_KEY = 512
 EJECT_SECONDS = 10.0
 CONNECT_TIMEOUT = 10.0
 
 PoolKey = Hashable
+
+log = logging.getLogger("vallum.upstream")
+
+
+def _describe(key: PoolKey) -> str:
+    if isinstance(key, tuple) and len(key) >= 3:
+        return f"{key[0]}://{key[1]}:{key[2]}"
+    return str(key)
 
 
 class TLSProvider(Protocol):
@@ -107,10 +125,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = False  # the request was HEAD: no body follows the head
         self.got_response = False
         self.request_complete = False
+        self.expecting = False  # a request was written whose response has not ended
+        self.pooled = False  # in the pool's idle list (released exactly once per response)
+        self.reading_paused = False
         self.reused = False
         self.closed = False
         self.raw = False
         self.idle_since = 0.0
+        self._head_size = 0
         self._skip_interim = False
         self._pending: list[bytes] | None = None  # written at the end of the loop round
 
@@ -121,7 +143,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.got_response = False
         self.request_complete = False
+        self.expecting = True
         self.headers = []
+        self._head_size = 0
         self.framing = FRAMING_EOF
 
     def write(self, data: bytes) -> None:
@@ -161,12 +185,17 @@ class UpstreamConnection(asyncio.Protocol):
             batching.send(self.transport, out)
 
     def pause_reading(self) -> None:
-        if self.transport is not None and not self.closed:
+        """Stop reading the response (the client is slow to take it). Idempotent."""
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.resume_reading()
+        """Read on. Idempotent; :meth:`Pool.release` calls it for every pooled connection."""
+        if self.reading_paused:
+            self.reading_paused = False
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
 
     def close(self) -> None:
         """Close and forget (the exchange gave up on it)."""
@@ -192,6 +221,9 @@ class UpstreamConnection(asyncio.Protocol):
             if self.sink is not None:
                 self.sink.upstream_raw(data)
             return
+        if not self.expecting:
+            self._out_of_step("bytes from the upstream while no response was expected")
+            return
         corked = self.writer if self.sink is not None else None
         if corked is not None:
             corked.cork()
@@ -205,13 +237,15 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 self._fail(UpstreamError("unexpected protocol upgrade from upstream"))
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(f"malformed response from upstream: {exc}"))
+            if not self.closed:
+                self._fail(UpstreamError(f"malformed response from upstream: {exc}"))
         finally:
             if corked is not None:
                 corked.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.expecting = False
         self.pool.forget(self)
         sink, self.sink = self.sink, None
         if sink is None:
@@ -230,10 +264,20 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.upstream_writable(True)
 
     # -- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        if not self.expecting:  # a second response in the same read as the first one's end
+            self._out_of_step("a response nobody asked for")
+            raise UpstreamError("response out of step")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_RESPONSE_HEAD or len(self.headers) > MAX_RESPONSE_FIELDS:
+            raise UpstreamError("response head too large")
 
     def on_headers_complete(self) -> None:
+        if not self.expecting:  # the head of a response that came out of step
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._skip_interim = True  # 100 Continue / 103 Early Hints: not passed on
@@ -256,6 +300,9 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.sink is not None:
             self.sink.upstream_body(body)
+        elif not self.expecting:  # a body after a HEAD response, or after a response ended
+            self._out_of_step("response body bytes after the response ended")
+            raise UpstreamError("response out of step")
 
     def on_message_complete(self) -> None:
         if self._skip_interim:
@@ -267,6 +314,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- internals ----------------------------------------------------------------------------
     def _complete(self, keep_alive: bool) -> None:
+        if not self.expecting:
+            return
+        self.expecting = False
         sink, self.sink = self.sink, None
         if keep_alive and self.request_complete and not self.closed:
             self.pool.release(self)
@@ -275,8 +325,23 @@ class UpstreamConnection(asyncio.Protocol):
         if sink is not None:
             sink.upstream_done()
 
+    def _out_of_step(self, what: str) -> None:
+        """The upstream sent what no request asked for: never reuse this connection."""
+        if not self.closed:
+            log.warning(
+                "upstream %s: %s; connection closed, not reused", _describe(self.key), what
+            )
+        sink, self.sink = self.sink, None
+        self.expecting = False
+        self.pool.forget(self)
+        self.abort()
+        if sink is not None:
+            sink.upstream_failed(UpstreamError(what))
+
     def _fail(self, exc: BaseException) -> None:
         sink, self.sink = self.sink, None
+        self.expecting = False
+        self.pool.forget(self)
         self.abort()
         if sink is not None:
             sink.upstream_failed(exc)
@@ -300,6 +365,7 @@ class Pool:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
+            conn.pooled = False
             if not conn.closed:
                 conn.reused = True
                 return conn
@@ -336,17 +402,26 @@ class Pool:
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
+        """Pool a connection whose response ended; once per response (a second release of
+        the same connection would hand it to two exchanges at once)."""
+        if conn.pooled or conn.closed:
+            return
         idle = self._idle.setdefault(conn.key, [])
         if len(idle) >= POOL_MAX_IDLE_PER_KEY:
             conn.close()
             return
+        conn.resume_reading()  # an idle connection must see the upstream close, or misbehave
         conn.idle_since = time.monotonic()
+        conn.pooled = True
         idle.append(conn)
         if self._sweeper is None:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(POOL_IDLE_SECONDS / 4, self._sweep)
 
     def forget(self, conn: UpstreamConnection) -> None:
+        if not conn.pooled:
+            return
+        conn.pooled = False
         idle = self._idle.get(conn.key)
         if idle and conn in idle:
             idle.remove(conn)
@@ -359,6 +434,7 @@ class Pool:
     def close(self) -> None:
         for idle in self._idle.values():
             for conn in idle:
+                conn.pooled = False
                 conn.close()
         self._idle.clear()
         if self._sweeper is not None:
@@ -373,6 +449,7 @@ class Pool:
             stale = [c for c in idle if c.idle_since < limit]
             for conn in stale:
                 idle.remove(conn)
+                conn.pooled = False
                 conn.close()
             remaining += len(idle)
         if remaining:
