@@ -88,21 +88,25 @@ def test_request_head_drops_hop_by_hop_and_sets_forwarded_headers() -> None:
     assert got["map"]["accept"] == "*/*"
 
 
-def test_trusted_hop_keeps_its_forwarded_proto_and_host() -> None:
+def test_trusted_hop_keeps_its_forwarded_proto_but_never_another_host() -> None:
     plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:8080"))
     headers = [
         (b"Host", b"internal:8443"),
         (b"X-Forwarded-Proto", b"https"),
         (b"X-Forwarded-Host", b"public.example"),
     ]
-    got = head_of(plan, headers, scheme="http", trusted_hops=1)
+    got = head_of(plan, headers, host="internal:8443", scheme="http", trusted_hops=1)
     assert got["map"]["x-forwarded-proto"] == "https"
-    assert got["map"]["x-forwarded-host"] == "public.example"
+    # The request was matched and authorised as internal: the app must not be told otherwise.
+    assert got["map"]["x-forwarded-host"] == "internal:8443"
+    assert [k for k, _ in got["list"]].count("x-forwarded-host") == 1
 
 
 def test_chunked_and_upgrade_framing_are_re_added() -> None:
     plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:8080"))
-    got = head_of(plan, [(b"Host", b"app.test")], chunked=True, upgrade="websocket")
+    got = head_of(
+        plan, [(b"Host", b"app.test")], framing=forward.CHUNKED, upgrade="websocket"
+    )
     assert got["map"]["transfer-encoding"] == "chunked"
     assert got["map"]["connection"] == "upgrade" and got["map"]["upgrade"] == "websocket"
 
@@ -111,7 +115,79 @@ def test_host_rewrite_and_preserve_host_header() -> None:
     rewrite = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80", host_rewrite="x.int"))
     assert head_of(rewrite, [(b"Host", b"app.test")])["map"]["host"] == "x.int"
     keep = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80", preserve_host_header=True))
-    assert head_of(keep, [(b"Host", b"App.Test:443")])["map"]["host"] == "App.Test:443"
+    got = head_of(keep, [(b"Host", b"App.Test:443")], host="App.Test:443")
+    assert got["map"]["host"] == "App.Test:443"
+
+
+def test_the_clients_host_headers_are_never_forwarded_only_the_authorised_host() -> None:
+    keep = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80", preserve_host_header=True))
+    got = head_of(keep, [(b"Host", b"admin.test"), (b"HOST", b"admin.test")], host="app.test")
+    assert [v for k, v in got["list"] if k == "host"] == ["app.test"]
+    assert [v for k, v in got["list"] if k == "x-forwarded-host"] == ["app.test"]
+
+
+@pytest.mark.parametrize("nominated", ["Content-Length", "Transfer-Encoding", "Host",
+                                       "X-Forwarded-For", "X-Request-Id", "X-Env", "X-Gate"])
+def test_no_connection_token_removes_framing_or_a_header_vallum_writes(nominated: str) -> None:
+    plan = forward.RoutePlan(
+        dp.route("app.test", "http://10.1.1.1:80", set_request_headers=(("X-Env", "prod"),))
+    )
+    got = head_of(
+        plan,
+        [(b"Host", b"app.test"), (b"Connection", f"keep-alive, {nominated}".encode()),
+         (b"Content-Length", b"5")],
+        connection=f"keep-alive, {nominated}",
+        extra=(("X-Gate", "yes"),),
+        framing=forward.request_framing(False, "5"),
+    )
+    m = got["map"]
+    assert m["content-length"] == "5" and m["host"] == "10.1.1.1:80"
+    assert m["x-request-id"] == "rid" and m["x-forwarded-for"] == "10.0.0.9"
+    assert m["x-env"] == "prod" and m["x-gate"] == "yes"
+    assert [k for k, _ in got["list"]].count("content-length") == 1
+
+
+def test_the_clients_framing_headers_never_pass_vallum_writes_its_own() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"))
+    got = head_of(plan, [(b"Content-Length", b"007"), (b"Transfer-Encoding", b"chunked")])
+    assert "content-length" not in got["map"] and "transfer-encoding" not in got["map"]
+    assert forward.request_framing(False, "007") == b"Content-Length: 7\r\n"
+    assert forward.request_framing(True, None) == forward.CHUNKED
+    assert forward.request_framing(False, None) == b""
+
+
+@pytest.mark.parametrize("action", ["allow", "drop_header"])
+def test_underscore_spellings_of_headers_vallum_sets_are_always_removed(action: str) -> None:
+    settings = dp.table(
+        jwt_claims_headers=(("X-Email", "email"),), headers_with_underscores_action=action
+    ).settings
+    plan = forward.RoutePlan(
+        dp.route("app.test", "http://10.1.1.1:80", set_request_headers=(("X-Team", "blue"),)),
+        strip={"x-email"},
+        settings=settings,
+    )
+    forged = [
+        b"X_Vallum_Jwt_Assertion", b"x_pomerium_jwt_assertion", b"X_Vallum_Claim_Email",
+        b"X_Email", b"X_Forwarded_For", b"X_Forwarded_Host", b"X_Forwarded_Proto",
+        b"X_Request_Id", b"X_Team", b"Transfer_Encoding", b"Content_Length",
+    ]
+    got = head_of(plan, [(name, b"forged") for name in forged] + [(b"My_Header", b"v")])
+    assert "forged" not in {v for _, v in got["list"]}
+    assert ("my_header" in got["map"]) == (action == "allow")
+
+
+def test_identity_header_values_are_utf8_and_cannot_inject_lines() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"))
+    raw = plan.request_head(
+        "GET", "/", [], None, 0, "app.test", "https", "10.0.0.9", "rid", 0,
+        (("X-Email", "иван@corp.ru"), ("X-Name", "a\r\nX-Vallum-Jwt-Assertion: forged\x00")),
+    )
+    assert "X-Email: иван@corp.ru\r\n".encode() in raw
+    assert b"\r\nX-Vallum-Jwt-Assertion" not in raw and b"\x00" not in raw
+    # Two users whose addresses differ only outside Latin-1 stay different.
+    assert forward.header_line("X-Email", "иван@corp.ru") != forward.header_line(
+        "X-Email", "жжжж@corp.ru"
+    )
 
 
 def test_set_and_remove_request_headers_and_gate_headers() -> None:
@@ -186,8 +262,8 @@ def test_response_headers_drop_hop_by_hop_and_apply_set_response_headers() -> No
             (b"Set-Cookie", b"b=2"),
         ]
     )
-    assert (has_length, chunked) == (False, True)
-    assert plan.response_headers([(b"Content-Length", b"3")])[1:] == (True, False)
+    assert (has_length, chunked) == (None, True)
+    assert plan.response_headers([(b"Content-Length", b"3")])[1:] == (b"3", False)
     text = b"".join(lines).decode()
     assert "X-Hop" not in text and "Connection" not in text and "Transfer-Encoding" not in text
     assert "Strict-Transport-Security: max-age=31536000\r\n" in text and "max-age=1\r" not in text
@@ -250,3 +326,29 @@ def test_plans_strip_the_current_tables_claim_headers() -> None:
     got = head_of(plans.get(second, 0, second.settings.routes[0]), headers)
     assert "x-email" not in got["map"] and "x-user-id" not in got["map"]
     assert "x-gate" not in got["map"]
+
+
+@pytest.mark.parametrize(
+    "cookie",
+    [b"_vallum=forged; Path=/; Domain=.corp.example", b"_vallum_0=x", b"_vallum_3=x",
+     b"_vallum_state=x", b" _vallum_csrf =x", b"_vallum=; Max-Age=0"],
+)
+def test_an_upstream_cannot_set_vallums_cookies(cookie: bytes) -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"))
+    for extra in ([], [(b"Connection", b"X-Hop")]):  # also on the slow (Connection) path
+        lines, _, _ = plan.response_headers(
+            [(b"Set-Cookie", cookie), (b"Set-Cookie", b"app=1"), (b"Set-Cookie", b"_vallumx=1"),
+             *extra]
+        )
+        text = b"".join(lines)
+        assert cookie not in text
+        assert text.count(b"Set-Cookie") == 2  # the app's own cookies pass
+
+
+def test_vallums_cookie_name_follows_the_settings() -> None:
+    settings = dp.table(cookie_name="_pomerium").settings
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"), settings=settings)
+    lines, _, _ = plan.response_headers(
+        [(b"Set-Cookie", b"_pomerium=x"), (b"Set-Cookie", b"_vallum=y")]
+    )
+    assert b"".join(lines) == b"Set-Cookie: _vallum=y\r\n"

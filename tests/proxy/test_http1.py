@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -577,3 +578,195 @@ async def test_corked_writes_of_a_round_go_out_together_when_the_round_ends() ->
     first.close_when_idle()  # closing flushes the batch first
     assert one.calls[-1] == b"last"
     ctx.close()
+
+
+# -- hostile request heads (issue 11: smuggling, host confusion, floods, trailers) ------------
+
+
+async def _one(port: int, data: bytes) -> tuple[int, dict[str, Any], bytes]:
+    client = await dp.RawClient.connect(port)
+    try:
+        await client.send(data)
+        return await client.response()
+    finally:
+        await client.close()
+
+
+async def test_a_connection_token_naming_content_length_cannot_smuggle_a_request() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append({"path": request.path, "body": await request.read(),
+                     "assertion": request.headers.get("X-Vallum-Jwt-Assertion")})
+        return web.Response(text=f"for {request.path}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    async with dp.upstream_app(app) as url, dp.serve(dp.table(dp.route("app.test", url))) as p:
+        smuggled = (
+            b"GET /admin HTTP/1.1\r\nHost: admin.test\r\nX-Vallum-Jwt-Assertion: forged\r\n\r\n"
+        )
+        status, _, body = await _one(
+            p.port,
+            b"POST /a HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive, Content-Length\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(smuggled), smuggled),
+        )
+        assert (status, body) == (200, b"for /a")
+        # A second client on the pooled upstream connection gets its own answer.
+        status, _, body = await _one(p.port, dp.get("/b"))
+        assert (status, body) == (200, b"for /b")
+    assert [(s["path"], s["body"]) for s in seen] == [("/a", smuggled), ("/b", b"")]
+    assert all(s["assertion"] is None for s in seen)
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        # Two Host headers: which one a hop reads is the attack (RFC 9112 3.2).
+        (b"GET / HTTP/1.1\r\nHost: app.test\r\nHost: admin.test\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: app.test, admin.test\r\n\r\n", 400),
+        (b"GET http://user@app.test/ HTTP/1.1\r\nHost: app.test\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+         b"0\r\n\r\n", 501),
+        (b"CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\n\r\n", 405),
+        # 101 fields, each tiny: the count bounds the head, not only the bytes.
+        (b"GET / HTTP/1.1\r\nHost: app.test\r\n" + b"x:\r\n" * 100 + b"\r\n", 431),
+        (b"GET / HTTP/1.1\r\nHost: app.test\r\n" + b"x:\r\n" * 65_000 + b"\r\n", 431),
+    ],
+)
+async def test_hostile_heads_are_refused_before_any_upstream(head: bytes, status: int) -> None:
+    served: list[str] = []
+
+    async def record(request: web.Request) -> web.Response:
+        served.append(request.host)
+        return web.Response(text="upstream")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", record)
+    async with dp.upstream_app(app) as url:
+        tbl = dp.table(dp.route("app.test", url), dp.route("*", url))
+        async with dp.serve(tbl) as p:
+            raw = await dp.raw_request(p.port, head)
+    assert raw.startswith(b"HTTP/1.1 %d" % status), raw[:80]
+    assert served == []
+
+
+async def test_an_absolute_form_authority_is_the_host_matched_authorised_and_forwarded() -> None:
+    async with dp.upstream_app(dp.echo_app()) as url:
+        tbl = dp.table(
+            dp.route("public.test", url, preserve_host_header=True),
+            dp.route("admin.test", url, public=False),
+        )
+        async with dp.serve(tbl) as p:
+            status, _, body = await _one(
+                p.port, b"GET http://public.test/x HTTP/1.1\r\nHost: admin.test\r\n\r\n"
+            )
+            assert status == 200
+            hosts = [v for k, v in json.loads(body)["header_list"] if k == "host"]
+            got = json.loads(body)["headers"]
+            assert hosts == ["public.test"] and got["x-forwarded-host"] == "public.test"
+            # ... and the other way round: the authority decides, and admin.test is refused.
+            status, _, _ = await _one(
+                p.port, b"GET http://admin.test/x HTTP/1.1\r\nHost: public.test\r\n\r\n"
+            )
+            assert status == 403
+
+
+async def test_trailers_never_become_request_headers() -> None:
+    async with (
+        dp.upstream_app(dp.echo_app()) as url,
+        dp.serve(dp.table(dp.route("app.test", url))) as p,
+    ):
+        status, _, body = await _one(
+            p.port,
+            b"POST /t HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-Vallum-Jwt-Assertion: forged\r\nX-Trailer: t\r\n"
+            b"Host: evil.test\r\n\r\n",
+        )
+    got = json.loads(body)
+    assert status == 200 and got["body"] == "abc"
+    names = [k for k, _ in got["header_list"]]
+    assert "x-trailer" not in names and "x-vallum-jwt-assertion" not in names
+    assert names.count("host") == 1 and got["headers"]["host"] != "evil.test"
+
+
+async def test_one_endless_header_is_cut_off_by_the_bytes_received() -> None:
+    async with dp.serve(dp.table(dp.route("app.test", "http://127.0.0.1:9"))) as p:
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Long: ")
+        answer = b""
+        for _ in range(40):  # 40 x 8 KiB, never a line end
+            writer.write(b"a" * 8192)
+            await writer.drain()
+            await asyncio.sleep(0)
+            if reader.at_eof():
+                break
+        answer = await asyncio.wait_for(reader.read(-1), 5)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 431")
+
+
+async def test_header_floods_on_other_connections_do_not_stall_a_probe() -> None:
+    async with (
+        dp.upstream_app(dp.echo_app()) as url,
+        dp.serve(dp.table(dp.route("app.test", url))) as p,
+    ):
+        flood = b"GET / HTTP/1.1\r\nHost: app.test\r\n" + b"x:\r\n" * 65_000 + b"\r\n"
+        attackers = [
+            asyncio.create_task(dp.raw_request(p.port, flood * 2, timeout=10))
+            for _ in range(4)
+        ]
+        worst = 0.0
+        for _ in range(10):
+            started = time.perf_counter()
+            status, _, _ = await _one(p.port, dp.get("/probe"))
+            worst = max(worst, time.perf_counter() - started)
+            assert status == 200
+        for task in attackers:
+            assert (await task).startswith(b"HTTP/1.1 431")
+    assert worst < 1.0, f"a probe waited {worst:.2f} s behind the flood"
+
+
+@pytest.mark.parametrize("action", ["allow", "drop_header", "reject_request"])
+async def test_headers_with_underscores_action(action: str) -> None:
+    async with dp.upstream_app(dp.echo_app()) as url:
+        tbl = dp.table(dp.route("app.test", url), headers_with_underscores_action=action)
+        async with dp.serve(tbl) as p:
+            status, _, body = await _one(
+                p.port, dp.get("/", extra="My_Header: v\r\nX_Vallum_Jwt_Assertion: forged\r\n")
+            )
+    if action == "reject_request":
+        assert status == 400
+        return
+    got = json.loads(body)["headers"]
+    assert status == 200 and "x_vallum_jwt_assertion" not in got
+    assert ("my_header" in got) == (action == "allow")
+
+
+async def test_sni_must_name_the_host_when_client_certificates_are_in_use(
+    test_ca: TestCA,
+) -> None:
+    from vallum.core import config
+    from vallum.proxy import tls
+
+    leaf = test_ca.issue("app.test", ["app.test", "*.corp.test"])
+    settings = dp.table(
+        certificates=(config.Certificate(cert_pem=leaf.cert_pem, key_pem=leaf.key_pem),),
+        downstream_mtls=config.DownstreamMTLS(ca_pem=test_ca.cert_pem, enforcement="policy"),
+    ).settings
+    server_ctx = tls.server_context(settings, defer_client_verification=True)
+    async with dp.upstream_app(dp.echo_app()) as url:
+        tbl = dp.table(
+            dp.route("app.test", url), dp.route("admin.corp.test", url),
+            downstream_mtls=settings.downstream_mtls,
+        )
+        async with dp.serve(tbl, ssl_context=server_ctx) as p:
+            client_ctx = ssl.create_default_context(cadata=test_ca.cert_pem)
+            client = await dp.RawClient.connect(p.port, client_ctx)  # SNI app.test
+            await client.send(dp.get("/", host="admin.corp.test"))
+            assert (await client.response())[0] == 421
+            await client.close()
+            client = await dp.RawClient.connect(p.port, client_ctx)
+            await client.send(dp.get("/", host="App.Test:443"))
+            assert (await client.response())[0] == 200
+            await client.close()

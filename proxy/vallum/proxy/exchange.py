@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Coroutine, Generator, Mapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from vallum.core.config import RouteTable
+from vallum.core.config import RouteTable, Settings
 from vallum.proxy import errors, pipeline, upstream
 from vallum.proxy import forward as fwd
 
@@ -40,6 +40,11 @@ _STATUS_LINES = {
     status: f"HTTP/1.1 {status} {errors.reason(status)}\r\n".encode()
     for status in (*(s.value for s in HTTPStatus), *errors.EXTRA_PHRASES)
 }
+
+
+_CLOSING = frozenset({400, 405, 421, 431, 501})
+"""Statuses Vallum answers and then closes the connection: the client sent something it must
+not send again on this connection (malformed, refused framing, the wrong connection)."""
 
 
 def status_line(status: int) -> bytes:
@@ -122,6 +127,7 @@ class Exchange:
     # Set when known; class-level defaults keep the constructor short (hot path).
     body_done = False
     chunked = False  # the request body is chunked (set in start)
+    framing = b""  # the upstream request's framing line, Vallum's own (forward.request_framing)
     expect = False  # the client sent "Expect: 100-continue" (set in start)
     buffered = 0
     conn: upstream.UpstreamConnection | None = None
@@ -184,26 +190,34 @@ class Exchange:
         if self.status < 0:
             self.respond_error(-self.status, "The request is malformed.")
             return
+        if self.method == "CONNECT":  # llhttp hands CONNECT over as an upgrade: never a tunnel
+            self.respond_error(405, "CONNECT is not supported.")
+            return
         ctx = self.proto.ctx
         table = self.table = ctx.tables.current
+        settings = table.settings
+        try:
+            headers = pipeline.header_map(self.raw_headers)
+        except pipeline.BadRequest as exc:
+            self.respond_error(400, str(exc))
+            return
         req = self.req = pipeline.request_info(  # positional, in its order (hot path)
             self.method,
             self.url.decode("latin-1"),
-            pipeline.header_map(self.raw_headers),
+            headers,
             ctx.scheme,
             self.proto.peer_ip,
-            table.settings.xff_num_trusted_hops,
+            settings.xff_num_trusted_hops,
             self.request_id,
             self.proto.client_cert,
         )
         if req is None:
             self.respond_error(400, "The request has no valid Host or target.")
             return
-        headers = req.headers
-        if "transfer-encoding" in headers:  # llhttp accepts it only with chunked last
-            self.chunked = True
-        if "expect" in headers and headers["expect"].lower() == "100-continue":
-            self.expect = True
+        problem = _refusal(self, req.headers, req.host, settings)
+        if problem is not None:
+            self.respond_error(*problem)
+            return
         quick = ctx.quick
         if quick is not None:  # decided without a coroutine when no I/O is needed
             try:
@@ -312,13 +326,13 @@ class Exchange:
                 self.raw_headers,
                 req.headers.get("connection"),
                 index,
-                req.host,
+                req.headers["host"],  # the one host matched and authorised (request_info)
                 proto.ctx.scheme,
                 proto.peer_ip,
                 self.request_id,
                 self.table.settings.xff_num_trusted_hops,
                 self.allow.request_headers,
-                self.chunked,
+                self.framing,
                 req.headers.get("upgrade") if self.upgrade else None,
             )
         )
@@ -413,12 +427,14 @@ class Exchange:
         assert self.plan is not None
         self.status = status
         self.last_activity = self.proto.loop.time()
-        lines, has_length, chunked = self.plan.response_headers(headers)
+        lines, length, chunked = self.plan.response_headers(headers)
+        if length is not None and not chunked:  # llhttp checked it: one decimal value
+            lines.append(b"Content-Length: %d\r\n" % int(length))
         if no_body:
             framing = upstream.FRAMING_NONE
         elif chunked:
             framing = upstream.FRAMING_CHUNKED
-        elif has_length:
+        elif length is not None:
             framing = upstream.FRAMING_LENGTH
         else:
             framing = upstream.FRAMING_EOF
@@ -442,7 +458,7 @@ class Exchange:
             elif self.http10:
                 lines.append(b"Connection: keep-alive\r\n")
         for name_s, value_s in self.allow.response_headers:
-            lines.append(f"{name_s}: {value_s}\r\n".encode("latin-1", "replace"))
+            lines.append(fwd.header_line(name_s, value_s))
         lines.append(b"\r\n")
         self.proto.write(status_line(status) + b"".join(lines))
         self.head_sent = True
@@ -518,9 +534,20 @@ class Exchange:
         else:
             self.proto.pause(PAUSE_UPSTREAM)
 
+    def client_writable(self, writable: bool) -> None:
+        """The client's write buffer drained (or filled): read the upstream's response on (or
+        stop). The other half of :meth:`upstream_writable`; the connection keeps the state, so a
+        connection handed back to the pool is reading again (``upstream.Pool.release``)."""
+        conn = self.conn
+        if conn is not None:
+            if writable:
+                conn.resume_reading()
+            else:
+                conn.pause_reading()
+
     # -- answers Vallum makes itself --------------------------------------------------------
     def respond_error(self, status: int, message: str) -> None:
-        if status in (400, 431):
+        if status in _CLOSING:
             self.keep_alive = False  # a client that sent garbage: do not read on from it
         accept = self.req.headers.get("accept") if self.req is not None else None
         page = errors.page(status, self.request_id, accept=accept, message=message)
@@ -548,7 +575,7 @@ class Exchange:
         self.resp_close = close
         parts = [status_line(status)]
         for name, value in headers:
-            parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
+            parts.append(fwd.header_line(name, value))
         parts.append(b"Content-Length: %d\r\n" % len(body))
         if close:
             parts.append(b"Connection: close\r\n")
@@ -613,6 +640,8 @@ class Exchange:
             self.proto.buffer_changed(-self.buffered)
             self.buffered = 0
             self.buffer = ()
+        # The upstream leg is over: its full write buffer no longer holds the client back.
+        self.proto.resume(PAUSE_UPSTREAM)
         observer = self.proto.ctx.observer
         if observer is not None:
             try:
@@ -624,3 +653,34 @@ class Exchange:
     @property
     def duration(self) -> float:
         return time.perf_counter() - self.started
+
+
+def _refusal(
+    ex: Exchange, headers: Mapping[str, str], host: str, settings: Settings
+) -> tuple[int, str] | None:
+    """Why a parsed request is refused before the gate sees it (status, message), else
+    ``None``; also sets the exchange's framing. The common case costs a few dict look-ups."""
+    length = headers.get("content-length")
+    if length is not None:  # llhttp accepted exactly one decimal value
+        ex.framing = b"Content-Length: %d\r\n" % int(length)
+    coding = headers.get("transfer-encoding")
+    if coding is not None:
+        # llhttp frames a body only when "chunked" comes last; other codings ("gzip, chunked")
+        # would reach the upstream mislabelled once Vallum re-chunks: refuse (RFC 9112 6.1).
+        if coding.strip().lower() != "chunked":
+            return 501, "Transfer codings other than chunked are not supported."
+        ex.chunked = True
+        ex.framing = fwd.CHUNKED
+    expect = headers.get("expect")
+    if expect is not None and expect.lower() == "100-continue":
+        ex.expect = True
+    sni = ex.proto.sni
+    if sni is not None and sni != host and settings.downstream_mtls is not None:
+        # Client certificates are asked for per connection: a connection made for one name may
+        # not carry requests for another (Envoy's answer to the same question).
+        return 421, "This connection was made for another host name (TLS SNI); reconnect."
+    if settings.headers_with_underscores_action == "reject_request" and any(
+        b"_" in name for name, _ in ex.raw_headers
+    ):
+        return 400, "Header names with underscores are not accepted here."
+    return None

@@ -2,16 +2,33 @@
 
 Header rules (Pomerium/Envoy behaviour unless noted):
 
+* Framing is Vallum's: the client's ``Content-Length`` and ``Transfer-Encoding`` never pass;
+  Vallum writes the upstream request's framing itself from what llhttp framed
+  (``Content-Length: N`` or ``Transfer-Encoding: chunked``, :func:`request_framing`), and the
+  client response's from what the upstream's parser framed. So no ``Connection`` token can take
+  a framing header away while its body still flows (request smuggling), and nothing a client
+  names in ``Connection`` can remove a header Vallum writes (``Host``, ``X-Forwarded-*``,
+  ``X-Request-Id``, ``set_request_headers``, identity headers): those are written after the
+  client's headers are filtered.
 * Hop-by-hop headers (RFC 9110 7.6.1: ``Connection``, ``Keep-Alive``, ``Proxy-Connection``,
   ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``, ``Proxy-Authenticate``,
-  ``Proxy-Authorization``) and every header *named in* ``Connection`` are dropped both ways;
-  Vallum frames bodies itself. A websocket upgrade re-adds ``Connection: upgrade``/``Upgrade``.
+  ``Proxy-Authorization``) and every header *named in* ``Connection`` are dropped both ways.
+  A websocket upgrade re-adds ``Connection: upgrade``/``Upgrade``.
+* Underscores: a client header whose name, with ``_`` read as ``-``, is one Vallum sets, strips
+  or reserves (``X_Vallum_Jwt_Assertion``, ``X_Email`` for a claim header ``X-Email``,
+  ``X_Forwarded_For``, a ``set_request_headers`` name) is always removed, because CGI/WSGI
+  servers read ``-`` and ``_`` as one. Other underscore headers follow
+  ``headers_with_underscores_action`` (``allow``, Envoy's default; ``drop_header``;
+  ``reject_request``: 400, decided in the exchange before the gate).
 * ``X-Forwarded-For``: the peer address is appended (Pomerium's default, ``skip_xff_append:
   false``). The *trusted client address* (for policy and logs) follows Envoy's
   ``xff_num_trusted_hops``: with N > 0 it is the N-th address from the right of the incoming
   header; with 0, or a header too short, it is the peer address.
-* ``X-Forwarded-Proto``/``X-Forwarded-Host``: set to the scheme and ``Host`` the client used;
-  when ``xff_num_trusted_hops`` > 0 a value already set by the trusted proxy in front is kept.
+* ``X-Forwarded-Proto``: the scheme the client used; when ``xff_num_trusted_hops`` > 0 a value
+  already set by the trusted proxy in front is kept.
+* ``X-Forwarded-Host`` (always) and ``Host`` (with ``preserve_host_header``): the one host the
+  request was matched and authorised for (the absolute-form authority, else the single ``Host``
+  header: :func:`vallum.proxy.pipeline.request_info`), never a second spelling of it.
 * ``X-Request-Id``: always Vallum's own id (a client's value is replaced).
 * ``Host``: the ``to`` URL's host (Envoy's auto host rewrite), or ``host_rewrite``, or the
   client's with ``preserve_host_header``.
@@ -25,7 +42,12 @@ Header rules (Pomerium/Envoy behaviour unless noted):
   (``strip_request_headers``). Pomerium overwrites the identity headers it emits; Vallum removes
   every client copy, also on routes where it emits none (stricter: a documented deviation).
 * ``remove_request_headers`` then ``set_request_headers`` (replacing), then the gate's headers;
-  ``set_response_headers`` replace upstream response headers. Pomerium's ``${pomerium.*}``
+  ``set_response_headers`` replace upstream response headers. Header values Vallum writes are
+  UTF-8 (as Pomerium sends them), with CR, LF and NUL replaced by spaces: never a lossy or
+  injected form.
+* An upstream may not set Vallum's own cookies: a ``Set-Cookie`` whose name is ``cookie_name``
+  or starts with ``cookie_name + "_"`` (session chunks, sign-in state, hand-off nonce) is dropped
+  from the response, and logged once per route. Pomerium's ``${pomerium.*}``
   substitutions in header values are not supported (a documented deviation).
 
 All per-route work (lower-casing names, compiling regexes, encoding constant headers) happens
@@ -34,11 +56,14 @@ once per route in :class:`RoutePlan`; the per-request functions only join bytes.
 
 from __future__ import annotations
 
-import re
+import logging
 import urllib.parse
 from collections.abc import Iterable
 
+from vallum.core import regex
 from vallum.core.config import Route, RouteTable, Settings, Upstream
+
+log = logging.getLogger("vallum.forward")
 
 HOP_BY_HOP = frozenset(
     {
@@ -54,9 +79,18 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-# Headers Vallum always sets itself on the upstream request (client values are replaced).
+# Headers Vallum always sets itself on the upstream request (client values are replaced), and
+# the framing it writes itself (request_framing).
 _REPLACED = frozenset(
-    {"host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "expect"}
+    {
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "expect",
+        "content-length",
+    }
 )
 
 
@@ -96,10 +130,35 @@ def _enc(value: str) -> bytes:
     return value.encode("latin-1", "replace")
 
 
+_UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
+
+
+def header_line(name: str, value: str) -> bytes:
+    """One header line Vallum writes: UTF-8 (as Pomerium sends identity headers; latin-1 with
+    ``replace`` turned every non-Latin name into ``????``), CR/LF/NUL never reach the wire."""
+    return f"{name}: {value}".translate(_UNSAFE).encode() + b"\r\n"
+
+
+CHUNKED = b"Transfer-Encoding: chunked\r\n"
+
+
+def request_framing(chunked: bool, content_length: str | None) -> bytes:
+    """The framing header of the upstream request, from what llhttp framed the client's by:
+    chunked, a length (llhttp accepted exactly one decimal value), or no body."""
+    if chunked:
+        return CHUNKED
+    if content_length is None:
+        return b""
+    return b"Content-Length: %d\r\n" % int(content_length)
+
+
 class RoutePlan:
     """Everything about forwarding to one route that can be prepared before any request."""
 
     __slots__ = (
+        "_cookie",
+        "_cookie_warned",
+        "_drop_underscored",
         "_host_headers",
         "_prefix",
         "_prefix_rewrite",
@@ -117,7 +176,10 @@ class RoutePlan:
         "timeout",
     )
 
-    def __init__(self, route: Route, strip: Iterable[str] = ()) -> None:
+    def __init__(
+        self, route: Route, strip: Iterable[str] = (), settings: Settings | None = None
+    ) -> None:
+        settings = settings or _DEFAULTS
         self.route = route
         self.timeout = route.timeout
         self.idle_timeout = route.idle_timeout
@@ -132,19 +194,28 @@ class RoutePlan:
                 *(n.lower() for n in strip),
             }
         )
+        self._drop_underscored = settings.headers_with_underscores_action != "allow"
         self.set_request = b"".join(
-            _enc(f"{name}: {value}\r\n") for name, value in route.set_request_headers
+            header_line(name, value) for name, value in route.set_request_headers
         )
         self.response_set_names = frozenset(n.lower() for n, _ in route.set_response_headers)
         self._response_drop = frozenset(
-            _enc(name) for name in {*HOP_BY_HOP, *self.response_set_names}
+            _enc(name)
+            for name in {*HOP_BY_HOP, *self.response_set_names, "content-length", "set-cookie"}
         )
         self.response_set = b"".join(
-            _enc(f"{name}: {value}\r\n") for name, value in route.set_response_headers
+            header_line(name, value) for name, value in route.set_response_headers
         )
+        self._cookie = settings.cookie_name.encode("latin-1", "replace")
+        self._cookie_warned = False
         pattern = route.regex_rewrite_pattern
-        self._regex = re.compile(pattern) if pattern else None
-        self._regex_sub = route.regex_rewrite_substitution or ""
+        # RE2 (linear time: no path can stall a worker), checked when the config loaded.
+        self._regex = regex.compile(pattern) if pattern else None
+        self._regex_sub = (
+            self._regex.substitution(route.regex_rewrite_substitution or "")
+            if self._regex is not None
+            else None
+        )
         self._prefix_rewrite = route.prefix_rewrite
         self._prefix = route.prefix or "/"
         self._to_paths = tuple(u.path if u.path not in ("", "/") else None for u in route.to)
@@ -161,8 +232,9 @@ class RoutePlan:
 
     def rewrite_path(self, path: str, upstream_index: int = 0) -> str:
         """The path to send upstream for the (normalised) request ``path``."""
-        if self._regex is not None:
-            return self._regex.sub(self._regex_sub, path) or "/"
+        if self._regex is not None and self._regex_sub is not None:
+            # A substitution may hold spaces or non-ASCII: never a broken request line.
+            return _quote(self._regex.sub(self._regex_sub, path)) or "/"
         replacement = self._prefix_rewrite
         if replacement is None:
             replacement = self._to_paths[upstream_index] if self._to_paths else None
@@ -191,96 +263,140 @@ class RoutePlan:
         request_id: str,
         trusted_hops: int,
         extra: tuple[tuple[str, str], ...] = (),
-        chunked: bool = False,
+        framing: bytes = b"",
         upgrade: str | None = None,
     ) -> bytes:
-        """The complete upstream request head (request line, headers, blank line)."""
+        """The complete upstream request head (request line, headers, blank line).
+
+        ``host`` is the authority the request was matched and authorised for, as the client
+        wrote it (port included); ``framing`` is :func:`request_framing`'s line. The client's
+        own ``Host`` headers in ``raw_headers`` are never read here.
+        """
         strip = self._strip
         dynamic = _dynamic_tokens(connection.encode("latin-1")) if connection else None
         out = [f"{method} {target} HTTP/1.1\r\n".encode("latin-1", "replace")]
         xff: bytes | None = None
         xfp: bytes | None = None
-        xfh: bytes | None = None
-        original_host = b""
         for name_raw, value in raw_headers:
             name = name_raw.lower()
             if name in strip:
-                if name == b"host":
-                    original_host = value
-                elif name == b"x-forwarded-for":
+                if name == b"x-forwarded-for":
                     xff = value if xff is None else xff + b", " + value
-                elif trusted_hops > 0:
-                    if name == b"x-forwarded-proto":
-                        xfp = value
-                    elif name == b"x-forwarded-host":
-                        xfh = value
+                elif trusted_hops > 0 and name == b"x-forwarded-proto":
+                    xfp = value
                 continue
             if name[:2] == b"x-" and name.startswith(RESERVED_PREFIXES):
                 continue
             if dynamic is not None and name in dynamic:
                 continue
+            if b"_" in name and self._underscored_dropped(name, dynamic):
+                continue
             out += (name_raw, b": ", value, b"\r\n")  # joined once at the end
-        if self.route.preserve_host_header:
-            host_b = original_host or host.encode("latin-1", "replace")
-        else:
-            host_b = self._host_headers[upstream_index]
+        host_b = host.encode("latin-1", "replace")
         peer_b = peer_ip.encode("latin-1", "replace")
         out.append(
             b"Host: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
             b"X-Forwarded-Host: %s\r\nX-Request-Id: %s\r\n"
             % (
-                host_b,
+                host_b if self.route.preserve_host_header else self._host_headers[upstream_index],
                 xff + b", " + peer_b if xff else peer_b,
                 xfp or scheme.encode("latin-1", "replace"),
-                xfh or original_host or host.encode("latin-1", "replace"),
+                host_b,
                 request_id.encode("latin-1", "replace"),
             )
         )
         if self.set_request:
             out.append(self.set_request)
         for extra_name, extra_value in extra:
-            out.append(_enc(f"{extra_name}: {extra_value}\r\n"))
-        if chunked:
-            out.append(b"Transfer-Encoding: chunked\r\n")
+            out.append(header_line(extra_name, extra_value))
+        if framing:
+            out.append(framing)
         if upgrade is not None:
             out.append(b"Connection: upgrade\r\nUpgrade: " + _enc(upgrade) + b"\r\n")
         out.append(b"\r\n")
         return b"".join(out)
 
+    def _underscored_dropped(self, name: bytes, dynamic: frozenset[bytes] | None) -> bool:
+        """Whether a client header whose lower-case ``name`` has an ``_`` is dropped: always
+        when its ``-`` spelling is one Vallum sets, strips or reserves; else per
+        ``headers_with_underscores_action``."""
+        if self._drop_underscored:
+            return True
+        dashed = name.replace(b"_", b"-")
+        return (
+            dashed in self._strip
+            or dashed.startswith(RESERVED_PREFIXES)
+            or (dynamic is not None and dashed in dynamic)
+        )
+
     def response_headers(
         self, raw_headers: list[tuple[bytes, bytes]]
-    ) -> tuple[list[bytes], bool, bool]:
-        """Upstream response header lines to pass on, as byte strings to join (hop-by-hop and
-        replaced ones removed), and whether the upstream announced a ``Content-Length`` and
-        ``Transfer-Encoding``."""
+    ) -> tuple[list[bytes], bytes | None, bool]:
+        """Upstream response header lines to pass on, as byte strings to join (hop-by-hop,
+        framing, replaced headers and Vallum's own cookies removed), the ``Content-Length``
+        the upstream announced (llhttp checked it; the exchange writes it itself) and whether
+        it announced ``Transfer-Encoding``."""
+        out, connection, length, chunked = self._response_lines(raw_headers, None)
+        if connection is not None:
+            dynamic = _dynamic_tokens(connection)
+            if dynamic:  # rare: "Connection: X-Foo" names more headers to drop
+                out = self._response_lines(raw_headers, dynamic)[0]
+        if self.response_set:
+            out.append(self.response_set)
+        return out, length, chunked
+
+    def _response_lines(
+        self, raw_headers: list[tuple[bytes, bytes]], dynamic: frozenset[bytes] | None
+    ) -> tuple[list[bytes], bytes | None, bytes | None, bool]:
         drop = self._response_drop
         out: list[bytes] = []
         extend = out.extend
         connection: bytes | None = None
-        has_length = chunked = False
+        length: bytes | None = None
+        chunked = False
         for name_raw, value in raw_headers:
             name = name_raw.lower()
             if name in drop:
-                if name == b"connection":
+                if name == b"content-length":
+                    length = value
+                elif name == b"set-cookie":
+                    if not self._sets_vallum_cookie(value) and (
+                        dynamic is None or name not in dynamic
+                    ):
+                        extend((name_raw, b": ", value, b"\r\n"))
+                elif name == b"connection":
                     connection = value if connection is None else connection + b"," + value
                 elif name == b"transfer-encoding":
                     chunked = True
                 continue
-            if name == b"content-length":
-                has_length = True
+            if dynamic is not None and name in dynamic:
+                continue
             extend((name_raw, b": ", value, b"\r\n"))  # one join later, no bytes per line
-        if connection is not None:
-            dynamic = _dynamic_tokens(connection)
-            if dynamic:  # rare: "Connection: X-Foo" names more headers to drop
-                out = [
-                    part
-                    for name_raw, value in raw_headers
-                    if (name := name_raw.lower()) not in drop and name not in dynamic
-                    for part in (name_raw, b": ", value, b"\r\n")
-                ]
-        if self.response_set:
-            out.append(self.response_set)
-        return out, has_length, chunked
+        return out, connection, length, chunked
+
+    def _sets_vallum_cookie(self, value: bytes) -> bool:
+        """Whether a ``Set-Cookie`` value sets one of Vallum's cookies (logged once a route)."""
+        name = value.partition(b"=")[0].strip()
+        ours = self._cookie
+        if name != ours and not (name.startswith(ours) and name[len(ours) : len(ours) + 1] == b"_"):
+            return False
+        if not self._cookie_warned:
+            self._cookie_warned = True
+            log.warning(
+                "route %s: the upstream tried to set Vallum's cookie %r; dropped (logged once "
+                "per route and configuration)",
+                self.route.name or self.route.from_url,
+                name.decode("latin-1"),
+            )
+        return True
+
+
+_DEFAULTS = Settings()
+
+
+def _quote(path: str) -> str:
+    """Percent-encode what may not stand in a request target (keeps ``%`` escapes as they are)."""
+    return urllib.parse.quote(path, safe="/%:@!$&'()*+,;=-._~")
 
 
 _TRIVIAL_CONNECTION = frozenset({b"keep-alive", b"close", b"upgrade", b""})
@@ -319,5 +435,5 @@ class Plans:
             self._table_strip = self._strip | claim_header_names(table.settings)
         plan = self._plans.get(route_index)
         if plan is None or plan.route is not route:
-            plan = self._plans[route_index] = RoutePlan(route, self._table_strip)
+            plan = self._plans[route_index] = RoutePlan(route, self._table_strip, table.settings)
         return plan

@@ -11,8 +11,15 @@ the client and an :class:`~vallum.proxy.upstream.UpstreamConnection`.
 * Flow control, so bodies of any size pass in constant memory: the client's reading pauses while
   the upstream's write buffer is full (or too much is buffered before the upstream is ready);
   the upstream's reading pauses while the client's write buffer is full.
-* Framing: ``Content-Length`` bodies pass through as they are; chunked (and read-until-close)
-  bodies are re-chunked for HTTP/1.1 peers; HTTP/1.0 clients get close-delimited responses.
+* Framing: Vallum writes the framing of both legs itself from what llhttp framed
+  (``Content-Length`` bodies pass through as they are; chunked and read-until-close bodies are
+  re-chunked for HTTP/1.1 peers; HTTP/1.0 clients get close-delimited responses).
+* Bounds: a request head has at most ``MAX_FIELDS`` fields and ``MAX_HEAD`` bytes (each field
+  counted with its overhead, so 65,000 empty ``x:`` lines are as large as they look), checked as
+  the bytes arrive -- llhttp's binding buffers a header's value until it ends, so a single
+  endless header is cut off too -- and answered 431. The head is frozen when it ends: trailer
+  fields of a chunked body are dropped (counted against the same bounds), never added to the
+  headers the gate judged and the upstream receives.
 * ``Expect: 100-continue`` is answered by Vallum once the request is authorized and an upstream
   connection is ready (Envoy's default); refused requests get their answer and a closed
   connection instead, so an unsent body is never read.
@@ -39,8 +46,12 @@ from vallum.proxy import forward as fwd
 
 BUFFER_LIMIT = 256 * 1024  # request bytes held before an upstream is ready
 QUEUE_LIMIT = 32  # pipelined requests held before reading pauses
-MAX_HEAD = 64 * 1024  # request line + headers
+MAX_HEAD = 64 * 1024  # request line + headers, each field counted with its ": " and CRLF
+MAX_FIELDS = 100  # header fields in one request head (Envoy's and Pomerium's default)
+_FIELD_OVERHEAD = 4
 HEAD_TIMEOUT = 30.0  # seconds a client may take to send one request head (slowloris)
+LINGER_SECONDS = 2.0  # after refusing a request, read (and drop) what the client still sends ...
+LINGER_BYTES = 1 << 20  # ... up to this much, so that it reads the answer instead of a reset
 _PAUSE_BUFFER = 2
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
@@ -126,6 +137,7 @@ class HTTP1(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.peer_ip = ""
         self.client_cert: ClientCertificate | None = None
+        self.sni: str | None = None  # the TLS server name the client asked for
         self.active: exchange.Exchange | None = None
         self.parsing: exchange.Exchange | None = None
         self.queue: collections.deque[exchange.Exchange] = collections.deque()
@@ -136,12 +148,15 @@ class HTTP1(asyncio.Protocol):
         self.last_active = self.loop.time()
         self.head_started = 0.0  # when the head being received began (0: none pending)
         self._paused = 0
+        self._lingering = -1  # bytes dropped while lingering after a refusal (-1: not lingering)
         self._corked: list[bytes] | None = None
         self._flush_due = False  # in ctx.round: its corked writes go out at the round's end
         self._starting = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
+        self._fields = 0
+        self._head_bytes = 0  # bytes received since the head being parsed began
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -152,6 +167,7 @@ class HTTP1(asyncio.Protocol):
         if ssl_object is not None:
             settings = self.ctx.tables.current.settings
             self.client_cert = tls.client_certificate(ssl_object, settings)
+            self.sni = tls.sni_of(ssl_object)
         self.ctx.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -164,11 +180,21 @@ class HTTP1(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        if self._lingering >= 0:
+            self._lingering += len(data)
+            if self._lingering > LINGER_BYTES:
+                self.abort()
+            return
         if self.raw:  # after an upgrade request: bytes for the upgraded stream
             ex = self.queue[-1] if self.queue else self.active
             if ex is not None:
                 ex.downstream_raw(data)
             return
+        if self.head_started:  # a head in progress: bound it by the bytes received too
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD:
+                self._refuse(431)
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -182,31 +208,37 @@ class HTTP1(asyncio.Protocol):
                 if rest:
                     ex.downstream_raw(rest)
         except httptools.HttpParserError as exc:
-            too_large = isinstance(exc.__context__, _HeadTooLarge)
-            self.raw = True  # nothing more is parsed on this connection
-            self.pause(_PAUSE_BUFFER)
-            if self.parsing is not None and self.parsing not in self.queue:
-                self.abort()  # a corrupt body of the request being forwarded: cut it off
-                return
-            bad = exchange.Exchange.bad(self, 431 if too_large else 400)
-            if self.parsing is not None and self.parsing in self.queue:
-                self.queue.remove(self.parsing)
-            self.parsing = None
-            self.queue.append(bad)
+            self._refuse(431 if isinstance(exc.__context__, _HeadTooLarge) else 400)
+            return
         if self.queue and self.active is None:
+            self._start_next()
+
+    def _refuse(self, status: int) -> None:
+        """Stop parsing this connection: answer ``status`` in turn, or cut off a request whose
+        body is being forwarded (its framing can no longer be trusted)."""
+        self.raw = True  # nothing more is parsed on this connection
+        self.head_started = 0.0
+        self.pause(_PAUSE_BUFFER)
+        if self.parsing is not None and self.parsing not in self.queue:
+            self.abort()
+            return
+        bad = exchange.Exchange.bad(self, status)
+        if self.parsing is not None and self.parsing in self.queue:
+            self.queue.remove(self.parsing)
+        self.parsing = None
+        self.queue.append(bad)
+        if self.active is None:
             self._start_next()
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        ex = self.active
-        if ex is not None and ex.conn is not None:
-            ex.conn.pause_reading()
+        if self.active is not None:
+            self.active.client_writable(False)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        ex = self.active
-        if ex is not None and ex.conn is not None:
-            ex.conn.resume_reading()
+        if self.active is not None:
+            self.active.client_writable(True)
 
     # -- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -214,6 +246,8 @@ class HTTP1(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._head_size = 0
+        self._fields = 0
+        self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -222,20 +256,24 @@ class HTTP1(asyncio.Protocol):
             raise _HeadTooLarge
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Also called for the trailer fields of a chunked body: they land in the throwaway
+        # list on_headers_complete leaves behind, under the same bounds.
         self._headers.append((name, value))
-        self._head_size += len(name) + len(value)
-        if self._head_size > MAX_HEAD:
+        self._fields += 1
+        self._head_size += len(name) + len(value) + _FIELD_OVERHEAD
+        if self._head_size > MAX_HEAD or self._fields > MAX_FIELDS:
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
         self.head_started = 0.0
+        headers, self._headers = self._headers, []  # frozen: trailers go to the new list
         parser = self.parser
         method = parser.get_method()
         ex = exchange.Exchange(
             self,
             _METHODS.get(method) or method.decode("ascii"),
             self._url,
-            self._headers,
+            headers,
             parser.should_keep_alive(),
             parser.get_http_version() == "1.0",
             parser.should_upgrade(),
@@ -280,12 +318,30 @@ class HTTP1(asyncio.Protocol):
         self.last_active = self.loop.time()
         if close:
             self.flush_writes()
+            lingering = self.raw or self.parsing is not None  # the client may still be sending
             self.closed = True
             self.queue.clear()
             if self.transport is not None:
-                self.transport.close()
+                if lingering and self.transport.can_write_eof():
+                    self._linger(self.transport)
+                else:
+                    self.transport.close()
             return
         self._start_next()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close after a refusal the way nginx's ``lingering_close`` does: send our side's end,
+        then read and drop what the client still sends for a little while. Closing at once
+        with unread bytes makes the kernel send a reset, which can destroy the answer (431,
+        400, 403 ...) before the client has read it."""
+        self._lingering = 0
+        self.parsing = None
+        transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, transport.close)
+
+    def eof_received(self) -> bool | None:
+        return None  # the client finished: let the transport close (also while lingering)
 
     def _start_next(self) -> None:
         if self._starting:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -143,18 +144,23 @@ def request_info(
 ) -> RequestInfo | None:
     """Build the pipeline's request value; ``None`` when it is malformed (answer 400).
 
-    ``headers`` maps lower-case names to values and is *taken over* (the request id is stored
-    into it). ``target`` is the request target: origin form (``/p?q``) or absolute form
-    (``http://host/p?q``, whose host then wins over the ``Host`` header, as RFC 9112 says).
+    ``headers`` maps lower-case names to values (:func:`header_map`: one ``Host`` at most) and
+    is *taken over*: the request id is stored into it, and an absolute-form target's authority
+    (``http://host/p?q``, which wins over the ``Host`` header, RFC 9112 3.2.2) replaces
+    ``headers["host"]``, so that the one host that is matched and authorised is also the one
+    forwarded (``Host`` with ``preserve_host_header``, ``X-Forwarded-Host``).
     """
     host_raw = headers.get("host")
     if target.startswith("/"):
         path, _, query = target.partition("?")
     elif "://" in target:
         rest = target.split("://", 1)[1]
-        authority, slash, tail = rest.partition("/")
-        host_raw = authority.rpartition("@")[2]
-        path, _, query = (slash + tail).partition("?")
+        end = min((i for i in map(rest.find, "/?#") if i != -1), default=len(rest))
+        authority, tail = rest[:end], rest[end:]
+        if "@" in authority:  # userinfo has no place in a request target
+            return None
+        host_raw = headers["host"] = authority
+        path, _, query = tail.partition("?")
         path = path or "/"
     else:  # "*" (OPTIONS *) or garbage: nothing to route
         return None
@@ -163,7 +169,7 @@ def request_info(
     host = _HOSTS.get(host_raw)
     if host is None:
         host = routing.normalize_host(host_raw)
-        if not host:
+        if not _VALID_HOST.fullmatch(host):
             return None
         if len(_HOSTS) >= _HOSTS_SIZE:
             _HOSTS.clear()
@@ -183,6 +189,10 @@ def request_info(
     )
 
 
+_VALID_HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,252})|\[[0-9a-f:.]{2,45}\]", re.ASCII)
+"""A normalised host Vallum routes: DNS-like names and IP literals. ``a, b`` (two ``Host``
+values joined), spaces, ``@``, ``/`` or an empty name are malformed (400), never a lookup
+that falls through to a catch-all route."""
 _HOSTS: dict[str, str] = {}  # Host header as sent -> normalised (a pure function, cached)
 _HOSTS_SIZE = 1024
 _clock_ms = -1
@@ -279,16 +289,36 @@ class MatchCache:
 _MATCHES = MatchCache()
 
 
+class BadRequest(ValueError):
+    """A request head that no route may see (its message is the 400 page's)."""
+
+
 def header_map(pairs: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """Lower-case name -> value for ``RequestInfo`` (repeats joined by ``", "``, cookies by
-    ``"; "``)."""
+    ``"; "``), in time linear in the number of fields.
+
+    Raises :class:`BadRequest` for a second ``Host`` header (RFC 9112 3.2: a request with more
+    than one is invalid): which one a hop reads is exactly what a host-confusion attack plays
+    on.
+    """
     out: dict[str, str] = {}
+    repeated: dict[str, list[str]] | None = None
     for name_b, value_b in pairs:
         name = name_b.decode("latin-1").lower()
         value = value_b.decode("latin-1")
         if name in out:
-            out[name] = f"{out[name]}{'; ' if name == 'cookie' else ', '}{value}"
+            if name == "host":
+                raise BadRequest("The request has more than one Host header.")
+            if repeated is None:
+                repeated = {}
+            values = repeated.get(name)
+            if values is None:
+                repeated[name] = [out[name], value]
+            else:
+                values.append(value)
         else:
             out[name] = value
+    if repeated is not None:
+        for name, values in repeated.items():
+            out[name] = ("; " if name == "cookie" else ", ").join(values)
     return out
-

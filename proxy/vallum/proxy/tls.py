@@ -120,8 +120,9 @@ def server_context(
     if problems:
         raise errors.ConfigError(problems)
     default = contexts[0]
-    if len(contexts) > 1:
-        default.sni_callback = _sni_selector(exact, wildcard)
+    # Always set: besides choosing the certificate it records the SNI for the exchange's
+    # SNI-versus-Host check (:func:`sni_of`).
+    default.sni_callback = _sni_selector(exact, wildcard) if len(contexts) > 1 else _record_sni
     return default
 
 
@@ -138,12 +139,31 @@ def select(exact: dict[str, ssl.SSLContext], wildcard: dict[str, ssl.SSLContext]
     return wildcard.get(parent) if dot else None
 
 
+_SNI_ATTRIBUTE = "_vallum_sni"
+
+
+def _record_sni(
+    ssl_object: ssl.SSLObject, server_name: str | None, _default: ssl.SSLContext
+) -> int | None:
+    if server_name:
+        setattr(ssl_object, _SNI_ATTRIBUTE, server_name.lower().rstrip("."))
+    return None
+
+
+def sni_of(ssl_object: object) -> str | None:
+    """The server name the client asked for in its TLS handshake (lower case, no trailing
+    dot), or ``None`` when it sent none (the server side of ``ssl`` does not keep it)."""
+    name = getattr(ssl_object, _SNI_ATTRIBUTE, None)
+    return name if isinstance(name, str) else None
+
+
 def _sni_selector(
     exact: dict[str, ssl.SSLContext], wildcard: dict[str, ssl.SSLContext]
 ) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
     def on_sni(
         ssl_object: ssl.SSLObject, server_name: str | None, _default: ssl.SSLContext
     ) -> int | None:
+        _record_sni(ssl_object, server_name, _default)
         chosen = select(exact, wildcard, server_name)
         if chosen is not None:
             ssl_object.context = chosen
