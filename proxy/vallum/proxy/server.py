@@ -453,10 +453,16 @@ def run(
     if not table.settings.insecure_server:
         server_context(table.settings)  # certificate problems: fail before forking
     directory = metrics.enable_multiprocess()
+    # Sign-outs and refreshes are shared by the workers through this directory (the identity
+    # gate of each worker finds it in the environment: vallum.proxy.session_state).
+    from vallum.proxy import session_state
+
+    shared = session_state.enable_shared_directory()
     try:
         return _supervise(config_path, table, workers, gate_factory)
     finally:
         shutil.rmtree(directory, ignore_errors=True)
+        session_state.disable_shared_directory(shared)
 
 
 def _supervise(
