@@ -1,5 +1,6 @@
 """A whole sign-in world on 127.0.0.1: the test OpenID provider, a real Vallum server with the
-identity gate, and an upstream that verifies the assertion like an app would.
+identity gate (in this process: :func:`world`; or the real ``vallum serve`` from a YAML file:
+:func:`served_with_provider`), and an upstream that verifies the assertion like an app would.
 
 The upstream fetches Vallum's JWKS over HTTPS from the route host (through Vallum, trusting the
 test CA) and verifies ``X-Vallum-Jwt-Assertion`` with PyJWT (ES256, audience and issuer = the
@@ -9,6 +10,7 @@ route host); it answers with what it verified and the identity headers it receiv
 from __future__ import annotations
 
 import contextlib
+import json
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ import aiohttp
 import jwt
 from aiohttp import web
 
+from tests.integration.serve_process import Served, serve
 from tests.support import oidc as oidc_support
 from tests.support.browser import LoopbackResolver
 from tests.support.certs import TestCA
@@ -118,13 +121,15 @@ def default_routes(upstream_port: int) -> tuple[config.Route, ...]:
 @contextlib.asynccontextmanager
 async def world(
     ca: TestCA, folder: Path, *, ttl: dict[str, int] | None = None,
-    routes: Callable[[int], Sequence[config.Route]] | None = None, **settings: Any,
+    routes: Callable[[int], Sequence[config.Route]] | None = None,
+    rotate_refresh_tokens: bool = False, **settings: Any,
 ) -> AsyncIterator[World]:
     vport = free_port()
     callback = f"https://auth.example.test:{vport}/.vallum/callback"
     logouts = [f"https://{h}:{vport}/" for h in HOSTS]
     async with oidc_support.start_provider(
         ca, folder, redirect_uris=[callback], post_logout_redirect_uris=logouts, ttl=ttl,
+        rotate_refresh_tokens=rotate_refresh_tokens,
     ) as provider:
         up = Upstream(port=free_port(), ca=ca, vallum_port=vport)
         app = web.Application()
@@ -158,3 +163,77 @@ async def world(
             await vallum.close(drain=0.5)
             await gate.close()
             await runner.cleanup()
+
+
+# --- the real ``vallum serve`` ------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def upstream(ca: TestCA, vallum_port: int) -> AsyncIterator[Upstream]:
+    up = Upstream(port=free_port(), ca=ca, vallum_port=vallum_port)
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", up.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", up.port).start()
+    try:
+        yield up
+    finally:
+        await runner.cleanup()
+
+
+def write_config(
+    folder: Path, ca: TestCA, port: int, provider: oidc_support.Provider, upstream_port: int
+) -> Path:
+    cert_file, key_file = ca.issue("vallum", sans=[*HOSTS, "127.0.0.1"]).write(folder, "vallum")
+    key = folder / "signing_key.pem"
+    key.write_text(vjwt.private_key_pem(vjwt.generate_private_key()))
+    secret = folder / "idp_client_secret"
+    secret.write_text(provider.client_secret)
+    to = f"http://127.0.0.1:{upstream_port}"
+    config_file = folder / "vallum.yaml"
+    # JSON is YAML: the values are quoted exactly, whatever characters they hold.
+    config_file.write_text(json.dumps({
+        "address": f"127.0.0.1:{port}",
+        "certificates": [{"cert_file": str(cert_file), "key_file": str(key_file)}],
+        "authenticate_service_url": f"https://auth.example.test:{port}",
+        "idp_provider": "oidc",
+        "idp_provider_url": provider.issuer,
+        "idp_client_id": provider.client_id,
+        "idp_client_secret_file": str(secret),
+        "certificate_authority_file": str(ca.write(folder, "test-ca")),
+        "cookie_secret": COOKIE_SECRET,
+        "signing_key_file": str(key),
+        "pass_identity_headers": True,
+        "routes": [
+            {"from": "https://app.example.test", "to": to, "allow_any_authenticated_user": True},
+            {"from": "https://admin.example.test", "to": to,
+             "policy": [{"allow": {"or": [{"groups": {"has": "admins"}}]}}]},
+            {"from": "https://public.example.test", "to": to,
+             "allow_public_unauthenticated_access": True},
+            {"from": "https://app.other.test", "to": to, "allow_any_authenticated_user": True},
+        ],
+    }))
+    return config_file
+
+
+@contextlib.asynccontextmanager
+async def served_with_provider(
+    ca: TestCA, folder: Path, *serve_args: str, ttl: dict[str, int] | None = None,
+    rotate_refresh_tokens: bool = False, **extra: object,
+) -> AsyncIterator[tuple[int, Upstream, Served]]:
+    """The test provider, a verifying upstream and ``vallum serve`` (with ``serve_args``, e.g.
+    ``--workers 2``) from a YAML config (with ``extra`` top-level settings); yields (Vallum's
+    port, the upstream, the served process)."""
+    port = free_port()
+    callback = f"https://auth.example.test:{port}/.vallum/callback"
+    logouts = [f"https://{h}:{port}/" for h in HOSTS]
+    async with oidc_support.start_provider(
+        ca, folder, redirect_uris=[callback], post_logout_redirect_uris=logouts, ttl=ttl,
+        rotate_refresh_tokens=rotate_refresh_tokens,
+    ) as provider, upstream(ca, port) as up:
+        config_file = write_config(folder, ca, port, provider, up.port)
+        if extra:
+            config_file.write_text(json.dumps({**json.loads(config_file.read_text()), **extra}))
+        async with serve(config_file, port, *serve_args) as served:
+            yield port, up, served

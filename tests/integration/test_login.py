@@ -18,9 +18,9 @@ import jwt
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from tests.integration.login_env import World, world
+from tests.integration.login_env import World, route, world
 from tests.support import oidc as oidc_support
-from tests.support.browser import Browser, parse_forms
+from tests.support.browser import Browser, Page, parse_forms
 from tests.support.certs import TestCA
 from vallum.proxy.identity import authenticate
 
@@ -203,10 +203,25 @@ async def test_expired_session_signs_in_again(test_ca: TestCA, tmp_path: Path) -
         assert (await b.get(w.url("app.example.test", "/"), headers=JSON)).status == 401
 
 
+def origin(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+async def sign_out(b: Browser, url: str) -> Page:
+    """Press the sign-out button of the page at ``url``'s host, as a browser posts it."""
+    return await b.request("POST", url, headers={"Origin": origin(url),
+                                                 "Sec-Fetch-Site": "same-origin"})
+
+
 async def test_sign_out_clears_sessions_and_ends_the_provider_session(env: World) -> None:
     async with Browser(env.ca) as b:
         await b.sign_in(env.url("app.example.test"), "alice")
-        page = await b.get(env.url("app.example.test", "/.vallum/sign_out"))
+        user_page = await b.get(env.url("app.example.test", "/.vallum/"))
+        form = next(f for f in parse_forms(user_page.text) if f.method == "post")
+        action = urllib.parse.urljoin(user_page.url, form.action)
+        assert action == env.url("app.example.test", "/.vallum/sign_out")
+        page = await sign_out(b, action)
         assert any("/.vallum/sign_out" in u and "auth.example.test" in u for _, u in page.history)
         assert page.url.startswith(env.provider.issuer + "/session/end")
         done = await b.confirm_logout(page)
@@ -215,6 +230,95 @@ async def test_sign_out_clears_sessions_and_ends_the_provider_session(env: World
         assert "_vallum" not in b.cookies(env.url("auth.example.test"))
         again = await b.get(env.url("app.example.test", "/"))
         assert any("login" in f.fields for f in parse_forms(again.text)), "provider forgot us"
+
+
+async def test_sign_out_by_a_cross_site_get_or_post_signs_nobody_out(env: World) -> None:
+    """Issue 11, finding 6: sign-out is a POST from this site; a GET (an <img> or a link on
+    another site) only shows the button, and a cross-site POST is refused."""
+    async with Browser(env.ca) as b:
+        await b.sign_in(env.url("app.example.test"), "alice")
+        sign_out_url = env.url("app.example.test", "/.vallum/sign_out")
+        image = await b.get(sign_out_url, headers={"Accept": "image/avif,image/*,*/*;q=0.8",
+                                                   "Sec-Fetch-Site": "cross-site"})
+        assert image.status == 405 and not image.history
+        link = await b.get(sign_out_url, headers={"Sec-Fetch-Site": "cross-site"})
+        assert link.status == 200 and not link.history, link.text
+        form = next(f for f in parse_forms(link.text) if f.method == "post")
+        assert urllib.parse.urljoin(link.url, form.action) == sign_out_url
+        assert link.headers["X-Frame-Options"] == "DENY"
+        pomerium = await b.get(env.url("app.example.test", "/.pomerium/sign_out"))
+        assert pomerium.status == 200 and "Sign out?" in pomerium.text  # Pomerium's URL works
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"},
+                        {"Origin": "null"}, {"Sec-Fetch-Site": "same-site"}):
+            forged = await b.request("POST", sign_out_url, headers=headers, follow=False)
+            assert forged.status == 403, headers
+            assert "Set-Cookie" not in forged.headers
+        assert "_vallum" in b.cookies(env.url("app.example.test"))
+        still = await b.get(env.url("app.example.test", "/still"), headers=JSON)
+        assert still.status == 200 and still.json()["verified"]["user"] == "alice"
+        # A continuation token for someone else's session does not sign this browser out.
+        async with Browser(env.ca) as other:
+            await other.sign_in(env.url("app.example.test"), "bob")
+            leg = await other.request("POST", sign_out_url, follow=False,
+                                      headers={"Origin": origin(sign_out_url)})
+            continuation = leg.headers["Location"]
+            assert continuation.startswith(env.url("auth.example.test", "/.vallum/sign_out?"))
+        replayed = await b.get(continuation, follow=False)
+        assert replayed.status == 200 and "Sign out?" in replayed.text
+        assert "_vallum" in b.cookies(env.url("auth.example.test"))
+
+
+async def test_sign_out_revokes_every_copy_of_the_session_on_every_host(env: World) -> None:
+    """Issue 11, finding 12: after sign-out a copy of the cookie is refused on every host."""
+    async with Browser(env.ca) as b:
+        await b.sign_in(env.url("app.example.test"), "alice")
+        assert (await b.get(env.url("app.other.test", "/"))).status == 200  # a hand-off
+        copies = {host: "; ".join(f"{k}={v}" for k, v in b.cookies(env.url(host)).items())
+                  for host in ("app.example.test", "app.other.test", "auth.example.test")}
+        async with Browser(env.ca) as thief:
+            for host in ("app.example.test", "app.other.test"):
+                page = await thief.get(env.url(host, "/"), headers={**JSON,
+                                                                    "Cookie": copies[host]})
+                assert page.status == 200 and page.json()["verified"]["user"] == "alice"
+            page = await sign_out(b, env.url("app.example.test", "/.vallum/sign_out"))
+            await b.confirm_logout(page)
+            for host in ("app.example.test", "app.other.test"):
+                page = await thief.get(env.url(host, "/"), headers={**JSON,
+                                                                    "Cookie": copies[host]})
+                assert page.status == 401, (host, page.text)
+            mine = await thief.get(env.url("auth.example.test", "/.vallum/"),
+                                   headers={**JSON, "Cookie": copies["auth.example.test"]})
+            assert mine.status == 401
+        # Signing in again is a new session, not the revoked one.
+        assert (await b.sign_in(env.url("app.example.test"), "alice")).status == 200
+
+
+async def test_hand_off_link_made_for_one_browser_signs_in_no_other(env: World) -> None:
+    """Issue 11, finding 5 (login CSRF): carol asks the authenticate host for a hand-off to a
+    route host, does not follow it, and sends it to alice; alice is not signed in as carol."""
+    other = env.url("app.other.test", "/.vallum/handoff")
+    async with Browser(env.ca) as carol:
+        await carol.sign_in(env.url("app.example.test"), "carol")
+        ask = env.url("auth.example.test", "/.vallum/sign_in?") + urllib.parse.urlencode(
+            {"redirect_uri": env.url("app.other.test", "/inbox")})
+        page = await carol.get(ask, stop_at=other)
+        link = urllib.parse.urljoin(page.url, page.headers["Location"])
+        assert link.startswith(other)
+    for started_own_sign_in in (False, True):
+        async with Browser(env.ca) as alice:
+            if started_own_sign_in:
+                begun = await alice.get(env.url("app.other.test", "/"), follow=False)
+                assert begun.status == 302
+            landed = await alice.get(link)
+            assert landed.status == 400, landed.text
+            assert "not started in this browser" in landed.text
+            assert "_vallum" not in alice.cookies(env.url("app.other.test"))
+            inbox = await alice.get(env.url("app.other.test", "/inbox"), headers=JSON)
+            assert inbox.status == 401
+    # The browser that started the sign-in still gets through, by the same route.
+    async with Browser(env.ca) as b:
+        page = await b.sign_in(env.url("app.other.test", "/x"), "bob")
+        assert page.status == 200 and page.json()["verified"]["user"] == "bob"
 
 
 async def test_handoff_is_single_use_and_state_is_bound(env: World) -> None:
@@ -230,6 +334,75 @@ async def test_handoff_is_single_use_and_state_is_bound(env: World) -> None:
             assert (await thief.get(other_host, follow=False)).status == 400
             callback = env.url("auth.example.test", "/.vallum/callback?code=x&state=y")
             assert (await thief.get(callback, follow=False)).status == 400
+
+
+# --- what the provider says: unverified email, azp, the response's issuer -------------------------
+
+
+def email_routes(upstream_port: int) -> list[Any]:
+    return [
+        route("app.example.test", upstream_port, allowed_users=("alice@example.test",)),
+        route("admin.example.test", upstream_port, allowed_domains=("example.test",)),
+        route("api.example.test", upstream_port, policy=[{"allow": {"or": [
+            {"email": {"is": "alice@example.test"}}]}}]),
+        route("chain.example.test", upstream_port, policy=[{"allow": {"or": [
+            {"claim/email": "alice@example.test"}]}}]),
+        route("public.example.test", upstream_port, allow_any_authenticated_user=True),
+    ]
+
+
+async def test_unverified_email_is_no_email(test_ca: TestCA, tmp_path: Path) -> None:
+    """Issue 11, finding 14 ("nOAuth"): mallory typed alice's address at the provider, which
+    says it has not verified it; allowed_users, allowed_domains, email and claim/email do not
+    take it, and the assertion carries no email."""
+    hosts = ("app.example.test", "admin.example.test", "api.example.test", "chain.example.test")
+    async with world(test_ca, tmp_path, routes=email_routes) as w:
+        for user in ("mallory", "mallory2"):  # email_verified false, and "false"
+            async with Browser(w.ca) as b:
+                page = await b.sign_in(w.url("public.example.test", "/"), user)
+                assert page.status == 200, page.text
+                seen = page.json()
+                assert seen["verified"]["email"] == "" and seen["verified"]["user"] == user
+                assert not seen["headers"].get("x-vallum-claim-email")
+                for host in hosts:
+                    denied = await b.get(w.url(host, "/"))  # a hand-off, then the policy
+                    assert denied.status == 403, (user, host, denied.text)
+        async with Browser(w.ca) as alice:
+            await alice.sign_in(w.url("public.example.test", "/"), "alice")
+            for host in hosts:
+                assert (await alice.get(w.url(host, "/"))).status == 200, host
+
+
+async def test_id_token_issued_to_another_client_is_refused(env: World) -> None:
+    """Issue 11, finding 14: an ID token whose azp names another client does not sign in."""
+    async with Browser(env.ca) as b:
+        page = await b.sign_in(env.url("app.example.test", "/"), "elsewhere")
+        assert page.status == 403 and "Sign-in failed" in page.text
+        assert "_vallum" not in b.cookies(env.url("auth.example.test"))
+
+
+async def test_authorization_response_must_name_our_provider(env: World) -> None:
+    """Issue 11, finding 14 (RFC 9207): the provider advertises ``iss`` in its responses; a
+    callback naming another issuer, or none, is refused."""
+    callback = env.url("auth.example.test", "/.vallum/callback")
+    for change in ("other", "missing", None):
+        async with Browser(env.ca) as b:
+            page = await b.sign_in(env.url("app.example.test", "/"), "alice", stop_at=callback)
+            location = urllib.parse.urljoin(page.url, page.headers["Location"])
+            parts = urllib.parse.urlsplit(location)
+            query = dict(urllib.parse.parse_qsl(parts.query))
+            assert query["iss"] == env.provider.issuer
+            if change == "other":
+                query["iss"] = "https://evil.example"
+            elif change == "missing":
+                del query["iss"]
+            landed = await b.get(parts._replace(query=urllib.parse.urlencode(query)).geturl())
+            if change is None:
+                assert landed.status == 200, landed.text
+                continue
+            assert landed.status == 400, (change, landed.text)
+            assert "RFC 9207" in landed.text
+            assert "_vallum" not in b.cookies(env.url("auth.example.test"))
 
 
 # --- headers: stripping, original user context ---------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -177,6 +178,80 @@ async def test_handoff_for_another_host_is_refused() -> None:
     assert resp is not None and resp.status == 400
 
 
+async def test_handoff_needs_the_nonce_cookie_of_the_browser_that_started_sign_in() -> None:
+    table = _table()
+    settings = table.settings
+    g = build_gate(settings)
+    start = await _authorize(g, table, _req("app.example.test", "/x", accept="text/html"))
+    assert isinstance(start, pipeline.Respond) and start.status == 302
+    nonce_cookie = dict(start.headers)["Set-Cookie"]
+    assert nonce_cookie.startswith("_vallum_nonce=") and "HttpOnly" in nonce_cookie
+    nonce = nonce_cookie.split(";")[0].split("=", 1)[1]
+    location = dict(start.headers)["Location"]
+    bound = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)["b"][0]
+    assert nonce not in location  # only a digest of it travels
+    sealer = sessions.Sealer(sessions.secret_bytes(settings))
+
+    def handoff(jti: str, **cookies: str) -> request.RequestInfo:
+        token = sealer.seal("handoff", {"j": jti, "c": ["_vallum", "v"], "k": 0, "n": 1,
+                                        "d": "d", "x": time.time() + 60, "b": bound,
+                                        "r": "https://app.example.test/x"},
+                            60, aad="app.example.test", compress=True)
+        cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+        return request.RequestInfo(method="GET", host="app.example.test",
+                                   path="/.vallum/handoff", query=f"token={token}",
+                                   headers={"x-request-id": "r", "cookie": cookie})
+
+    for jti, cookies in (("a", {}), ("b", {"_vallum_nonce": "x" * 43})):
+        refused = await g.intercept(handoff(jti, **cookies), table)
+        assert refused is not None and refused.status == 400
+        assert b"not started in this browser" in refused.body
+    accepted = await g.intercept(handoff("c", _vallum_nonce=nonce), table)
+    assert accepted is not None and accepted.status == 302
+    assert any(v.startswith("_vallum=v;") for k, v in accepted.headers if k == "Set-Cookie")
+    again = await _authorize(g, table, _req("app.example.test", "/y", accept="text/html",
+                                            cookie=f"_vallum_nonce={nonce}"))
+    assert isinstance(again, pipeline.Respond)  # a second tab keeps the same nonce
+    assert dict(again.headers)["Set-Cookie"].startswith(f"_vallum_nonce={nonce};")
+
+
+async def test_sign_out_revokes_the_session_on_the_hot_path_too() -> None:
+    table = _table(idp_provider_url="https://127.0.0.1:9")  # no provider: no end-session URL
+    g = build_gate(table.settings)
+    try:
+        await _sign_out_revokes(g, table)
+    finally:
+        await g.close()
+
+
+async def _sign_out_revokes(g: gate.IdentityGate, table: config.RouteTable) -> None:
+    cookie = _cookie(table)
+    app = _req("app.example.test", cookie=cookie, accept="application/json")
+    assert isinstance(await _authorize(g, table, app), pipeline.Allow)
+    match = routing.match(table, app.host, app.path)
+    assert match is not None
+    assert isinstance(g.authorize_now(app, match, table), pipeline.Allow)  # cached: no I/O
+    post = request.RequestInfo(
+        method="POST", host="app.example.test", path="/.vallum/sign_out",
+        headers={"x-request-id": "r", "cookie": cookie, "origin": "https://app.example.test",
+                 "host": "app.example.test"})
+    done = await g.intercept(post, table)
+    assert done is not None and done.status == 302
+    location = dict(done.headers)["Location"]
+    assert location.startswith("https://auth.example.test/.vallum/sign_out?")
+    refused = g.authorize_now(app, match, table)
+    assert isinstance(refused, pipeline.Respond) and refused.status == 401
+    assert g.state.is_revoked("sid-1", time.time())
+    # The authenticate host's leg: the same session there is signed out by the continuation.
+    leg = request.RequestInfo(
+        method="GET", host="auth.example.test", path="/.vallum/sign_out",
+        query=urllib.parse.urlsplit(location).query,
+        headers={"x-request-id": "r", "cookie": cookie, "accept": "text/html"})
+    ended = await g.intercept(leg, table)
+    assert ended is not None and ended.status == 302
+    assert any(v.startswith("_vallum=;") for k, v in ended.headers if k == "Set-Cookie")
+
+
 def test_strip_names_cover_both_prefixes_claims_and_cookie() -> None:
     settings = config.Settings(jwt_claims_headers=(("x-pomerium-claim-department", "dept"),
                                                    ("X-Team", "team")))
@@ -233,6 +308,7 @@ async def test_reload_keeps_sessions_and_the_replay_guard() -> None:
     assert after is not before
     assert after.sealer is before.sealer  # the random dev secret survives the reload
     assert after.handoffs_used.get("used-jti", time.time())
+    assert after.state is before.state is g.state  # and sign-outs survive it too
 
 
 def test_missing_sign_in_settings_warn_only_when_a_route_needs_a_user(

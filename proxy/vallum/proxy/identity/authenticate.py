@@ -2,9 +2,15 @@
 
 Per request this is the only identity work on the hot path, so it is cached: a session cookie
 value already opened, or a bearer token already verified, is looked up in a bounded LRU instead
-of decrypting or checking a signature again. A session whose provider tokens run out is refreshed
-with its refresh token (once, even when many requests arrive with the old cookie at the same
-time: providers rotate refresh tokens and treat a reused one as theft).
+of decrypting or checking a signature again. A signed-out (revoked) session is refused on that
+path too: one lookup in the shared :class:`~vallum.proxy.session_state.SessionState`.
+
+A session whose provider tokens run out is refreshed with its refresh token once for all
+processes and hosts: providers rotate refresh tokens and treat a reused one as theft. The
+refresh runs under the session's lock in the shared state, with the newest refresh token
+published for the session (a cookie copy on another host may carry an older one), and
+publishes its result; a request that waited for the lock, or whose provider answers that the
+token was already used, takes the published session instead of signing the user out.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,8 +33,6 @@ log = logging.getLogger("vallum.identity")
 
 REFRESH_MARGIN = 30.0
 """Refresh this many seconds before the provider's tokens expire."""
-REFRESHED_GRACE = 60.0
-"""How long requests still carrying the pre-refresh cookie get the refreshed session."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +56,39 @@ def _bearer_token(req: RequestInfo) -> str | None:
 
 
 def _known_session(ctx: context.Context, header: str, now: float) -> Resolved | None:
-    """The caller of a ``Cookie`` header already read and not due for refresh (one lookup)."""
+    """The caller of a ``Cookie`` header already read and not due for refresh (one lookup,
+    and one for revocation)."""
     seen = ctx.cookie_headers_seen.get(header, now)
     if seen is not None and seen[0] is not None and seen[0].refresh_at > now:
+        if ctx.state.is_revoked(seen[0].identity.session_id, now):
+            refused(ctx, seen[0])
+            return ANONYMOUS
         return Resolved(seen[0].identity)
     return None
+
+
+def refused(ctx: context.Context, session: sessions.Session) -> None:
+    """Log (once per session and process) that a signed-out session's cookie came back."""
+    sid = session.identity.session_id
+    if sid in ctx.revoked_logged:
+        return
+    if len(ctx.revoked_logged) >= 1024:
+        ctx.revoked_logged.clear()
+    ctx.revoked_logged.add(sid)
+    log.info(
+        "refused a signed-out session of %s", session.identity.user,
+        extra={"event": "revoked_session_refused", "user": session.identity.user,
+               "pid": os.getpid()},
+    )
 
 
 def new_session(
     ctx: context.Context, tokens: oidc.Tokens, *, session_id: str | None = None,
     expires_at: float | None = None, now: float | None = None,
 ) -> sessions.Session:
-    """A session from a token response (at sign-in, or a refresh keeping id and expiry)."""
+    """A session from a token response (at sign-in, or a refresh keeping id and expiry).
+
+    Every session has an id (new at sign-in, kept by refreshes): sign-out revokes it."""
     moment = time.time() if now is None else now
     ends = expires_at if expires_at is not None else moment + ctx.settings.cookie_expire
     sid = session_id or secrets.token_urlsafe(16)
@@ -97,7 +123,7 @@ def upstream_cookie(ctx: context.Context, header: str) -> tuple[tuple[str, str],
 
 def _is_vallum_cookie(name: str, ours: str) -> bool:
     rest = name[len(ours):]
-    return rest in ("", "_state") or (rest[:1] == "_" and rest[1:].isdigit())
+    return rest in ("", "_state", "_nonce") or (rest[:1] == "_" and rest[1:].isdigit())
 
 
 def request_cookies(req: RequestInfo) -> dict[str, str]:
@@ -108,7 +134,8 @@ def request_cookies(req: RequestInfo) -> dict[str, str]:
 def read_session(
     ctx: context.Context, cookies: dict[str, str], now: float
 ) -> sessions.Session | None:
-    """The valid (not expired) session in ``cookies``, from the cache when seen before."""
+    """The valid (not expired, not signed out) session in ``cookies``, from the cache when seen
+    before."""
     jar = ctx.cookies
     if jar is None:
         return None
@@ -123,9 +150,22 @@ def read_session(
         except (errors.IdentityError, KeyError, TypeError, ValueError):
             return None
         ctx.sessions_seen.put(key, session, session.expires_at)
-    if session.expires_at <= now:
+    if session.expires_at <= now or not session.identity.session_id:
+        return None  # (a session without an id could not be revoked: never minted by us)
+    if ctx.state.is_revoked(session.identity.session_id, now):
+        refused(ctx, session)
         return None
     return session
+
+
+def open_session(ctx: context.Context, sealed: str | None) -> sessions.Session | None:
+    """A session value from the shared state (sealed like a cookie); ``None`` if unreadable."""
+    if sealed is None or ctx.cookies is None:
+        return None
+    try:
+        return ctx.cookies.decode(sealed)
+    except (errors.IdentityError, KeyError, TypeError, ValueError):
+        return None
 
 
 class Resolver:
@@ -208,33 +248,60 @@ class Resolver:
     async def refresh(
         self, ctx: context.Context, session: sessions.Session
     ) -> sessions.Session | None:
-        """The session refreshed with its refresh token; ``None`` if that is not possible."""
-        if not session.refresh_token or ctx.provider is None:
+        """The session refreshed with its refresh token; ``None`` if that is not possible.
+
+        Concurrent calls for one session in this process share one refresh; other processes
+        wait for it through the shared state's lock (see the module doc)."""
+        if not session.refresh_token or ctx.provider is None or ctx.cookies is None:
             return None
-        key = "refreshed:" + session.refresh_token
-        done: sessions.Session | None = ctx.sessions_seen.get(key, time.time())
-        if done is not None:
-            return done
-        pending = self._refreshing.get(session.refresh_token)
+        sid = session.identity.session_id
+        pending = self._refreshing.get(sid)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[sessions.Session | None] = (
             asyncio.get_running_loop().create_future()
         )
-        self._refreshing[session.refresh_token] = future
+        self._refreshing[sid] = future
         result: sessions.Session | None = None
         try:
-            tokens = await ctx.provider.refresh(session.refresh_token)
-            if tokens.claims.get("sub") != session.identity.user:
-                raise errors.IdentityError("refresh returned another user")
-            result = new_session(
-                ctx, tokens, session_id=session.identity.session_id,
-                expires_at=session.expires_at,
-            )
-            ctx.sessions_seen.put(key, result, time.time() + REFRESHED_GRACE)
-        except errors.IdentityError as exc:
-            log.info("session refresh failed for %s: %s", session.identity.user, exc)
+            result = await self._refresh_once(ctx, session)
         finally:
             future.set_result(result)
-            del self._refreshing[session.refresh_token]
+            del self._refreshing[sid]
         return result
+
+    async def _refresh_once(
+        self, ctx: context.Context, session: sessions.Session
+    ) -> sessions.Session | None:
+        assert ctx.provider is not None and ctx.cookies is not None
+        state, sid = ctx.state, session.identity.session_id
+        async with state.hold(sid):
+            now = time.time()
+            if state.is_revoked(sid, now):
+                return None
+            base = session
+            newest = open_session(ctx, await state.latest(sid))
+            if newest is not None and newest.issued_at > session.issued_at:
+                if newest.refresh_at > now:
+                    return newest  # refreshed by another process or for another host's cookie
+                base = newest  # due again: refresh with the newest refresh token
+            try:
+                tokens = await ctx.provider.refresh(base.refresh_token)
+                if tokens.claims.get("sub") != session.identity.user:
+                    raise errors.IdentityError("refresh returned another user")
+            except errors.IdentityError as exc:
+                # A refresh we could not coordinate with (another replica, a lock given up on)
+                # may have used this token first: its result is as good as ours.
+                again = open_session(ctx, await state.latest(sid))
+                if again is not None and again.issued_at > base.issued_at and (
+                    not state.is_revoked(sid, time.time())
+                ):
+                    return again
+                log.info("session refresh failed for %s: %s", session.identity.user, exc)
+                return None
+            result = new_session(ctx, tokens, session_id=sid, expires_at=session.expires_at)
+            try:
+                await state.publish(sid, ctx.cookies.encode(result), result.expires_at)
+            except OSError as exc:  # the user keeps this refresh; other copies refresh again
+                log.error("session refresh: cannot share the result: %s", exc)
+            return result

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vallum.core import config, errors, policy, routing
-from vallum.proxy import jwt, oidc, redirects, sessions
+from vallum.proxy import jwt, oidc, redirects, session_state, sessions
 
 log = logging.getLogger("vallum.identity")
 
@@ -97,11 +97,20 @@ class Context:
     """Cookie header -> (session or None, the header without our cookies): the hot path."""
     retired: oidc.OIDCClient | None = None
     """The previous configuration's provider client, to be closed once swapped out."""
+    state: session_state.SessionState = field(default_factory=session_state.LocalState)
+    """Revocations and refreshes shared with the other processes (the gate's, across reloads)."""
+    revoked_logged: set[str] = field(default_factory=set)
+    """Signed-out session ids whose refusal this process has logged."""
 
     @classmethod
-    def build(cls, table: config.RouteTable, previous: Context | None = None) -> Context:
+    def build(
+        cls, table: config.RouteTable, previous: Context | None = None,
+        state: session_state.SessionState | None = None,
+    ) -> Context:
         settings = table.settings
         ctx = cls(settings=settings, checksum=table.checksum)
+        if state is not None:
+            ctx.state = state
         try:
             same_secret = (
                 previous is not None and previous.sealer is not None
@@ -118,6 +127,7 @@ class Context:
             ctx.problems.extend(exc.problems)
         if previous is not None:
             ctx.handoffs_used = previous.handoffs_used  # a reload must not allow a replay
+            ctx.revoked_logged = previous.revoked_logged
         if settings.idp_provider_url or settings.idp_client_id:
             reuse = previous is not None and previous.provider is not None and _same_idp(
                 previous.settings, settings

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.parse
 
 from vallum.core import claims, config, policy, routing
 from vallum.core.identity import Identity
 from vallum.core.request import RequestInfo
-from vallum.proxy import pipeline
+from vallum.proxy import pipeline, session_state
 from vallum.proxy.identity import authenticate, context, endpoints, responses
 
 log = logging.getLogger("vallum.identity")
@@ -65,12 +64,14 @@ class IdentityGate:
         self._ctx: context.Context | None = None
         self._strip = strip_names(settings)
         self.resolver = authenticate.Resolver()
+        self.state = session_state.from_environment()
+        """Revocations and refreshes shared by this Vallum's processes (kept across reloads)."""
         self._closing: set[asyncio.Task[None]] = set()
 
     def context_for(self, table: config.RouteTable) -> context.Context:
         ctx = self._ctx
         if ctx is None or ctx.checksum != table.checksum:
-            ctx = context.Context.build(table, ctx)
+            ctx = context.Context.build(table, ctx, self.state)
             if _sign_in_wanted(table.settings):
                 for problem in ctx.problems:
                     log.warning("identity: %s", problem)
@@ -87,6 +88,7 @@ class IdentityGate:
     async def close(self) -> None:
         if self._ctx is not None and self._ctx.provider is not None:
             await self._ctx.provider.close()
+        self.state.close()
 
     def strip_request_headers(self) -> frozenset[str]:
         return self._strip
@@ -191,7 +193,7 @@ class IdentityGate:
             )
         if not responses.wants_html(req) or req.method not in ("GET", "HEAD"):
             return responses.unauthenticated(req, "Sign in first (no valid session or token).")
-        return responses.redirect(sign_in_url(ctx, req, return_url(req)))
+        return endpoints.sign_in_redirect(ctx, req, return_url(req))
 
 
 def upstream_cookie(
@@ -228,11 +230,6 @@ def return_url(req: RequestInfo) -> str:
     host = req.headers.get("host") or req.host
     query = f"?{req.query}" if req.query else ""
     return f"{req.scheme}://{host}{req.path}{query}"
-
-
-def sign_in_url(ctx: context.Context, req: RequestInfo, target: str) -> str:
-    auth = ctx.authenticate_for(req.headers.get("host") or req.host, req.scheme)
-    return f"{auth.base}{endpoints.SIGN_IN}?" + urllib.parse.urlencode({"redirect_uri": target})
 
 
 def client_certificate_refusal(settings: config.Settings, req: RequestInfo) -> str | None:

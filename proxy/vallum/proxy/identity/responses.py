@@ -17,6 +17,8 @@ from vallum.core.request import RequestInfo
 from vallum.proxy import errors, pipeline
 
 NO_STORE = ("Cache-Control", "no-store")
+NO_FRAMES = (("Content-Security-Policy", "frame-ancestors 'none'"), ("X-Frame-Options", "DENY"))
+"""On pages with a sign-out button: no other site may frame them and trick a click."""
 
 
 def request_id(req: RequestInfo) -> str:
@@ -104,5 +106,25 @@ th{{text-align:left;padding-right:1rem;vertical-align:top}}td{{font-family:monos
 <footer>Request id <code>{esc(request_id(req))}</code> &middot; Vallum</footer>
 </body></html>
 """
-    headers = (("Content-Type", "text/html; charset=utf-8"), NO_STORE)
+    headers = (("Content-Type", "text/html; charset=utf-8"), NO_STORE, *NO_FRAMES)
+    return pipeline.Respond(200, headers, body.encode())
+
+
+def sign_out_page(req: RequestInfo, action: str) -> pipeline.Respond:
+    """A GET of the sign-out URL (a link, or a third-party page): a button that POSTs, nothing
+    signed out yet. Clients that are not browsers are told to POST."""
+    if not wants_html(req):
+        return error(req, 405, "Sign out with POST (from this site's own page).",
+                     headers=[("Allow", "GET, POST")])
+    esc = html.escape
+    body = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign out?</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>body{{font-family:system-ui,sans-serif;max-width:30rem;margin:3rem auto;padding:0 1rem}}
+</style></head><body><h1>Sign out?</h1>
+<form method="post" action="{esc(action)}"><button type="submit">Sign out</button></form>
+<footer>Request id <code>{esc(request_id(req))}</code> &middot; Vallum</footer>
+</body></html>
+"""
+    headers = (("Content-Type", "text/html; charset=utf-8"), NO_STORE, *NO_FRAMES)
     return pipeline.Respond(200, headers, body.encode())
