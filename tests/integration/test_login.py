@@ -18,10 +18,12 @@ import jwt
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from tests.integration.login_env import World, route, world
+from tests.integration.login_env import COOKIE_SECRET, World, route, world
 from tests.support import oidc as oidc_support
 from tests.support.browser import Browser, Page, parse_forms
 from tests.support.certs import TestCA
+from vallum.core import config
+from vallum.proxy import sessions
 from vallum.proxy.identity import authenticate
 
 JSON = {"Accept": "application/json"}
@@ -62,6 +64,27 @@ async def provider_tokens(w: World, user: str, resource: str | None = None) -> d
         assert resp.status == 200, await resp.text()
         tokens: dict[str, Any] = await resp.json()
     return tokens
+
+
+async def provider_refresh(w: World, refresh_token: str) -> int:
+    """The provider's answer (status) to a refresh with ``refresh_token``."""
+    basic = base64.b64encode(f"{oidc_support.CLIENT_ID}:{oidc_support.CLIENT_SECRET}".encode())
+    context = ssl.create_default_context(cadata=w.ca.cert_pem)
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as s, s.post(
+        f"{w.provider.issuer}/token", data=form,
+        headers={"Authorization": f"Basic {basic.decode()}"},
+    ) as resp:
+        return resp.status
+
+
+def refresh_token_in(cookie_header: str) -> str:
+    """The refresh token sealed in a session cookie (the test knows ``cookie_secret``)."""
+    settings = config.Settings(cookie_secret=COOKIE_SECRET)
+    jar = sessions.SessionCookies(settings, sessions.Sealer(sessions.secret_bytes(settings)))
+    session = jar.read(sessions.parse_cookies(cookie_header))
+    assert session is not None and session.refresh_token
+    return session.refresh_token
 
 
 # --- sign-in -----------------------------------------------------------------------------------
@@ -280,6 +303,8 @@ async def test_sign_out_revokes_every_copy_of_the_session_on_every_host(env: Wor
                 page = await thief.get(env.url(host, "/"), headers={**JSON,
                                                                     "Cookie": copies[host]})
                 assert page.status == 200 and page.json()["verified"]["user"] == "alice"
+            refresh_token = refresh_token_in(copies["app.example.test"])
+            assert await provider_refresh(env, refresh_token) == 200
             page = await sign_out(b, env.url("app.example.test", "/.vallum/sign_out"))
             await b.confirm_logout(page)
             for host in ("app.example.test", "app.other.test"):
@@ -289,6 +314,9 @@ async def test_sign_out_revokes_every_copy_of_the_session_on_every_host(env: Wor
             mine = await thief.get(env.url("auth.example.test", "/.vallum/"),
                                    headers={**JSON, "Cookie": copies["auth.example.test"]})
             assert mine.status == 401
+        # The provider revoked the refresh token too: a Vallum that never heard of this
+        # sign-out (restarted, say) cannot keep the copy alive past the provider's tokens.
+        assert await provider_refresh(env, refresh_token) == 400
         # Signing in again is a new session, not the revoked one.
         assert (await b.sign_in(env.url("app.example.test"), "alice")).status == 200
 

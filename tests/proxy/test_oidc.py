@@ -101,6 +101,10 @@ async def test_code_flow_login_refresh_and_end_session(
     url = await client.end_session_url("https://app.example.test/", tokens.id_token)
     assert url is not None and "post_logout_redirect_uri=" in url
 
+    assert await client.revoke_refresh_token(refreshed.refresh_token)  # RFC 7009, at sign-out
+    with pytest.raises(errors.IdentityError, match="invalid_grant"):
+        await client.refresh(refreshed.refresh_token)
+
 
 async def test_wrong_nonce_or_verifier_is_refused(
     client: oidc.OIDCClient, test_ca: TestCA

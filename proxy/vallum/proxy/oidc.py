@@ -51,6 +51,7 @@ class ProviderMetadata:
     jwks_uri: str
     userinfo_endpoint: str | None = None
     end_session_endpoint: str | None = None
+    revocation_endpoint: str | None = None
     authorization_response_iss_parameter_supported: bool = False
     """RFC 9207: the provider names itself (``iss``) in every authorization response."""
 
@@ -175,7 +176,9 @@ class OIDCClient:
             )
         return self._http
 
-    async def _json(self, method: str, url: str, what: str, **kw: Any) -> dict[str, Any]:
+    async def _json(
+        self, method: str, url: str, what: str, *, empty_ok: bool = False, **kw: Any
+    ) -> dict[str, Any]:
         if asyncio.current_task() is None:
             # The hot path (vallum.proxy.exchange) runs the gate's first step with
             # coro.send(None) straight from the protocol callback, outside any task, and makes a
@@ -183,7 +186,9 @@ class OIDCClient:
             # (RuntimeError -> 500), so the request runs in a task of its own; awaiting it is the
             # suspension that moves the rest of the gate into the exchange's task. Every network
             # call of the gate goes through here. Cancelling the exchange's task cancels it too.
-            return await asyncio.ensure_future(self._json(method, url, what, **kw))
+            return await asyncio.ensure_future(
+                self._json(method, url, what, empty_ok=empty_ok, **kw)
+            )
         try:
             async with self._session().request(method, url, **kw) as resp:
                 body = await resp.read()
@@ -191,7 +196,7 @@ class OIDCClient:
                     raise errors.IdentityError(
                         f"{what} ({url}): HTTP {resp.status}: {body[:300].decode(errors='replace')}"
                     )
-                data = json.loads(body)
+                data = {} if empty_ok and not body.strip() else json.loads(body)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise errors.IdentityError(f"{what} ({url}): {exc!r}") from exc
         if not isinstance(data, dict):
@@ -220,6 +225,7 @@ class OIDCClient:
             jwks_uri=str(doc["jwks_uri"]),
             userinfo_endpoint=doc.get("userinfo_endpoint"),
             end_session_endpoint=doc.get("end_session_endpoint"),
+            revocation_endpoint=doc.get("revocation_endpoint"),
             authorization_response_iss_parameter_supported=(
                 doc.get("authorization_response_iss_parameter_supported") is True
             ),
@@ -258,20 +264,36 @@ class OIDCClient:
         )
         return LoginStart(url=str(url), state=state, nonce=nonce, code_verifier=verifier)
 
-    async def _token_request(self, what: str, **params: str) -> dict[str, Any]:
-        meta = await self.metadata()
-        body = parameters.prepare_token_request(params.pop("grant_type"), **params)
+    def _client_headers(self) -> dict[str, str]:
         # client_secret_basic: RFC 6749 2.3.1 form-encodes id and secret before base64.
         pair = (
             urllib.parse.quote_plus(self.client_id) + ":"
             + urllib.parse.quote_plus(self.settings.idp_client_secret or "")
         )
+        return {"Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+
+    async def _token_request(self, what: str, **params: str) -> dict[str, Any]:
+        meta = await self.metadata()
+        body = parameters.prepare_token_request(params.pop("grant_type"), **params)
         return await self._json(
-            "POST", meta.token_endpoint, what, data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded",
-                     "Accept": "application/json",
-                     "Authorization": "Basic " + base64.b64encode(pair.encode()).decode()},
+            "POST", meta.token_endpoint, what, data=body, headers=self._client_headers()
         )
+
+    async def revoke_refresh_token(self, refresh_token: str) -> bool:
+        """RFC 7009: ask the provider to revoke ``refresh_token`` (at sign-out, so a copy of
+        the cookie cannot be refreshed even by a Vallum that never heard of the sign-out).
+        ``False`` when the provider has no revocation endpoint."""
+        meta = await self.metadata()
+        if not meta.revocation_endpoint:
+            return False
+        body = urllib.parse.urlencode(
+            {"token": refresh_token, "token_type_hint": "refresh_token"}
+        )
+        await self._json("POST", meta.revocation_endpoint, "revocation endpoint", data=body,
+                         headers=self._client_headers(), empty_ok=True)
+        return True
 
     async def exchange(
         self, code: str, redirect_uri: str, code_verifier: str, nonce: str

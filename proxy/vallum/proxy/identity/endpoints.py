@@ -414,6 +414,26 @@ def _continues(ctx: context.Context, req: RequestInfo, token: str) -> bool:
     return here is None or redirects.constant_time_equal(here.identity.session_id, revoked)
 
 
+async def _refresh_tokens(ctx: context.Context, session: sessions.Session) -> list[str]:
+    """The session's refresh tokens: the cookie's and the newest refresh's (another host's)."""
+    newest = authenticate.open_session(ctx, await ctx.state.latest(session.identity.session_id))
+    tokens = {session.refresh_token, newest.refresh_token if newest is not None else ""}
+    return sorted(t for t in tokens if t)
+
+
+async def _revoke_at_provider(ctx: context.Context, refresh_tokens: list[str]) -> None:
+    """Revoke the session's refresh tokens at the provider too (best effort): then no copy of
+    the cookie outlives the provider's current tokens, even where the revocation above is not
+    known (a restarted Vallum, another deployment with the same ``cookie_secret``)."""
+    if ctx.provider is None:
+        return
+    for token in refresh_tokens:
+        try:
+            await ctx.provider.revoke_refresh_token(token)
+        except errors.IdentityError as exc:
+            log.warning("sign-out: the provider did not revoke the refresh token: %s", exc)
+
+
 async def _sign_out(
     ctx: context.Context, req: RequestInfo, on_auth_host: bool, params: dict[str, str]
 ) -> pipeline.Respond:
@@ -423,9 +443,11 @@ async def _sign_out(
     cleared = ctx.cookies.clear_headers(present, host=req.host) if ctx.cookies else []
     session = ctx.cookies.read(present) if ctx.cookies else None
     if session is not None and session.identity.session_id:
+        refresh_tokens = await _refresh_tokens(ctx, session)
         await ctx.state.revoke(session.identity.session_id, session.expires_at)
         log.info("signed out: %s", session.identity.user,
                  extra={"event": "signed_out", "user": session.identity.user})
+        await _revoke_at_provider(ctx, refresh_tokens)
     auth = ctx.authenticate_for(host_header, req.scheme)
     if not on_auth_host:
         query = {"redirect_uri": target}
