@@ -13,10 +13,14 @@
 from __future__ import annotations
 
 from vallum.core import config
+from vallum.proxy import session_state
 from vallum.proxy.identity import gate
 
 
-def build_gate(settings: config.Settings | None = None) -> gate.IdentityGate:
+def build_gate(
+    settings: config.Settings | None = None, state: session_state.SessionState | None = None,
+) -> gate.IdentityGate:
     """The identity gate; ``settings`` (the first configuration) names the claim headers that
-    are stripped from client requests."""
-    return gate.IdentityGate(settings)
+    are stripped from client requests. ``state`` shares sign-outs and refreshes with other
+    processes (default: :func:`vallum.proxy.session_state.from_environment`)."""
+    return gate.IdentityGate(settings, state)

@@ -60,11 +60,14 @@ def _sign_in_wanted(settings: config.Settings) -> bool:
 class IdentityGate:
     """The real :class:`~vallum.proxy.pipeline.Gate` (see module doc)."""
 
-    def __init__(self, settings: config.Settings | None = None) -> None:
+    def __init__(
+        self, settings: config.Settings | None = None,
+        state: session_state.SessionState | None = None,
+    ) -> None:
         self._ctx: context.Context | None = None
         self._strip = strip_names(settings)
         self.resolver = authenticate.Resolver()
-        self.state = session_state.from_environment()
+        self.state = state if state is not None else session_state.from_environment()
         """Revocations and refreshes shared by this Vallum's processes (kept across reloads)."""
         self._closing: set[asyncio.Task[None]] = set()
 
