@@ -352,3 +352,16 @@ def test_vallums_cookie_name_follows_the_settings() -> None:
         [(b"Set-Cookie", b"_pomerium=x"), (b"Set-Cookie", b"_vallum=y")]
     )
     assert b"".join(lines) == b"Set-Cookie: _vallum=y\r\n"
+
+
+def test_method_and_path_overrides_never_reach_the_app() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"))
+    got = head_of(
+        plan,
+        [(b"X-HTTP-Method-Override", b"DELETE"), (b"X-Original-URL", b"/admin"),
+         (b"X-Rewrite-URL", b"/admin"), (b"X-HTTP-Method", b"PUT"),
+         (b"X-Method-Override", b"PUT"), (b"X_Original_URL", b"/admin")],
+    )
+    assert not {k for k, _ in got["list"]} & {n.decode() for n in (
+        b"x-http-method-override", b"x-original-url", b"x-rewrite-url", b"x-http-method",
+        b"x-method-override", b"x_original_url")}

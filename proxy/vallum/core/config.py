@@ -151,7 +151,9 @@ class Settings:
     metrics_address: str | None = None
     xff_num_trusted_hops: int = 0
     timeout_idle: float = 300.0
-    headers_with_underscores_action: Literal["allow", "drop_header", "reject_request"] = "allow"
+    headers_with_underscores_action: Literal["allow", "drop_header", "reject_request"] = (
+        "reject_request"
+    )
     """Client headers whose name has an ``_`` (Envoy's and Pomerium's option of this name).
     Whatever it says, an underscore spelling of a header Vallum sets is always removed."""
     # Identity provider and sessions.

@@ -127,6 +127,7 @@ class Exchange:
     # Set when known; class-level defaults keep the constructor short (hot path).
     body_done = False
     chunked = False  # the request body is chunked (set in start)
+    underscored = False  # a header name has an "_" (set by the parser)
     framing = b""  # the upstream request's framing line, Vallum's own (forward.request_framing)
     expect = False  # the client sent "Expect: 100-continue" (set in start)
     buffered = 0
@@ -214,10 +215,18 @@ class Exchange:
         if req is None:
             self.respond_error(400, "The request has no valid Host or target.")
             return
-        problem = _refusal(self, req.headers, req.host, settings)
-        if problem is not None:
-            self.respond_error(*problem)
-            return
+        headers = req.headers
+        if (  # the common GET costs these few checks; the rest only when they may matter
+            "content-length" in headers
+            or "transfer-encoding" in headers
+            or "expect" in headers
+            or self.underscored
+            or (self.proto.sni is not None and self.proto.sni != req.host)
+        ):
+            problem = _refusal(self, headers, req.host, settings)
+            if problem is not None:
+                self.respond_error(*problem)
+                return
         quick = ctx.quick
         if quick is not None:  # decided without a coroutine when no I/O is needed
             try:
@@ -428,8 +437,8 @@ class Exchange:
         self.status = status
         self.last_activity = self.proto.loop.time()
         lines, length, chunked = self.plan.response_headers(headers)
-        if length is not None and not chunked:  # llhttp checked it: one decimal value
-            lines.append(b"Content-Length: %d\r\n" % int(length))
+        if length is not None and not chunked:  # llhttp checked it: one value, digits only
+            lines.append(b"Content-Length: " + length + b"\r\n")
         if no_body:
             framing = upstream.FRAMING_NONE
         elif chunked:
@@ -641,7 +650,8 @@ class Exchange:
             self.buffered = 0
             self.buffer = ()
         # The upstream leg is over: its full write buffer no longer holds the client back.
-        self.proto.resume(PAUSE_UPSTREAM)
+        if self.proto.paused & PAUSE_UPSTREAM:
+            self.proto.resume(PAUSE_UPSTREAM)
         observer = self.proto.ctx.observer
         if observer is not None:
             try:
@@ -679,8 +689,6 @@ def _refusal(
         # Client certificates are asked for per connection: a connection made for one name may
         # not carry requests for another (Envoy's answer to the same question).
         return 421, "This connection was made for another host name (TLS SNI); reconnect."
-    if settings.headers_with_underscores_action == "reject_request" and any(
-        b"_" in name for name, _ in ex.raw_headers
-    ):
+    if ex.underscored and settings.headers_with_underscores_action == "reject_request":
         return 400, "Header names with underscores are not accepted here."
     return None

@@ -18,8 +18,8 @@ Header rules (Pomerium/Envoy behaviour unless noted):
   or reserves (``X_Vallum_Jwt_Assertion``, ``X_Email`` for a claim header ``X-Email``,
   ``X_Forwarded_For``, a ``set_request_headers`` name) is always removed, because CGI/WSGI
   servers read ``-`` and ``_`` as one. Other underscore headers follow
-  ``headers_with_underscores_action`` (``allow``, Envoy's default; ``drop_header``;
-  ``reject_request``: 400, decided in the exchange before the gate).
+  ``headers_with_underscores_action`` (``reject_request``, Pomerium's default: 400, decided in
+  the exchange before the gate; ``drop_header``; ``allow``).
 * ``X-Forwarded-For``: the peer address is appended (Pomerium's default, ``skip_xff_append:
   false``). The *trusted client address* (for policy and logs) follows Envoy's
   ``xff_num_trusted_hops``: with N > 0 it is the N-th address from the right of the incoming
@@ -41,6 +41,10 @@ Header rules (Pomerium/Envoy behaviour unless noted):
   header added by a reload is stripped from the next request on; the gate may name more
   (``strip_request_headers``). Pomerium overwrites the identity headers it emits; Vallum removes
   every client copy, also on routes where it emits none (stricter: a documented deviation).
+* Method and path overrides (``X-HTTP-Method-Override``, ``X-HTTP-Method``,
+  ``X-Method-Override``, ``X-Original-URL``, ``X-Rewrite-URL``) are removed: the policy judged
+  the request line, and frameworks that honour these would act on another method or path
+  (a documented deviation: Pomerium passes them).
 * ``remove_request_headers`` then ``set_request_headers`` (replacing), then the gate's headers;
   ``set_response_headers`` replace upstream response headers. Header values Vallum writes are
   UTF-8 (as Pomerium sends them), with CR, LF and NUL replaced by spaces: never a lossy or
@@ -93,6 +97,13 @@ _REPLACED = frozenset(
     }
 )
 
+
+# Headers some frameworks read as "the real method or path" (Symfony, IIS, Rails, Express
+# method-override): the policy judged the request line, so the app must not act on another.
+OVERRIDES = frozenset(
+    {"x-original-url", "x-rewrite-url", "x-http-method-override", "x-http-method",
+     "x-method-override"}
+)
 
 RESERVED_PREFIXES = (b"x-vallum-", b"x-pomerium-")
 """Lower-case name prefixes of headers only Vallum sets upstream (never passed from a client)."""
@@ -189,6 +200,7 @@ class RoutePlan:
             for name in {
                 *HOP_BY_HOP,
                 *_REPLACED,
+                *OVERRIDES,
                 *(n.lower() for n in route.remove_request_headers),
                 *set_names,
                 *(n.lower() for n in strip),
@@ -336,43 +348,48 @@ class RoutePlan:
         framing, replaced headers and Vallum's own cookies removed), the ``Content-Length``
         the upstream announced (llhttp checked it; the exchange writes it itself) and whether
         it announced ``Transfer-Encoding``."""
-        out, connection, length, chunked = self._response_lines(raw_headers, None)
-        if connection is not None:
-            dynamic = _dynamic_tokens(connection)
-            if dynamic:  # rare: "Connection: X-Foo" names more headers to drop
-                out = self._response_lines(raw_headers, dynamic)[0]
-        if self.response_set:
-            out.append(self.response_set)
-        return out, length, chunked
-
-    def _response_lines(
-        self, raw_headers: list[tuple[bytes, bytes]], dynamic: frozenset[bytes] | None
-    ) -> tuple[list[bytes], bytes | None, bytes | None, bool]:
         drop = self._response_drop
         out: list[bytes] = []
         extend = out.extend
         connection: bytes | None = None
         length: bytes | None = None
         chunked = False
-        for name_raw, value in raw_headers:
+        for name_raw, value in raw_headers:  # the common path, inline (hot path)
             name = name_raw.lower()
             if name in drop:
                 if name == b"content-length":
                     length = value
                 elif name == b"set-cookie":
-                    if not self._sets_vallum_cookie(value) and (
-                        dynamic is None or name not in dynamic
-                    ):
+                    if not self._sets_vallum_cookie(value):
                         extend((name_raw, b": ", value, b"\r\n"))
                 elif name == b"connection":
                     connection = value if connection is None else connection + b"," + value
                 elif name == b"transfer-encoding":
                     chunked = True
                 continue
-            if dynamic is not None and name in dynamic:
-                continue
             extend((name_raw, b": ", value, b"\r\n"))  # one join later, no bytes per line
-        return out, connection, length, chunked
+        if connection is not None:
+            dynamic = _dynamic_tokens(connection)
+            if dynamic:  # rare: "Connection: X-Foo" names more headers to drop
+                out = self._response_lines(raw_headers, dynamic)
+        if self.response_set:
+            out.append(self.response_set)
+        return out, length, chunked
+
+    def _response_lines(
+        self, raw_headers: list[tuple[bytes, bytes]], dynamic: frozenset[bytes]
+    ) -> list[bytes]:
+        """The lines to pass on when ``Connection`` names more headers to drop."""
+        drop = self._response_drop
+        out: list[bytes] = []
+        for name_raw, value in raw_headers:
+            name = name_raw.lower()
+            if name in dynamic or (
+                name in drop and (name != b"set-cookie" or self._sets_vallum_cookie(value))
+            ):
+                continue
+            out += (name_raw, b": ", value, b"\r\n")
+        return out
 
     def _sets_vallum_cookie(self, value: bytes) -> bool:
         """Whether a ``Set-Cookie`` value sets one of Vallum's cookies (logged once a route)."""

@@ -147,7 +147,7 @@ class HTTP1(asyncio.Protocol):
         self.closed = False
         self.last_active = self.loop.time()
         self.head_started = 0.0  # when the head being received began (0: none pending)
-        self._paused = 0
+        self.paused = 0  # why reading is paused: a bit per reason (PAUSE_UPSTREAM, _PAUSE_BUFFER)
         self._lingering = -1  # bytes dropped while lingering after a refusal (-1: not lingering)
         self._corked: list[bytes] | None = None
         self._flush_due = False  # in ctx.round: its corked writes go out at the round's end
@@ -157,6 +157,7 @@ class HTTP1(asyncio.Protocol):
         self._head_size = 0
         self._fields = 0
         self._head_bytes = 0  # bytes received since the head being parsed began
+        self._underscored = False  # a header name of this head has an "_"
 
     # -- asyncio.Protocol -----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -180,12 +181,12 @@ class HTTP1(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
-        if self._lingering >= 0:
-            self._lingering += len(data)
-            if self._lingering > LINGER_BYTES:
-                self.abort()
-            return
         if self.raw:  # after an upgrade request: bytes for the upgraded stream
+            if self._lingering >= 0:  # (or after a refusal, while lingering: dropped)
+                self._lingering += len(data)
+                if self._lingering > LINGER_BYTES:
+                    self.abort()
+                return
             ex = self.queue[-1] if self.queue else self.active
             if ex is not None:
                 ex.downstream_raw(data)
@@ -244,10 +245,12 @@ class HTTP1(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.head_started = self.loop.time()
         self._url = b""
-        self._headers = []
+        if self._headers:  # trailers of the previous message
+            self._headers = []
         self._head_size = 0
         self._fields = 0
         self._head_bytes = 0
+        self._underscored = False
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -259,6 +262,8 @@ class HTTP1(asyncio.Protocol):
         # Also called for the trailer fields of a chunked body: they land in the throwaway
         # list on_headers_complete leaves behind, under the same bounds.
         self._headers.append((name, value))
+        if b"_" in name:
+            self._underscored = True
         self._fields += 1
         self._head_size += len(name) + len(value) + _FIELD_OVERHEAD
         if self._head_size > MAX_HEAD or self._fields > MAX_FIELDS:
@@ -278,6 +283,8 @@ class HTTP1(asyncio.Protocol):
             parser.get_http_version() == "1.0",
             parser.should_upgrade(),
         )
+        if self._underscored:
+            ex.underscored = True
         self.parsing = ex
         self.queue.append(ex)
         if len(self.queue) > QUEUE_LIMIT:
@@ -294,21 +301,21 @@ class HTTP1(asyncio.Protocol):
 
     # -- flow control and sequencing --------------------------------------------------------
     def pause(self, reason: int) -> None:
-        if not self._paused and self.transport is not None and not self.closed:
+        if not self.paused and self.transport is not None and not self.closed:
             self.transport.pause_reading()
-        self._paused |= reason
+        self.paused |= reason
 
     def resume(self, reason: int) -> None:
-        if self._paused & reason:
-            self._paused &= ~reason
-            if not self._paused and self.transport is not None and not self.closed:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and self.transport is not None and not self.closed:
                 self.transport.resume_reading()
 
     def buffer_changed(self, delta: int) -> None:
         self.buffered += delta
         if self.buffered > BUFFER_LIMIT:
             self.pause(_PAUSE_BUFFER)
-        elif self._paused & _PAUSE_BUFFER and len(self.queue) <= QUEUE_LIMIT and not self.raw:
+        elif self.paused & _PAUSE_BUFFER and len(self.queue) <= QUEUE_LIMIT and not self.raw:
             self.resume(_PAUSE_BUFFER)
 
     def exchange_done(self, ex: exchange.Exchange, close: bool) -> None:
@@ -335,6 +342,7 @@ class HTTP1(asyncio.Protocol):
         with unread bytes makes the kernel send a reset, which can destroy the answer (431,
         400, 403 ...) before the client has read it."""
         self._lingering = 0
+        self.raw = True  # data_received drops what arrives
         self.parsing = None
         transport.write_eof()
         transport.resume_reading()
@@ -350,7 +358,7 @@ class HTTP1(asyncio.Protocol):
         try:
             while self.active is None and self.queue and not self.closed:
                 ex = self.active = self.queue.popleft()
-                if self._paused & _PAUSE_BUFFER and not self.raw:
+                if self.paused & _PAUSE_BUFFER and not self.raw:
                     self.buffer_changed(0)
                 ex.start()
         finally:

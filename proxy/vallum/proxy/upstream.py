@@ -43,8 +43,7 @@ import httptools
 from vallum.core.config import Route, Upstream
 from vallum.proxy import batching
 
-MAX_RESPONSE_HEAD = 256 * 1024  # response line and header bytes from an upstream
-MAX_RESPONSE_FIELDS = 1000  # response header fields (counted with each field's overhead)
+MAX_RESPONSE_HEAD = 256 * 1024  # bytes an upstream may send before its response head ends
 POOL_IDLE_SECONDS = 60.0
 POOL_MAX_IDLE_PER_KEY = 512
 EJECT_SECONDS = 10.0
@@ -224,6 +223,11 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.expecting:
             self._out_of_step("bytes from the upstream while no response was expected")
             return
+        if not self.got_response:  # bound the head by bytes (one check a read, not a field)
+            self._head_size += len(data)
+            if self._head_size > MAX_RESPONSE_HEAD:
+                self._fail(UpstreamError("response head too large"))
+                return
         corked = self.writer if self.sink is not None else None
         if corked is not None:
             corked.cork()
@@ -264,20 +268,13 @@ class UpstreamConnection(asyncio.Protocol):
             self.sink.upstream_writable(True)
 
     # -- httptools callbacks ----------------------------------------------------------------
-    def on_message_begin(self) -> None:
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
         if not self.expecting:  # a second response in the same read as the first one's end
             self._out_of_step("a response nobody asked for")
             raise UpstreamError("response out of step")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > MAX_RESPONSE_HEAD or len(self.headers) > MAX_RESPONSE_FIELDS:
-            raise UpstreamError("response head too large")
-
-    def on_headers_complete(self) -> None:
-        if not self.expecting:  # the head of a response that came out of step
-            return
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
             self._skip_interim = True  # 100 Continue / 103 Early Hints: not passed on
@@ -410,7 +407,8 @@ class Pool:
         if len(idle) >= POOL_MAX_IDLE_PER_KEY:
             conn.close()
             return
-        conn.resume_reading()  # an idle connection must see the upstream close, or misbehave
+        if conn.reading_paused:  # an idle connection must see the upstream close, or misbehave
+            conn.resume_reading()
         conn.idle_since = time.monotonic()
         conn.pooled = True
         idle.append(conn)
