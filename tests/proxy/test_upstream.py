@@ -253,7 +253,7 @@ async def test_a_connection_is_released_once_and_reads_again_when_pooled() -> No
         assert (await client.response())[2] == b"ok"
         await client.close()
         pool = p.ctx.pool
-        (conn,) = list(pool._idle.values())[0]
+        (conn,) = next(iter(pool._idle.values()))
         assert conn.transport is not None and conn.transport.is_reading()
         pool.release(conn)  # a second release of the same response: ignored
         assert pool.idle_count() == 1

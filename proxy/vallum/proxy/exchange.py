@@ -215,7 +215,6 @@ class Exchange:
         if req is None:
             self.respond_error(400, "The request has no valid Host or target.")
             return
-        headers = req.headers
         if (  # the common GET costs these few checks; the rest only when they may matter
             "content-length" in headers
             or "transfer-encoding" in headers
