@@ -770,3 +770,21 @@ async def test_sni_must_name_the_host_when_client_certificates_are_in_use(
             await client.send(dp.get("/", host="App.Test:443"))
             assert (await client.response())[0] == 200
             await client.close()
+
+
+async def test_a_large_body_after_a_head_split_across_reads_is_not_taken_for_a_long_head() -> None:
+    async with (
+        dp.upstream_app(dp.echo_app()) as url,
+        dp.serve(dp.table(dp.route("app.test", url))) as p,
+    ):
+        body = b"b" * 300_000
+        reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+        writer.write(b"POST /big HTTP/1.1\r\nHost: app.test\r\n")  # the head, in two reads
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        client = dp.RawClient(reader, writer)
+        status, _, answer = await client.response()
+        await client.close()
+    assert status == 200 and len(json.loads(answer)["body"]) == len(body)

@@ -191,11 +191,8 @@ class HTTP1(asyncio.Protocol):
             if ex is not None:
                 ex.downstream_raw(data)
             return
-        if self.head_started:  # a head in progress: bound it by the bytes received too
+        if self.head_started:  # a head in progress: count what arrives for it
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:
-                self._refuse(431)
-                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -210,6 +207,12 @@ class HTTP1(asyncio.Protocol):
                     ex.downstream_raw(rest)
         except httptools.HttpParserError as exc:
             self._refuse(431 if isinstance(exc.__context__, _HeadTooLarge) else 400)
+            return
+        # Still inside a head that began before this read: every byte since was head (a head
+        # ending resets head_started, one beginning resets the count), so this bounds a single
+        # endless header that llhttp's binding would buffer before on_header sees it.
+        if self.head_started and self._head_bytes > MAX_HEAD:
+            self._refuse(431)
             return
         if self.queue and self.active is None:
             self._start_next()
