@@ -304,7 +304,7 @@ class RoutePlan:
             if b"_" in name and self._underscored_dropped(name, dynamic):
                 continue
             out += (name_raw, b": ", value, b"\r\n")  # joined once at the end
-        host_b = host.encode("latin-1", "replace")
+        host_b = host.encode("latin-1")  # decoded from latin-1 by header_map: always encodes
         peer_b = peer_ip.encode("latin-1", "replace")
         out.append(
             b"Host: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
