@@ -42,8 +42,9 @@ def register(subparsers: Any) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    warnings: list[str] = []
     try:
-        settings = configfile.load(args.file)
+        settings = configfile.load(args.file, warnings=warnings)
         table = routing.build_table(settings)
     except errors.ConfigError as exc:
         count = len(exc.problems)
@@ -54,6 +55,9 @@ def run_check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
+    finally:
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     if not args.quiet:
         try:
             print("\n".join(summary(args.file, table)), flush=True)

@@ -92,8 +92,13 @@ def server_context(settings: config.Settings) -> ssl.SSLContext:
 
 
 def compile_file(path: str) -> config.RouteTable:
-    """The config file at ``path`` compiled into a table (raises ``ConfigError``)."""
-    return routing.build_table(configfile.load(path))
+    """The config file at ``path`` compiled into a table (raises ``ConfigError``); the loader's
+    warnings (a secret file readable by every user) are logged."""
+    warnings: list[str] = []
+    table = routing.build_table(configfile.load(path, warnings=warnings))
+    for warning in warnings:
+        log.warning("config: %s", warning, extra={"event": "config_warning"})
+    return table
 
 
 class Observer:

@@ -15,7 +15,8 @@ Public interface::
     settings = configfile.load(path)              # raises ConfigError listing every problem
     settings = configfile.loads(text, "x.yaml")   # the same for text
 
-Inside: :mod:`.nodes` (YAML nodes with lines, the problem collector), :mod:`.values` (one reader
+Inside: :mod:`.nodes` (YAML nodes with lines, the problem collector; every message bounded),
+:mod:`.files` (bounded reads of regular files, permission checks), :mod:`.values` (one reader
 per value form), :mod:`.routes` (route options) and :mod:`.settings` (global settings).
 """
 
@@ -25,23 +26,32 @@ import os
 import re
 
 from vallum.core import config, errors, routing
-from vallum.core.configfile import nodes, settings
+from vallum.core.configfile import files, nodes, settings
 from vallum.core.configfile.routes import ROUTE_KEYS
 from vallum.core.configfile.settings import SETTINGS_KEYS
 
 __all__ = ["ROUTE_KEYS", "SETTINGS_KEYS", "load", "loads"]
 
 
-def load(path: str) -> config.Settings:
-    """Read and validate the config file at ``path``; raise ``ConfigError`` with every problem."""
+def load(path: str, *, warnings: list[str] | None = None) -> config.Settings:
+    """Read and validate the config file at ``path``; raise ``ConfigError`` with every problem.
+
+    The file and every ``*_file`` it names are read as :mod:`.files` reads them (bounded,
+    regular files, not writable by every user); what deserves a warning but not a refusal (a
+    secret readable by every user) is appended to ``warnings``.
+    """
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise errors.ConfigError([f"{path}: cannot read config file: {reason}"]) from None
+        text, notes = files.read_text(path, "config")
+    except files.FileProblem as exc:
+        raise errors.ConfigError([f"{path}: cannot read config file: {exc.reason}"]) from None
+    if warnings is not None:
+        warnings.extend(f"{path}: {note}" for note in notes)
     return loads(
-        text, path, base_dir=os.path.dirname(os.path.abspath(path)), file_path=os.path.abspath(path)
+        text,
+        path,
+        base_dir=os.path.dirname(os.path.abspath(path)),
+        file_path=os.path.abspath(path),
+        warnings=warnings,
     )
 
 
@@ -51,11 +61,12 @@ def loads(
     *,
     base_dir: str | None = None,
     file_path: str | None = None,
+    warnings: list[str] | None = None,
 ) -> config.Settings:
     """Parse config ``text``; ``source`` names it in messages (a file name, ``<stdin>``).
 
     Relative ``*_file`` paths resolve against ``base_dir`` (default: the folder of ``source``
-    if it is a path, else the current directory).
+    if it is a path, else the current directory). Warnings are appended to ``warnings``.
     """
     if base_dir is None:
         base_dir = os.path.dirname(os.path.abspath(source)) if os.sep in source else os.getcwd()
@@ -64,18 +75,21 @@ def loads(
         ctx.watched.append(file_path)
     root = nodes.parse_yaml(text, ctx)
     if root is None:
-        raise errors.ConfigError(ctx.problems)
+        raise errors.ConfigError(ctx.report(ctx.problems))
     if root.value is None or root.value == {}:
         ctx.problem(root.line, "", "the file is empty: expected settings and routes")
-        raise errors.ConfigError(ctx.problems)
+        raise errors.ConfigError(ctx.report(ctx.problems))
     result = settings.read_settings(ctx, root)
     if result is not None and not ctx.problems:
         try:
             routing.build_index(result)  # the same checks the proxy makes before serving
         except errors.ConfigError as exc:
-            ctx.problems.extend(exc.problems)
+            for problem in exc.problems:
+                ctx.add(problem)
+    if warnings is not None:
+        warnings.extend(ctx.warnings)
     if ctx.problems or result is None:
-        raise errors.ConfigError(sorted(ctx.problems, key=_line_of))
+        raise errors.ConfigError(ctx.report(sorted(ctx.problems, key=_line_of)))
     return result
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from vallum.core.configfile import files
+
 Reader = Callable[["Context", "Node", str], Any]
 
 
@@ -27,17 +29,20 @@ class Node:
     line: int
     key_lines: dict[str, int] = dataclasses.field(default_factory=dict)
 
-    def plain(self, budget: list[int] | None = None) -> Any:
+    def plain(self, budget: list[int] | None = None, depth: int = 0) -> Any:
         """The value as plain data (dicts, lists, scalars), for ``policy``. ``budget`` counts
-        down the values still allowed (aliases can make a small file expand enormously)."""
+        down the values still allowed (aliases can make a small file expand enormously), and
+        aliases can nest deeper than the file does, so the depth is bounded here too."""
         budget = [MAX_PLAIN_VALUES] if budget is None else budget
         budget[0] -= 1
         if budget[0] < 0:
             raise ValueError(f"more than {MAX_PLAIN_VALUES} values (through aliases?)")
+        if depth > MAX_DEPTH:
+            raise ValueError(f"nested more than {MAX_DEPTH} levels deep (through aliases?)")
         if isinstance(self.value, dict):
-            return {k: v.plain(budget) for k, v in self.value.items()}
+            return {k: v.plain(budget, depth + 1) for k, v in self.value.items()}
         if isinstance(self.value, list):
-            return [v.plain(budget) for v in self.value]
+            return [v.plain(budget, depth + 1) for v in self.value]
         return self.value
 
 
@@ -47,6 +52,43 @@ MAX_PLAIN_VALUES = 100_000
 MISSING: Any = object()
 """Returned by a reader that recorded a problem; the key is then left at its default."""
 
+MAX_SHOWN = 80
+"""Characters of a value or key quoted in a message; longer ones end in an ellipsis."""
+MAX_PATH = 200
+"""Characters of a key path (``routes[3].policy...``) in a message."""
+MAX_MESSAGE = 1000
+"""Characters of one problem's text after its place."""
+MAX_PROBLEMS = 100
+"""Problems listed for one file; the rest are counted in one last line."""
+MAX_DEPTH = 64
+"""Mappings and lists nested deeper are refused (a policy needs a dozen levels at most); the
+readers and the policy compiler recurse, and Python's stack would run out first."""
+
+
+def shown(value: Any, limit: int = MAX_SHOWN) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, for messages.
+
+    Strings are cut *before* ``repr`` and containers are never rendered in full, so the cost is
+    bounded too: a value reached through aliases can be enormous (YAML's "billion laughs")."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else repr(value[:limit]) + "…"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple, set)):
+        return "a list"
+    return shorten(repr(value), limit)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def key_path(path: str, key: str) -> str:
+    """``path.key`` for messages, with a long key (or path) cut short."""
+    joined = f"{path}.{shorten(key, MAX_SHOWN)}" if path else shorten(key, MAX_SHOWN)
+    return shorten(joined, MAX_PATH)
+
 
 class Context:
     """One load: where the file is, the problems found so far, the files read."""
@@ -55,29 +97,49 @@ class Context:
         self.source = source
         self.base_dir = base_dir
         self.problems: list[str] = []
+        self.count = 0
         self.watched: list[str] = []
+        self.warnings: list[str] = []
 
     def problem(self, line: int, path: str, message: str) -> Any:
+        """Record a problem at ``line``; every problem's text is bounded, and so is the list
+        (past :data:`MAX_PROBLEMS` only a count is kept, see :meth:`report`)."""
         where = f"{self.source}:{line}: "
-        self.problems.append(f"{where}{path}: {message}" if path else f"{where}{message}")
+        message = shorten(message, MAX_MESSAGE)
+        path = shorten(path, MAX_PATH)
+        return self.add(f"{where}{path}: {message}" if path else f"{where}{message}")
+
+    def add(self, text: str) -> Any:
+        """Record a problem already written out (one that another module found)."""
+        self.count += 1
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(shorten(text, MAX_PATH + MAX_MESSAGE + len(self.source) + 10))
         return MISSING
 
-    def read_file(self, node: Node, path: str) -> str | None:
-        """The text of the file named by ``node`` (relative to the config file's folder)."""
+    def report(self, problems: list[str]) -> list[str]:
+        """``problems`` (already in order) with a last line counting those left out."""
+        left = self.count - len(self.problems)
+        if left <= 0:
+            return problems
+        return [*problems, f"{self.source}: … and {left} more problem{'s' if left > 1 else ''}"]
+
+    def read_file(self, node: Node, path: str, file_kind: files.Kind) -> str | None:
+        """The text of the file named by ``node`` (relative to the config file's folder), read
+        as :func:`files.read_text` reads a ``file_kind`` file; warnings go to ``warnings``."""
         if not isinstance(node.value, str) or not node.value.strip():
-            self.problem(node.line, path, f"expected a file path, got {node.value!r}")
+            self.problem(node.line, path, f"expected a file path, got {kind(node)}")
             return None
         name = os.path.expanduser(node.value.strip())
         full = os.path.normpath(os.path.join(self.base_dir, name))
         if full not in self.watched:
             self.watched.append(full)
         try:
-            with open(full, encoding="utf-8") as handle:
-                return handle.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.problem(node.line, path, f"cannot read {full}: {reason}")
+            text, warnings = files.read_text(full, file_kind)
+        except files.FileProblem as exc:
+            self.problem(node.line, path, str(exc))
             return None
+        self.warnings.extend(f"{self.source}:{node.line}: {path}: {w}" for w in warnings)
+        return text
 
     def section(self, node: Node, path: str, spec: dict[str, Reader]) -> dict[str, Any]:
         """Read a mapping whose keys must all be in ``spec``; returns the values read."""
@@ -86,14 +148,14 @@ class Context:
             return {}
         out: dict[str, Any] = {}
         for key, child in node.value.items():
-            key_path = f"{path}.{key}" if path else key
+            child_path = key_path(path, key)
             reader = spec.get(key)
             if reader is None:
                 near = difflib.get_close_matches(key, list(spec), n=1, cutoff=0.6)
                 hint = f" (did you mean {near[0]!r}?)" if near else ""
-                self.problem(node.key_lines.get(key, node.line), key_path, f"unknown key{hint}")
+                self.problem(node.key_lines.get(key, node.line), child_path, f"unknown key{hint}")
                 continue
-            value = reader(self, child, key_path)
+            value = reader(self, child, child_path)
             if value is not MISSING:
                 out[key] = value
         return out
@@ -118,7 +180,7 @@ def parse_yaml(text: str, ctx: Context) -> Node | None:
         document = loader.get_single_node()
         if document is None:
             return Node(None, 1)
-        return _convert(document, loader, ctx, "", {})
+        return _convert(document, loader, ctx, "", {}, 0)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -133,11 +195,20 @@ def parse_yaml(text: str, ctx: Context) -> Node | None:
 
 
 def _convert(
-    node: yaml.Node, loader: _Loader, ctx: Context, path: str, memo: dict[int, Node | None]
+    node: yaml.Node,
+    loader: _Loader,
+    ctx: Context,
+    path: str,
+    memo: dict[int, Node | None],
+    depth: int,
 ) -> Node:
     """Aliases share one converted ``Node`` (``memo``), so nested aliases stay linear in size;
-    an alias inside its own anchor is refused rather than followed forever."""
+    an alias inside its own anchor is refused rather than followed forever, and so is nesting
+    deeper than :data:`MAX_DEPTH`."""
     line = node.start_mark.line + 1
+    if depth > MAX_DEPTH:
+        ctx.problem(line, path, f"nested more than {MAX_DEPTH} levels deep")
+        return Node(None, line)
     if id(node) in memo:
         done = memo[id(node)]
         if done is None:
@@ -145,13 +216,18 @@ def _convert(
             return Node(None, line)
         return done
     memo[id(node)] = None
-    converted = _convert_new(node, loader, ctx, path, memo)
+    converted = _convert_new(node, loader, ctx, path, memo, depth)
     memo[id(node)] = converted
     return converted
 
 
 def _convert_new(
-    node: yaml.Node, loader: _Loader, ctx: Context, path: str, memo: dict[int, Node | None]
+    node: yaml.Node,
+    loader: _Loader,
+    ctx: Context,
+    path: str,
+    memo: dict[int, Node | None],
+    depth: int,
 ) -> Node:
     line = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
@@ -161,25 +237,33 @@ def _convert_new(
             if key_node.tag == "tag:yaml.org,2002:merge":
                 merges.append(value_node)
                 continue
-            key = loader.construct_object(key_node, deep=True)
             key_line = key_node.start_mark.line + 1
-            if not isinstance(key, str):
-                ctx.problem(key_line, path, f"keys must be strings, got {key!r}")
+            if not isinstance(key_node, yaml.ScalarNode):  # never built: an alias can make
+                got = "a mapping" if isinstance(key_node, yaml.MappingNode) else "a list"
+                ctx.problem(key_line, path, f"keys must be strings, got {got}")  # it enormous
                 continue
-            key_path = f"{path}.{key}" if path else key
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                ctx.problem(key_line, path, f"keys must be strings, got {shown(key)}")
+                continue
+            child_path = key_path(path, key)
             if key in out.key_lines:
                 ctx.problem(
-                    key_line, key_path, f"duplicate key (first on line {out.key_lines[key]})"
+                    key_line, child_path, f"duplicate key (first on line {out.key_lines[key]})"
                 )
                 continue
             out.key_lines[key] = key_line
-            out.value[key] = _convert(value_node, loader, ctx, key_path, memo)
+            out.value[key] = _convert(value_node, loader, ctx, child_path, memo, depth + 1)
         for value_node in merges:  # keys written out beside ``<<`` win over merged ones
-            _merge(out, _convert(value_node, loader, ctx, path, memo), ctx, path)
+            _merge(out, _convert(value_node, loader, ctx, path, memo, depth + 1), ctx, path)
         return out
     if isinstance(node, yaml.SequenceNode):
         return Node(
-            [_convert(v, loader, ctx, f"{path}[{i}]", memo) for i, v in enumerate(node.value)], line
+            [
+                _convert(v, loader, ctx, shorten(f"{path}[{i}]", MAX_PATH), memo, depth + 1)
+                for i, v in enumerate(node.value)
+            ],
+            line,
         )
     return Node(loader.construct_object(node, deep=True), line)
 
@@ -205,7 +289,7 @@ def kind(node: Node) -> str:
         return "a list"
     if value is None:
         return "nothing"
-    return repr(value)
+    return shown(value)
 
 
 def either(ctx: Context, node: Node, path: str, got: dict[str, Any], a: str, b: str) -> Any:

@@ -104,7 +104,9 @@ def read_route(ctx: nodes.Context, node: nodes.Node, path: str, default_timeout:
         normal = routing.normalize_path(value) if value.startswith("/") else None
         if normal is None:
             ctx.problem(
-                at(key), f"{path}.{key}", f"expected an absolute path like /app, got {value!r}"
+                at(key),
+                f"{path}.{key}",
+                f"expected an absolute path like /app, got {nodes.shown(value)}",
             )
         else:  # stored normalised, as requests are: "//api/./v1" is "/api/v1"
             kwargs[key] = normal
@@ -194,14 +196,15 @@ def _route_from(ctx: nodes.Context, node: nodes.Node, path: str, value: str | No
         ctx.problem(
             line,
             f"{path}.from",
-            f"expected an https:// URL, got {value!r} (TCP/UDP routes are not supported)",
+            f"expected an https:// URL, got {nodes.shown(value)} "
+            "(TCP/UDP routes are not supported)",
         )
         return None
     if tail.strip("/") or "?" in authority or "#" in authority or "@" in authority:
         ctx.problem(
             line,
             f"{path}.from",
-            f"the URL may hold only a host (put paths in prefix or path), got {value!r}",
+            f"the URL may hold only a host (put paths in prefix or path), got {nodes.shown(value)}",
         )
         return None
     host = authority.lower()

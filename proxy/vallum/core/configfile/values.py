@@ -9,7 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 
 from vallum.core import config
-from vallum.core.configfile import nodes
+from vallum.core.configfile import files, nodes
 
 
 def r_str(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
@@ -54,7 +54,7 @@ def r_str_map(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
         return ctx.problem(
             node.line, path, f"expected a mapping of strings, got {nodes.kind(node)}"
         )
-    pairs = [(k, r_str(ctx, v, f"{path}.{k}")) for k, v in node.value.items()]
+    pairs = [(k, r_str(ctx, v, nodes.key_path(path, k))) for k, v in node.value.items()]
     return nodes.MISSING if any(v is nodes.MISSING for _, v in pairs) else tuple(pairs)
 
 
@@ -75,7 +75,7 @@ def r_url(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
         return value
     scheme, _, rest = value.partition("://")
     if scheme.lower() not in ("http", "https") or not rest.split("/", 1)[0]:
-        return ctx.problem(node.line, path, f"expected an http(s):// URL, got {value!r}")
+        return ctx.problem(node.line, path, f"expected an http(s):// URL, got {nodes.shown(value)}")
     return value
 
 
@@ -92,9 +92,14 @@ def r_pem(kind: Any) -> nodes.Reader:
     return read
 
 
+_FILE_KINDS: dict[str, files.Kind] = {"private key": "key", "crl": "crl"}
+
+
 def r_pem_file(kind: Any) -> nodes.Reader:
+    file_kind = _FILE_KINDS.get(kind, "certificate")
+
     def read(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
-        text = ctx.read_file(node, path)
+        text = ctx.read_file(node, path, file_kind)
         if text is None:
             return nodes.MISSING
         try:
@@ -106,7 +111,8 @@ def r_pem_file(kind: Any) -> nodes.Reader:
 
 
 def r_text_file(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
-    text = ctx.read_file(node, path)
+    """A secret in a file (``cookie_secret_file``, ...), surrounding whitespace removed."""
+    text = ctx.read_file(node, path, "secret")
     return nodes.MISSING if text is None else text.strip()
 
 
@@ -136,7 +142,7 @@ def r_signing_keys(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
 
 
 def r_signing_key_file(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
-    text = ctx.read_file(node, path)
+    text = ctx.read_file(node, path, "key")
     return nodes.MISSING if text is None else (_signing_key(ctx, node, path, text),)
 
 
@@ -181,7 +187,7 @@ def r_idp_claims(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
     pairs = []
     for claim, child in node.value.items():
         values = child if isinstance(child.value, list) else nodes.Node([child], child.line)
-        read = r_str_list(ctx, values, f"{path}.{claim}")
+        read = r_str_list(ctx, values, nodes.key_path(path, claim))
         if read is nodes.MISSING:
             return read
         pairs.append((claim, read))
