@@ -77,14 +77,14 @@ def test_check_reports_the_place(capsys: pytest.CaptureFixture[str], tmp_path: P
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        ("allow: [\n", ":2:1: not valid YAML/JSON"),
-        ('{"allow": ', "not valid YAML/JSON"),
+        ("allow: [\n", "p.yaml:2: not valid YAML"),
+        ('{"allow": ', "p.yaml:2: not valid YAML"),
         ("42\n", "expected a rule or a list of rules"),
         ("allowed_users: [a]\nallow: {or: [{accept: true}]}\n", "put the rules under `policy:`"),
         ("allowed_users: 5\n", "allowed_users: expected a list"),
         (
             "allow_public_unauthenticated_access: yes\nallowed_users: [a@b.c]\n",
-            "cannot be combined",
+            "p.yaml:1: allow_public_unauthenticated_access: a public route cannot also restrict",
         ),
     ],
 )

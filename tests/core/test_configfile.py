@@ -129,7 +129,7 @@ def test_invalid_yaml_names_its_line() -> None:
 
 
 def test_duplicate_keys_are_errors() -> None:
-    got = problems("address: a\ncookie_name: x\naddress: b\n")
+    got = problems("address: a:1\ncookie_name: x\naddress: b:2\n")
     assert got == ["routes.yaml:3: address: duplicate key (first on line 1)"]
 
 

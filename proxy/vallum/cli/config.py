@@ -1,9 +1,12 @@
 """``vallum config check FILE``: validate a config file and show what it routes where.
 
 Why this module exists: a config file is checked before it is deployed (CI, a pre-commit hook,
-a human editing it), with the same loader and route compiler ``vallum serve`` uses, so a file
-that passes here is one the proxy accepts. Every problem is printed at once, each naming the
-file, line and key; never a traceback.
+a human editing it) by the very function ``vallum serve`` loads it with at start and on every
+reload (:func:`vallum.proxy.server.compile_file`: the loader, the route table, the listener
+addresses, the TLS contexts of the listener and of the upstreams), so a file that passes here is
+one ``serve`` starts with, short of binding its sockets. Every problem is printed at once, each
+naming the file, line and key; never a traceback. Warnings (a secret file readable by every
+user) are printed too and do not fail the check.
 
 Exit statuses: 0 valid, 1 invalid (each problem on stderr).
 """
@@ -15,7 +18,8 @@ import os
 import sys
 from typing import Any
 
-from vallum.core import config, configfile, errors, routing
+from vallum.core import config, errors, routing
+from vallum.proxy import server
 
 
 def register(subparsers: Any) -> None:
@@ -29,9 +33,10 @@ def register(subparsers: Any) -> None:
         "check",
         help="validate a config file and print its routes",
         description=(
-            "Validate FILE as 'vallum serve' would (every setting, route, file it names and the "
-            "route table) and print the routes per host in the order they are matched. Exit "
-            "status 1 lists every problem, each with its line and key."
+            "Validate FILE exactly as 'vallum serve' does before it listens (every setting, "
+            "route and file it names, the route table, the listener addresses and TLS "
+            "certificates and keys) and print the routes per host in the order they are "
+            "matched. Exit status 1 lists every problem, each with its line and key."
         ),
     )
     check.add_argument("file", metavar="FILE", help="the YAML config file")
@@ -44,8 +49,7 @@ def register(subparsers: Any) -> None:
 def run_check(args: argparse.Namespace) -> int:
     warnings: list[str] = []
     try:
-        settings = configfile.load(args.file, warnings=warnings)
-        table = routing.build_table(settings)
+        table = server.compile_file(args.file, warnings=warnings)
     except errors.ConfigError as exc:
         count = len(exc.problems)
         print(

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import base64
 import sys
-from pathlib import Path
 from typing import Any
 
 from vallum.core import errors
+from vallum.core.configfile import files
 from vallum.proxy import jwt
 
 
@@ -68,10 +68,16 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _jwks(args: argparse.Namespace) -> int:
     name = "standard input" if args.file == "-" else args.file
+    limit = files.LIMITS["key"]  # read as the config loader reads a key file: bounded
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"vallum keys jwks: {name}: cannot read: {exc}", file=sys.stderr)
+        if args.file == "-":
+            text = sys.stdin.read(limit + 1)
+            if len(text) > limit:
+                raise files.FileProblem(name, f"larger than {files.describe_size(limit)}")
+        else:
+            text, _ = files.read_text(args.file, "key", check_mode=False)
+    except files.FileProblem as exc:
+        print(f"vallum keys jwks: {name}: cannot read: {exc.reason}", file=sys.stderr)
         return 1
     try:
         keys = jwt.load_keys([text], place=name, indexed=False)

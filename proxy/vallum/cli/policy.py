@@ -5,12 +5,15 @@ The tool an operator runs when a user says "I can't get in"::
     vallum policy check FILE                 validate; print the normalised policy
     vallum policy eval FILE --identity JSON --request JSON [--json]
 
-FILE (YAML or JSON; ``-`` reads stdin; read as Pomerium reads it, so an unquoted ``2:20:00`` is a
-time, not a base-60 number) holds either a *bare policy* (a rule with ``allow`` /
+FILE (YAML or JSON; ``-`` reads stdin) is read by the config file's reader
+(:mod:`vallum.core.configfile.policyfile`), so it means here what it means in a route of
+``vallum serve``: read as Pomerium reads YAML (an unquoted ``2:20:00`` is a time, not a base-60
+number), duplicate keys refused. It holds either a *bare policy* (a rule with ``allow`` /
 ``deny``, a list of rules, or null) or a *route-like mapping*: a mapping with any of the route
 options ``policy``, ``allowed_users``, ``allowed_domains``, ``allowed_idp_claims``,
-``allow_any_authenticated_user``, ``allow_public_unauthenticated_access`` — compiled exactly as
-the proxy compiles a route (other route keys such as ``from``/``to`` are ignored, with a note).
+``allow_any_authenticated_user``, ``allow_public_unauthenticated_access`` — read by the route
+readers and compiled exactly as the proxy compiles a route (other route keys such as
+``from``/``to`` are ignored, with a note; an unknown key is an error).
 
 ``--identity``: ``null`` (anonymous) or an object with ``user``, ``email``, ``groups`` (list),
 ``claims`` (object). ``--request``: an object with ``method`` (default GET), ``path`` (default
@@ -29,31 +32,26 @@ import datetime as dt
 import ipaddress
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vallum.core import policy
-from vallum.core.config import DownstreamMTLS, Host, Route
+from vallum.core import errors, policy
+from vallum.core.config import DownstreamMTLS
+from vallum.core.configfile import files, policyfile
 from vallum.core.errors import PolicyError
 from vallum.core.identity import Identity
-from vallum.core.policy import yamltext
 from vallum.core.request import ClientCertificate, RequestInfo
 
-ROUTE_KEYS = (
-    "policy",
-    "allowed_users",
-    "allowed_domains",
-    "allowed_idp_claims",
-    "allow_any_authenticated_user",
-    "allow_public_unauthenticated_access",
-)
 EXIT_OK, EXIT_BAD_INPUT, EXIT_DENIED = 0, 1, 3
 
 
 class BadInput(Exception):
-    """Input the user can fix; the message names its place."""
+    """Input the user can fix; the message names its place (``path``: inside the policy)."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
 
 
 def register(subparsers: Any) -> None:
@@ -114,88 +112,47 @@ def _common(parser: argparse.ArgumentParser) -> None:
 # -- loading -----------------------------------------------------------------------------------
 
 
-def load_file(name: str) -> Any:
+def load_file(name: str) -> policyfile.PolicyFile:
+    """The policy file ``name`` (``-``: standard input), read by the config file's reader."""
+    limit = files.LIMITS["policy"]
+    if name == "-":
+        text = sys.stdin.read(limit + 1)
+        if len(text) > limit:
+            raise BadInput(f"standard input: larger than {files.describe_size(limit)}")
+    else:
+        try:
+            text, _ = files.read_text(name, "policy", check_mode=False)
+        except files.FileProblem as exc:
+            raise BadInput(str(exc)) from None
     try:
-        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise BadInput(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise BadInput(f"{name}: not UTF-8 text") from None
-    try:
-        return yamltext.load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else name
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise BadInput(f"{where}: not valid YAML/JSON: {problem}") from None
-
-
-def is_route_like(data: Any) -> bool:
-    return isinstance(data, dict) and any(key in data for key in ROUTE_KEYS)
-
-
-def _strings(data: dict[str, Any], key: str) -> tuple[str, ...]:
-    value = data.get(key, [])
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise BadInput(f"{key}: expected a list of non-empty strings")
-    return tuple(value)
-
-
-def _flag(data: dict[str, Any], key: str) -> bool:
-    value = data.get(key, False)
-    if not isinstance(value, bool):
-        raise BadInput(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def route_from(data: dict[str, Any], name: str) -> Route:
-    """A ``Route`` carrying only the access options of a route-like mapping."""
-    if "allow" in data or "deny" in data:
-        raise BadInput(
-            f"{name}: mixes route options ({', '.join(k for k in ROUTE_KEYS if k in data)}) with "
-            "top-level allow/deny; put the rules under `policy:`"
-        )
-    ignored = sorted(str(k) for k in data if k not in ROUTE_KEYS)
-    if ignored:
-        print(f"note: {name}: ignoring route keys {', '.join(ignored)}", file=sys.stderr)
-    claims_raw = data.get("allowed_idp_claims", {}) or {}
-    if not isinstance(claims_raw, dict):
-        raise BadInput("allowed_idp_claims: expected a mapping of claim name to list of values")
-    claims: list[tuple[str, tuple[str, ...]]] = []
-    for claim, values in claims_raw.items():
-        items = values if isinstance(values, list) else [values]
-        if not all(isinstance(v, (str, int, float, bool)) for v in items):
-            raise BadInput(f"allowed_idp_claims.{claim}: expected a list of values")
-        claims.append((str(claim), tuple(items)))
-    source = data.get("from")
-    return Route(
-        from_url=source if isinstance(source, str) else "",
-        host=Host(""),
-        to=(),
-        name=name,
-        allowed_users=_strings(data, "allowed_users"),
-        allowed_domains=_strings(data, "allowed_domains"),
-        allowed_idp_claims=tuple(claims),
-        allow_any_authenticated_user=_flag(data, "allow_any_authenticated_user"),
-        allow_public_unauthenticated_access=_flag(data, "allow_public_unauthenticated_access"),
-        policy=data.get("policy"),
-    )
+        return policyfile.loads(text, "<stdin>" if name == "-" else name)
+    except errors.ConfigError as exc:
+        raise BadInput("\n  ".join(exc.problems)) from None
 
 
 def compile_file(args: argparse.Namespace) -> policy.CompiledPolicy:
-    data = load_file(args.file)
+    loaded = load_file(args.file)
     mode = args.downstream_mtls
-    if is_route_like(data):
-        mtls = (
-            None if mode is None else DownstreamMTLS(ca_pem="(--downstream-mtls)", enforcement=mode)
-        )
-        compiled = policy.compile_route_policy(route_from(data, args.file), downstream_mtls=mtls)
-        if compiled.error is not None:
-            raise compiled.error
-        return compiled
-    return policy.compile_policy(data, client_ca=mode is not None)
+    try:
+        if loaded.route is not None:
+            if loaded.ignored:
+                print(
+                    f"note: {args.file}: ignoring route keys {', '.join(sorted(loaded.ignored))}",
+                    file=sys.stderr,
+                )
+            mtls = None
+            if mode is not None:
+                mtls = DownstreamMTLS(ca_pem="(--downstream-mtls)", enforcement=mode)
+            compiled = policy.compile_route_policy(loaded.route, downstream_mtls=mtls)
+            if compiled.error is not None:
+                raise compiled.error
+            return compiled
+        return policy.compile_policy(loaded.policy, client_ca=mode is not None)
+    except PolicyError as exc:
+        line, path = loaded.locate(exc.path)
+        where = f"{loaded.source}:{line}: "
+        message = f"{where}{path}: {exc.message}" if path else where + exc.message
+        raise BadInput(message, path) from None
 
 
 # -- identity and request ----------------------------------------------------------------------
@@ -204,9 +161,9 @@ def compile_file(args: argparse.Namespace) -> policy.CompiledPolicy:
 def parse_json_arg(flag: str, text: str) -> Any:
     if text.startswith("@"):
         try:
-            text = Path(text[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise BadInput(f"{flag}: cannot read {text[1:]}: {exc.strerror or exc}") from None
+            text, _ = files.read_text(text[1:], "json", check_mode=False)
+        except files.FileProblem as exc:
+            raise BadInput(f"{flag}: {exc}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
@@ -317,6 +274,7 @@ def _client_certificate(value: Any) -> ClientCertificate | None:
 
 
 def _fail(args: argparse.Namespace, message: str, path: str = "") -> int:
+    """Print the problem (JSON too with ``--json``); the exit status of bad input."""
     if getattr(args, "json", False):
         print(json.dumps({"ok": False, "error": {"path": path, "message": message}}))
     print(f"vallum policy {args.policy_command}: {message}", file=sys.stderr)
@@ -327,9 +285,7 @@ def run_check(args: argparse.Namespace) -> int:
     try:
         compiled = compile_file(args)
     except BadInput as exc:
-        return _fail(args, str(exc))
-    except PolicyError as exc:
-        return _fail(args, f"{args.file}: {exc}", exc.path)
+        return _fail(args, str(exc), exc.path)
     if args.json:
         print(json.dumps({"ok": True, "normalized": compiled.normalized}, default=str))
     else:
@@ -349,9 +305,7 @@ def run_eval(args: argparse.Namespace) -> int:
         request = parse_request(parse_json_arg("--request", args.request))
         compiled = compile_file(args)
     except BadInput as exc:
-        return _fail(args, str(exc))
-    except PolicyError as exc:
-        return _fail(args, f"{args.file}: {exc}", exc.path)
+        return _fail(args, str(exc), exc.path)
     decision = policy.evaluate(compiled, request, identity)
     if args.json:
         print(json.dumps(decision.to_dict()))

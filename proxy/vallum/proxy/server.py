@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import logging
 import os
 import shutil
@@ -39,6 +41,7 @@ from typing import Any, cast
 import httptools
 
 from vallum.core import config, configfile, errors, routing
+from vallum.core.configfile import values
 from vallum.proxy import (
     accesslog,
     exchange,
@@ -62,12 +65,12 @@ EARLY_DEATH_SECONDS = 3.0
 
 
 def parse_address(value: str, place: str) -> tuple[str | None, int]:
-    """``":443"``, ``"0.0.0.0:8443"``, ``"[::1]:443"`` -> (host or None for all, port)."""
-    host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise errors.ConfigError([f"{place}: expected HOST:PORT or :PORT, got {value!r}"])
-    host = host.strip("[]")
-    return (host or None), int(port_text)
+    """``":443"``, ``"0.0.0.0:8443"``, ``"[::1]:443"`` -> (host or None for all, port), read as
+    the config loader reads it (:func:`vallum.core.configfile.values.parse_address`)."""
+    try:
+        return values.parse_address(value)
+    except ValueError as exc:
+        raise errors.ConfigError([f"{place}: {exc}"]) from None
 
 
 def server_context(settings: config.Settings) -> ssl.SSLContext:
@@ -80,8 +83,7 @@ def server_context(settings: config.Settings) -> ssl.SSLContext:
     failing the handshake. Where deferral is unavailable (see :mod:`vallum.proxy.tls_deferred`)
     invalid certificates fail the handshake in every mode -- closed, never open.
     """
-    mtls = settings.downstream_mtls
-    defer = mtls is not None and mtls.enforcement != "reject_connection"
+    defer = _defer(settings)
     if defer and not tls_deferred.available():
         log.warning(
             "downstream_mtls: this Python cannot defer client-certificate verification; "
@@ -91,14 +93,81 @@ def server_context(settings: config.Settings) -> ssl.SSLContext:
     return tls.server_context(settings, defer_client_verification=defer)
 
 
-def compile_file(path: str) -> config.RouteTable:
-    """The config file at ``path`` compiled into a table (raises ``ConfigError``); the loader's
-    warnings (a secret file readable by every user) are logged."""
-    warnings: list[str] = []
-    table = routing.build_table(configfile.load(path, warnings=warnings))
-    for warning in warnings:
-        log.warning("config: %s", warning, extra={"event": "config_warning"})
-    return table
+def compile_file(path: str, *, warnings: list[str] | None = None) -> config.RouteTable:
+    """The config file at ``path`` as ``vallum serve`` takes it (raises ``ConfigError``).
+
+    The one loader of every command: ``vallum serve`` at start and on each reload and ``vallum
+    config check`` all come here, so a file that passes the check is one ``serve`` starts with,
+    as far as that can be known without binding sockets: the file loads, the route table
+    builds, and :func:`check_table` passes. The loader's warnings (a secret file readable by
+    every user) go to ``warnings`` when given, else to the log.
+    """
+    return _compile(path, warnings)[0]
+
+
+def _compile(
+    path: str, warnings: list[str] | None = None
+) -> tuple[config.RouteTable, ssl.SSLContext | None]:
+    notes: list[str] = []
+    table = routing.build_table(configfile.load(path, warnings=notes))
+    if warnings is not None:
+        warnings.extend(notes)
+    else:
+        for note in notes:
+            log.warning("config: %s", note, extra={"event": "config_warning"})
+    return table, check_table(table)
+
+
+def check_table(table: config.RouteTable) -> ssl.SSLContext | None:
+    """What ``vallum serve`` builds from a table before it listens, built once to see that it
+    can be: the listener addresses, the listener's TLS context (every certificate with its key,
+    the ``downstream_mtls`` CA and CRL) and each route's upstream TLS context (``tls_custom_ca``,
+    ``certificate_authority``, ``tls_client_cert`` with its key). Raises ``ConfigError`` listing
+    every problem. Logs nothing (``config check`` prints only problems and warnings).
+
+    Returns the listener's TLS context when certificates are configured (the reload keeps it for
+    the swap); None for ``insecure_server`` or the generated self-signed certificate.
+    """
+    settings = table.settings
+    problems: list[str] = []
+    for place in ("address", "http_redirect_addr", "metrics_address"):
+        value = getattr(settings, place)
+        if value is not None:
+            try:
+                parse_address(value, place)
+            except errors.ConfigError as exc:
+                problems.extend(exc.problems)
+    context = None
+    if not settings.insecure_server and (settings.certificates or settings.downstream_mtls):
+        probe = settings
+        if not settings.certificates:  # the mTLS CA and CRL, under a stand-in certificate
+            probe = dataclasses.replace(settings, certificates=(_probe_certificate(),))
+        try:
+            built = tls.server_context(probe, defer_client_verification=_defer(settings))
+        except errors.ConfigError as exc:
+            problems.extend(exc.problems)
+        else:
+            context = built if settings.certificates else None
+    checker = upstream_tls.UpstreamTLS(settings.certificate_authority_pem)
+    for route in settings.routes:
+        try:
+            checker.context_for(route)
+        except errors.ConfigError as exc:
+            problems.extend(p for p in exc.problems if p not in problems)
+    if problems:
+        raise errors.ConfigError(problems)
+    return context
+
+
+@functools.cache
+def _probe_certificate() -> config.Certificate:
+    return tls.self_signed(["localhost"])
+
+
+def _defer(settings: config.Settings) -> bool:
+    """Whether invalid client certificates are to reach the gate (see :func:`server_context`)."""
+    mtls = settings.downstream_mtls
+    return mtls is not None and mtls.enforcement != "reject_connection"
 
 
 class Observer:
@@ -265,15 +334,17 @@ class Server:
         self.ready = True
 
     def compile(self, path: str) -> config.RouteTable:
-        """The reloader's compile step: the table, and its TLS context when the certificates or
-        ``downstream_mtls`` changed, so a broken certificate rejects the reload up front (the old
-        table keeps serving, ``/readyz`` shows the error) instead of being swapped in and then
-        failing. Runs in a worker thread; the context is kept for :meth:`_swapped`."""
-        table = compile_file(path)
+        """The reloader's compile step: :func:`compile_file`'s table, and its TLS context when
+        the certificates or ``downstream_mtls`` changed, so a broken certificate rejects the
+        reload up front (the old table keeps serving, ``/readyz`` shows the error) instead of
+        being swapped in and then failing. Runs in a worker thread; the context is kept for
+        :meth:`_swapped`."""
+        table, checked = _compile(path)
         settings = table.settings
         key = _tls_key(settings)
         if key != self._tls_key and not settings.insecure_server:
-            self._prepared = (key, server_context(settings))  # raises ConfigError
+            context = checked if checked is not None else server_context(settings)
+            self._prepared = (key, context)
         return table
 
     def _context_for(self, settings: config.Settings) -> ssl.SSLContext:

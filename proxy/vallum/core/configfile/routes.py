@@ -141,19 +141,7 @@ def read_route(ctx: nodes.Context, node: nodes.Node, path: str, default_timeout:
             f"{path}.prefix_rewrite",
             "set prefix_rewrite or regex_rewrite_pattern, not both",
         )
-    if got.get("allow_public_unauthenticated_access") and (
-        got.get("allow_any_authenticated_user")
-        or got.get("allowed_users")
-        or got.get("allowed_domains")
-        or got.get("allowed_idp_claims")
-        or got.get("policy")
-    ):
-        ctx.problem(
-            at("allow_public_unauthenticated_access"),
-            f"{path}.allow_public_unauthenticated_access",
-            "a public route cannot also restrict who may use it (remove the allow "
-            "lists or the policy, or make the route non-public)",
-        )
+    check_public(ctx, node, path, got)
     names = [got.get(k) for k in ("tls_server_name", "tls_upstream_server_name") if k in got]
     if len(set(names)) > 1:
         ctx.problem(
@@ -246,6 +234,35 @@ def _route_to(
     return tuple(out) if out and len(out) == len(items) and len(weighted) == 1 else None
 
 
+ACCESS_KEYS = (
+    "policy",
+    "allowed_users",
+    "allowed_domains",
+    "allowed_idp_claims",
+    "allow_any_authenticated_user",
+    "allow_public_unauthenticated_access",
+)
+"""The route options that decide who gets in (what ``vallum policy`` reads of a route)."""
+
+
+def check_public(ctx: nodes.Context, node: nodes.Node, path: str, got: dict[str, Any]) -> None:
+    """A public route with allow lists or a policy is refused, as Pomerium refuses it."""
+    if got.get("allow_public_unauthenticated_access") and (
+        got.get("allow_any_authenticated_user")
+        or got.get("allowed_users")
+        or got.get("allowed_domains")
+        or got.get("allowed_idp_claims")
+        or got.get("policy")
+    ):
+        key = "allow_public_unauthenticated_access"
+        ctx.problem(
+            node.key_lines.get(key, node.line),
+            f"{path}.{key}" if path else key,
+            "a public route cannot also restrict who may use it (remove the allow "
+            "lists or the policy, or make the route non-public)",
+        )
+
+
 def check_policy(
     ctx: nodes.Context,
     node: nodes.Node,
@@ -259,23 +276,29 @@ def check_policy(
     error = compiled.error
     if error is None:
         return
-    inner = error.path
+    line, full = locate_policy_error(node, path, error.path)
+    ctx.problem(line, full, error.message)
+
+
+def locate_policy_error(node: nodes.Node, path: str, inner: str) -> tuple[int, str]:
+    """The line and the full key path of a policy error at ``inner`` (the compiler's path,
+    ``allow.or[2].email`` or ``allowed_users[1]``) in the route at ``node`` named ``path``."""
     first = inner.split(".", 1)[0].split("[", 1)[0]
     policy_node = node.value.get("policy") if isinstance(node.value, dict) else None
     if policy_node is not None and first not in ROUTE_KEYS:
-        target = _locate(policy_node, inner)
+        target = locate(policy_node, inner)
         separator = "" if not inner or inner.startswith("[") else "."
-        full = f"{path}.policy{separator}{inner}"
+        full = f"{path}.policy{separator}{inner}" if path else f"policy{separator}{inner}"
     else:  # a problem in a legacy option (allowed_users, ...), named from the route
-        target = _locate(node, inner)
-        full = f"{path}.{inner}" if inner else path
-    ctx.problem(target.line, full, error.message)
+        target = locate(node, inner)
+        full = (f"{path}.{inner}" if path else inner) if inner else path
+    return target.line, full
 
 
 _PATH_PART = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 
-def _locate(node: nodes.Node, path: str) -> nodes.Node:
+def locate(node: nodes.Node, path: str) -> nodes.Node:
     """The deepest node along ``path`` (``allow.or[2].email``), for the line of a problem."""
     for index, key in _PATH_PART.findall(path):
         if index and isinstance(node.value, list) and int(index) < len(node.value):
@@ -285,3 +308,4 @@ def _locate(node: nodes.Node, path: str) -> nodes.Node:
         else:
             break
     return node
+

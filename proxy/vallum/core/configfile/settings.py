@@ -67,15 +67,15 @@ def r_downstream_mtls(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
 
 
 SETTINGS_KEYS: dict[str, nodes.Reader] = {
-    "address": values.r_str,
-    "http_redirect_addr": values.r_str,
+    "address": values.r_address,
+    "http_redirect_addr": values.r_address,
     "insecure_server": values.r_bool,
     "certificates": values.r_list(r_certificate),
     "certificate": values.r_pem("certificate"),
     "certificate_key": values.r_pem("private key"),
     "certificate_file": values.r_pem_file("certificate"),
     "certificate_key_file": values.r_pem_file("private key"),
-    "metrics_address": values.r_str,
+    "metrics_address": values.r_address,
     "xff_num_trusted_hops": values.r_count,
     "timeout_idle": values.r_duration,
     "headers_with_underscores_action": values.r_enum("allow", "drop_header", "reject_request"),
@@ -176,6 +176,7 @@ def read_settings(ctx: nodes.Context, root: nodes.Node) -> config.Settings | Non
     if "cookie_secret" in kwargs:
         _check_cookie_secret(ctx, root, kwargs["cookie_secret"])
     kwargs["certificates"] = _certificates(ctx, root, got)
+    _check_listeners(ctx, root, kwargs)
     routes_key = "routes"
     if "routes" in got and "policy" in got:
         ctx.problem(
@@ -248,3 +249,34 @@ def _check_cookie_secret(ctx: nodes.Context, root: nodes.Node, secret: str) -> N
             f"must hold at least 32 bytes (base64 "
             f"of 32 random bytes: head -c32 /dev/urandom | base64), got {size}",
         )
+
+
+_DEFAULT_ADDRESS = str(config.Settings.__dataclass_fields__["address"].default)
+_EVERY_INTERFACE = (None, "0.0.0.0", "::")  # noqa: S104 - compared with, not bound
+
+
+def _check_listeners(ctx: nodes.Context, root: nodes.Node, kwargs: dict[str, Any]) -> None:
+    """Two of ``vallum serve``'s listeners on one port would fail to start (the admin listener
+    does not share ports) or, worse, share it (the main and redirect listeners both set
+    ``SO_REUSEPORT``, and the kernel would spread connections over them)."""
+    keys = ["address", "metrics_address"]
+    if not kwargs.get("insecure_server"):  # the redirect listener only runs beside HTTPS
+        keys.insert(1, "http_redirect_addr")
+    if any(key in root.value and key not in kwargs for key in keys):
+        return  # one did not read: its problem is reported already
+    seen: list[tuple[str, str | None, int]] = []
+    for key in keys:
+        text = kwargs.get(key, _DEFAULT_ADDRESS if key == "address" else None)
+        if text is None:
+            continue
+        host, port = values.parse_address(text)
+        for other, other_host, other_port in seen:
+            if port and port == other_port and (
+                host == other_host or host in _EVERY_INTERFACE or other_host in _EVERY_INTERFACE
+            ):
+                ctx.problem(
+                    root.key_lines.get(key, 1),
+                    key,
+                    f"the same port as {other}: each listener needs its own",
+                )
+        seen.append((key, host, port))

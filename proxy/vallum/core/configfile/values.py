@@ -4,6 +4,8 @@ problem that names the place. Pomerium's forms: Go durations, PEM or base64 PEM,
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -67,6 +69,54 @@ def r_enum(*choices: str) -> nodes.Reader:
         return node.value
 
     return read
+
+
+def parse_address(value: str) -> tuple[str | None, int]:
+    """A listener address as Go's ``net.SplitHostPort`` reads it (so as Pomerium does):
+    ``":443"``, ``"0.0.0.0:8443"``, ``"[::1]:443"``, ``"localhost:80"`` -> (host or None for
+    every interface, port). Raises ``ValueError`` saying what is wrong."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep:
+        raise ValueError(f"expected HOST:PORT or :PORT, got {nodes.shown(value)}")
+    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(
+            f"expected HOST:PORT or :PORT with a port from 0 to 65535, got {nodes.shown(value)}"
+        )
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"not an IPv6 address in [...]: {nodes.shown(value)}") from None
+        return host[1:-1], int(port_text)
+    if ":" in host or "[" in host or "]" in host:
+        raise ValueError(
+            f"an IPv6 address goes in brackets, as [::1]:443; got {nodes.shown(value)}"
+        )
+    if host and not _HOST_NAME.match(host):
+        raise ValueError(f"not a host name or IP address: {nodes.shown(value)}")
+    if host and all(part.isdigit() for part in host.split(".")):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            raise ValueError(f"not an IPv4 address: {nodes.shown(value)}") from None
+    return (host or None), int(port_text)
+
+
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_-]{1,63})*\.?$"
+)
+
+
+def r_address(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    """A listener address (``address``, ``http_redirect_addr``, ``metrics_address``)."""
+    value = r_str(ctx, node, path)
+    if value is nodes.MISSING:
+        return value
+    try:
+        parse_address(value)
+    except ValueError as exc:
+        return ctx.problem(node.line, path, str(exc))
+    return value
 
 
 def r_url(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
