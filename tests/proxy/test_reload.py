@@ -179,3 +179,49 @@ async def test_sighup_reloads(setup: tuple[Path, state.TableHolder]) -> None:
         await wait_for(lambda: holder.current.settings.address == ":6443")
     finally:
         await reloader.stop()
+
+
+async def test_before_swap_runs_first_and_its_failure_rejects_the_reload(
+    setup: tuple[Path, state.TableHolder],
+) -> None:
+    """What must change with the table (a listener) is prepared before the swap; if it cannot
+    be, the reload is rejected like a bad file: old table, ``last_error``, failure callbacks."""
+    path, holder = setup
+    seen: list[tuple[str, str]] = []
+    outcome: list[BaseException | None] = [OSError(24, "Too many open files")]
+
+    async def before_swap(table: config.RouteTable) -> None:
+        seen.append(("before", table.settings.address))
+        assert holder.current is not table  # not swapped yet
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    failures: list[str] = []
+    reloader = reload.Reloader(
+        str(path),
+        holder,
+        compile_json,
+        before_swap=before_swap,
+        on_swap=[lambda t: seen.append(("swap", t.settings.address))],
+        on_failure=[failures.append],
+    )
+    old = holder.current
+    write(path, {"address": ":9443"})
+    assert await reloader.reload() is False
+    assert holder.current is old and holder.generation == 1 and holder.failures == 1
+    assert holder.last_error == f"{path}: [Errno 24] Too many open files"
+    assert failures == [holder.last_error]
+    outcome[0] = errors.ConfigError(["downstream_mtls: cannot listen"])
+    assert await reloader.reload() is False
+    assert holder.last_error == "downstream_mtls: cannot listen"
+    outcome[0] = KeyError("a bug in the step")
+    assert await reloader.reload() is False
+    assert holder.last_error is not None and "KeyError" in holder.last_error
+    outcome[0] = None
+    assert await reloader.reload() is True
+    assert holder.current.settings.address == ":9443" and holder.last_error is None
+    assert seen == [("before", ":9443")] * 4 + [("swap", ":9443")]
+    assert await reloader.reload() is True  # unchanged: no swap, so nothing to prepare
+    assert len(seen) == 5
+    with pytest.raises(RuntimeError, match="await reload"):
+        reloader.reload_now()  # the step needs the loop

@@ -6,8 +6,13 @@ inode — the last catches the rename-into-place that editors and Kubernetes Con
 and also reloads on ``SIGHUP``. The new table is compiled *beside* the old one (in a worker
 thread, so the event loop keeps serving) and swapped into the :class:`TableHolder` in one
 assignment. A file that does not compile leaves the old table in place; every problem is logged
-as a structured line and kept in ``holder.last_error``. An unchanged checksum is not a swap. No
-method of :class:`Reloader` raises: a reload failure must never take the proxy down.
+as a structured line and kept in ``holder.last_error``. An unchanged checksum is not a swap.
+
+What must change *with* the table (a new listening socket for a new ``downstream_mtls`` CA) is
+done by the ``before_swap`` step, on the loop, after the compile and before the swap; if it
+fails the reload is rejected exactly like a file that does not compile, so the table and the
+listeners never disagree. No method of :class:`Reloader` raises: a reload failure must never
+take the proxy down.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from vallum.core import config, errors
@@ -46,8 +51,11 @@ class Reloader:
     """Keeps ``holder`` in step with the config file at ``config_path``.
 
     ``compile`` turns the file into a :class:`RouteTable` (``vallum.core.configfile.load`` then
-    ``routing.build_table``) and raises :class:`ConfigError` for a bad file. ``on_swap`` callbacks
-    run on the event loop after each swap (dropping stale upstream TLS contexts, metrics).
+    ``routing.build_table``) and raises :class:`ConfigError` for a bad file. ``before_swap`` is
+    awaited on the event loop with a new table just before it is swapped in; raising
+    :class:`ConfigError` or ``OSError`` rejects the reload. ``on_swap`` callbacks run on the
+    event loop right after each swap, in the same loop step (dropping stale upstream TLS
+    contexts, metrics, closing a replaced listener).
     """
 
     def __init__(
@@ -59,6 +67,7 @@ class Reloader:
         *,
         on_swap: Iterable[Callable[[config.RouteTable], None]] = (),
         on_failure: Iterable[Callable[[str], None]] = (),
+        before_swap: Callable[[config.RouteTable], Awaitable[None]] | None = None,
     ) -> None:
         self.config_path = config_path
         self.holder = holder
@@ -66,6 +75,7 @@ class Reloader:
         self.interval = interval
         self.on_swap = list(on_swap)
         self.on_failure = list(on_failure)
+        self.before_swap = before_swap
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._signal_installed = False
@@ -125,16 +135,41 @@ class Reloader:
         async with self._lock:
             seen = file_signature(self._watched())
             outcome = await asyncio.to_thread(self._compile)
+            if (
+                self.before_swap is not None
+                and not isinstance(outcome, list)
+                and outcome.checksum != self.holder.current.checksum
+            ):
+                outcome = await self._prepare(self.before_swap, outcome)
             return self._apply(outcome, seen)
 
     def reload_now(self) -> bool:
-        """Compile and swap synchronously.
+        """Compile and swap synchronously (for a reloader without a ``before_swap`` step, which
+        needs the loop: with one, use :meth:`reload`).
 
         Returns ``True`` when the file on disk is what is being served now (swapped in, or
-        unchanged), ``False`` when it was rejected and the old table kept. Never raises.
+        unchanged), ``False`` when it was rejected and the old table kept.
         """
+        if self.before_swap is not None:
+            raise RuntimeError("reload_now() cannot run before_swap; await reload()")
         seen = file_signature(self._watched())
         return self._apply(self._compile(), seen)
+
+    async def _prepare(
+        self,
+        step: Callable[[config.RouteTable], Awaitable[None]],
+        table: config.RouteTable,
+    ) -> config.RouteTable | list[str]:
+        try:
+            await step(table)
+        except errors.ConfigError as exc:
+            return list(exc.problems)
+        except OSError as exc:
+            return [f"{self.config_path}: {exc}"]
+        except Exception as exc:  # a bug in the step must not take the proxy down
+            log.exception("reload: unexpected error", extra={"event": "reload_crashed"})
+            return [f"{self.config_path}: unexpected {type(exc).__name__}: {exc}"]
+        return table
 
     def _compile(self) -> config.RouteTable | list[str]:
         try:

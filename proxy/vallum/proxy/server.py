@@ -10,10 +10,13 @@ One worker (:class:`Server`) runs, on one event loop (uvloop when installed):
   URL over HTTPS (as Pomerium does);
 * the admin listener on ``metrics_address`` (``/healthz``, ``/readyz``, ``/metrics``), in worker 0;
 * the :class:`~vallum.proxy.reload.Reloader`: a changed file or ``SIGHUP`` compiles a new table
-  beside the old one and swaps it in. A swap that changes the certificates builds a new TLS
-  context and hands every new handshake over to it from the listener's SNI callback; a change of
-  ``downstream_mtls`` opens a new listening socket beside the old one (``SO_REUSEPORT``) and then
-  closes the old one. Established connections are never touched.
+  beside the old one (with every check of the start, :func:`compile_file`) and swaps it in. A
+  swap that changes the certificates builds a new TLS context and hands every new handshake over
+  to it from the listener's SNI callback; a change of ``downstream_mtls`` opens a new listening
+  socket beside the old one (``SO_REUSEPORT``) *before* the swap and closes the old one in the
+  same loop step as the swap, so the table and the CA that checks client certificates always
+  agree; if the socket cannot be opened the whole reload is rejected (:meth:`Server._before_swap`).
+  Established connections are never touched.
 
 ``--workers N`` (:func:`run`) forks N such workers sharing the ports with ``SO_REUSEPORT`` -- the
 kernel spreads connections over them, as nginx's workers do. The parent only supervises:
@@ -32,6 +35,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -294,6 +298,9 @@ class Server:
         self._tls_key = _tls_key(settings)
         self._front: ssl.SSLContext | None = None  # the context the listener was made with
         self._prepared: tuple[tuple[object, ...], ssl.SSLContext] | None = None
+        self._pending: tuple[tuple[object, ...], ssl.SSLContext, asyncio.Server | None] | None = (
+            None  # made by _before_swap for _swapped: the new context and, for mTLS, listener
+        )
         self._address = parse_address(settings.address, "address")
 
     @property
@@ -328,6 +335,7 @@ class Server:
                 self.holder,
                 self.compile,
                 on_swap=[self.upstream_tls.retain, self._swapped],
+                before_swap=self._before_swap,
                 on_failure=[self.metrics.reload_failed],
             )
             self.reloader.start()
@@ -338,7 +346,7 @@ class Server:
         the certificates or ``downstream_mtls`` changed, so a broken certificate rejects the
         reload up front (the old table keeps serving, ``/readyz`` shows the error) instead of
         being swapped in and then failing. Runs in a worker thread; the context is kept for
-        :meth:`_swapped`."""
+        :meth:`_before_swap`."""
         table, checked = _compile(path)
         settings = table.settings
         key = _tls_key(settings)
@@ -353,6 +361,63 @@ class Server:
         if prepared is not None and prepared[0] == _tls_key(settings):
             return prepared[1]
         return server_context(settings)
+
+    async def _before_swap(self, table: config.RouteTable) -> None:
+        """Everything a new table needs from the listeners that can fail, done before the swap
+        (raising rejects the reload, and the old table, certificates and listener stay).
+
+        New certificates: the TLS context (built by :meth:`compile`). A new ``downstream_mtls``:
+        a new listening socket beside the old one, with the new CA, CRL and enforcement -- a
+        connection's verification settings come from the context its listener was made with,
+        so the old listener must not accept one more connection once the new table is served.
+        Switching ``insecure_server`` changes what the listener speaks; that needs a restart.
+        """
+        self._pending = None
+        settings = table.settings
+        key = _tls_key(settings)
+        if key == self._tls_key:
+            return
+        if settings.insecure_server != self._tls_key[2]:
+            raise errors.ConfigError(
+                [
+                    "insecure_server: changed from "
+                    f"{str(self._tls_key[2]).lower()} to {str(settings.insecure_server).lower()}; "
+                    "restart vallum to switch address between HTTP and HTTPS"
+                ]
+            )
+        if settings.insecure_server:
+            return
+        context = self._context_for(settings)
+        listener = None
+        if key[1] != self._tls_key[1] or self._front is None:
+            try:
+                listener = await self._listen(self._bound_address(), context)
+            except OSError as exc:
+                log.error(
+                    "downstream_mtls changed but the new listener failed; keeping the current "
+                    "configuration: %s",
+                    exc,
+                    extra={"event": "tls_rebind_failed", "error": str(exc)},
+                )
+                raise errors.ConfigError(
+                    [
+                        f"downstream_mtls: changed, but listening on {self._bound_address_text()} "
+                        f"with the new client CA failed ({exc}); the reload is rejected, the "
+                        "current table and listener keep serving"
+                    ]
+                ) from None
+        self._pending = (key, context, listener)
+
+    def _bound_address(self) -> tuple[str | None, int]:
+        """The configured address, with the port the listener got when it asked for port 0."""
+        host, port = self._address
+        if port == 0 and self.main is not None and self.main.sockets:
+            port = int(self.main.sockets[0].getsockname()[1])
+        return host, port
+
+    def _bound_address_text(self) -> str:
+        host, port = self._bound_address()
+        return f"[{host}]:{port}" if host and ":" in host else f"{host or ''}:{port}"
 
     async def _start_admin(self, address_text: str) -> None:
         from vallum.proxy import admin  # the admin listener is aiohttp; load it only when used
@@ -369,8 +434,13 @@ class Server:
     async def _listen(
         self, address: tuple[str | None, int], context: ssl.SSLContext | None
     ) -> asyncio.Server:
+        """A listener on ``address``; raises ``OSError`` when no socket could be made.
+
+        asyncio's ``create_server`` skips an address whose ``socket()`` fails (taking it for an
+        unsupported family), so out of file descriptors it returns a server listening nowhere;
+        that is an error here, with the reason ``socket()`` gives."""
         loop = asyncio.get_running_loop()
-        return await loop.create_server(
+        listener = await loop.create_server(
             self.ctx.protocol,
             address[0],
             address[1],
@@ -379,38 +449,37 @@ class Server:
             backlog=4096,
             ssl_handshake_timeout=10.0 if context is not None else None,
         )
+        if not listener.sockets:
+            listener.close()
+            with socket.socket():  # raises the reason (EMFILE, ENFILE, ...) if it still holds
+                pass
+            raise OSError(f"no listening socket could be made on {address[0] or ''}:{address[1]}")
+        return listener
 
     def _swapped(self, table: config.RouteTable) -> None:
+        """Right after the swap, in the same loop step: serve what :meth:`_before_swap` made
+        (close the replaced listener, or hand new handshakes to the new certificates)."""
         self.metrics.set_table(self.holder.generation, len(table.settings.routes))
         settings = table.settings
         if parse_address(settings.address, "address") != self._address:
             log.warning("address changed: restart vallum to listen on the new address")
+        pending, self._pending = self._pending, None
         key = _tls_key(settings)
         if key == self._tls_key or settings.insecure_server:
+            self._tls_key = key
             return
-        mtls_changed = key[1] != self._tls_key[1]
+        if pending is None or pending[0] != key:  # pragma: no cover - _before_swap always ran
+            log.error("certificates changed without being prepared: restart vallum")
+            return
         self._tls_key = key
-        if mtls_changed or self._front is None:
-            asyncio.get_running_loop().create_task(self._rebind(settings))
-            return
-        try:
-            fresh = self._context_for(settings)
-        except errors.ConfigError as exc:
-            log.error("certificates changed but cannot be loaded: %s", exc)
-            return
-        _hand_over(self._front, fresh)
-        log.info("certificates reloaded", extra={"event": "tls_reloaded"})
-
-    async def _rebind(self, settings: config.Settings) -> None:
-        try:
-            context = self._context_for(settings)
-            fresh = await self._listen(self._address, context)
-        except (errors.ConfigError, OSError) as exc:
-            log.error("certificates changed but the new TLS listener failed: %s", exc)
-            return
-        old, self.main, self._front = self.main, fresh, context
-        if old is not None:
-            old.close()
+        _, context, listener = pending
+        if listener is not None:
+            old, self.main, self._front = self.main, listener, context
+            if old is not None:
+                old.close()
+        else:
+            assert self._front is not None
+            _hand_over(self._front, context)
         log.info("certificates reloaded", extra={"event": "tls_reloaded"})
 
     async def close(self, drain: float = DRAIN_SECONDS) -> None:
