@@ -320,12 +320,15 @@ class Server:
             address = parse_address(settings.http_redirect_addr, "http_redirect_addr")
             loop = asyncio.get_running_loop()
             https_port = self.port
-            self.redirect = await loop.create_server(
-                lambda: RedirectToHTTPS(https_port),
-                address[0],
-                address[1],
-                reuse_port=True,
-                backlog=1024,
+            self.redirect = _listening(
+                await loop.create_server(
+                    lambda: RedirectToHTTPS(https_port),
+                    address[0],
+                    address[1],
+                    reuse_port=True,
+                    backlog=1024,
+                ),
+                address,
             )
         if settings.metrics_address and self.want_admin:
             await self._start_admin(settings.metrics_address)
@@ -449,12 +452,7 @@ class Server:
             backlog=4096,
             ssl_handshake_timeout=10.0 if context is not None else None,
         )
-        if not listener.sockets:
-            listener.close()
-            with socket.socket():  # raises the reason (EMFILE, ENFILE, ...) if it still holds
-                pass
-            raise OSError(f"no listening socket could be made on {address[0] or ''}:{address[1]}")
-        return listener
+        return _listening(listener, address)
 
     def _swapped(self, table: config.RouteTable) -> None:
         """Right after the swap, in the same loop step: serve what :meth:`_before_swap` made
@@ -512,6 +510,16 @@ class Server:
             self.access_log.flush()
         except (OSError, ValueError) as exc:
             log.error("access log: final flush failed: %s", exc)
+
+
+def _listening(listener: asyncio.Server, address: tuple[str | None, int]) -> asyncio.Server:
+    """``listener``, or ``OSError`` when asyncio made it with no socket (see ``_listen``)."""
+    if not listener.sockets:
+        listener.close()
+        with socket.socket():  # raises the reason (EMFILE, ENFILE, ...) if it still holds
+            pass
+        raise OSError(f"no listening socket could be made on {address[0] or ''}:{address[1]}")
+    return listener
 
 
 def _tls_key(settings: config.Settings) -> tuple[object, ...]:
