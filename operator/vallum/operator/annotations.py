@@ -18,11 +18,15 @@ Pure: no I/O, no Kubernetes client. Secret references (``tls_client_secret``, ..
 names (``ingress.vallum.dev/policy-ref``) are returned as names for the translator to resolve.
 A bad annotation is a problem string naming it, never an exception. Same input, same output.
 
-Use::
+Use (imported under another name: ``annotations`` is the name ``from __future__ import
+annotations`` binds, and mypy reads the module's name as that)::
 
-    got = annotations.read(ingress["metadata"].get("annotations", {}))
+    from vallum.operator import annotations as ingress_annotations
+
+    got = ingress_annotations.read(ingress["metadata"].get("annotations", {}))
     got.problems      # ("ingress.pomerium.io/timeout: expected a duration ...", ...)
-    node = annotations.route_node({"from": url, "to": upstreams, "prefix": "/"}, got.options)
+    rule = {"from": url, "to": upstreams, "prefix": "/"}
+    node = ingress_annotations.route_node(rule, got.options)
     route = routes.read_route(ctx, node, "Ingress default/app", default_timeout)
 """
 
@@ -294,6 +298,8 @@ def _unknown(prefix: str, name: str) -> str:
         inline = name.removesuffix("_file")
         secret = "tls_custom_ca_secret" if "custom_ca" in name else "tls_client_secret"
         return f"annotations cannot name files; use {inline} or {secret}"
+    if name == POLICY_REF:
+        return f"Vallum's own annotation: use {VALLUM_PREFIX}{POLICY_REF}"
     if name in RULE_KEYS:
         return "comes from the Ingress's rules, not from an annotation"
     known = [*OPTION_READERS, *FLAGS, *SECRET_REFS]
