@@ -141,13 +141,14 @@ def _enc(value: str) -> bytes:
     return value.encode("latin-1", "replace")
 
 
-_UNSAFE = str.maketrans({"\r": " ", "\n": " ", "\0": " "})
-
-
 def header_line(name: str, value: str) -> bytes:
     """One header line Vallum writes: UTF-8 (as Pomerium sends identity headers; latin-1 with
-    ``replace`` turned every non-Latin name into ``????``), CR/LF/NUL never reach the wire."""
-    return f"{name}: {value}".translate(_UNSAFE).encode() + b"\r\n"
+    ``replace`` turned every non-Latin name into ``????``), CR/LF/NUL never reach the wire.
+    (Three ``in`` scans: ``str.translate`` with a table costs microseconds a line.)"""
+    line = f"{name}: {value}"
+    if "\r" in line or "\n" in line or "\0" in line:
+        line = line.replace("\r", " ").replace("\n", " ").replace("\0", " ")
+    return line.encode() + b"\r\n"
 
 
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
