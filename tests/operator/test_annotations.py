@@ -424,3 +424,19 @@ def test_deterministic() -> None:
     assert first == again
     assert list(first.options) == sorted(first.options)
     assert first.policy_refs == ("z", "a")  # the order written: the translator combines them
+
+
+def test_a_value_that_is_not_a_string_is_a_problem() -> None:
+    given: dict[str, Any] = {P + "timeout": 30, V + "name": None, "other/x": 1}
+    got = ingress_annotations.read(given)
+    assert got.problems == (
+        f"{P}timeout: expected a string value, got 30",
+        f"{V}name: expected a string value, got None",
+    )
+    assert got.options == {}
+
+
+def test_problems_past_the_limit_are_counted() -> None:
+    got = ingress_annotations.read({f"{V}unknown-{i:03}": "x" for i in range(150)})
+    assert len(got.problems) == nodes.MAX_PROBLEMS + 1
+    assert got.problems[-1] == "ingress annotations: … and 50 more problems"

@@ -143,8 +143,11 @@ class IngressAnnotations:
 
     ``options`` maps route option names to values as a routes file holds them (plain YAML
     data; text options as strings), keys sorted: only values that passed their reader, so
-    an option with a problem is absent. ``sources`` names the annotation each option came
-    from. ``problems`` lists every problem, each starting with the annotation's name."""
+    an option with a bad value is absent (one that passed but conflicts with another option,
+    a rewrite without its pair say, stays). ``sources`` names the annotation each option,
+    flag and Secret reference came from. ``problems`` lists every problem, each starting
+    with the annotation's name: any problem makes the Ingress broken (its routes deny), so
+    the options are never served with a problem left out."""
 
     options: Mapping[str, Any] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
@@ -168,7 +171,7 @@ class _Problems(nodes.Context):
     """A :class:`nodes.Context` whose problems name the annotation, not a file and line."""
 
     def __init__(self) -> None:
-        super().__init__("<annotations>", "")
+        super().__init__("ingress annotations", "")
         self.current = ""  # the annotation being read, if one is
         self.option = ""  # its option name
         self.sources: dict[str, str] = {}  # option -> annotation, for checks across options
@@ -215,6 +218,9 @@ def read(annotations: Mapping[str, str]) -> IngressAnnotations:
             continue
         name = key[len(prefix) :]
         ctx.current, ctx.option = key, name
+        if not isinstance(text, str):  # the API server sends strings; a caller might not
+            ctx.problem(1, "", f"expected a string value, got {nodes.shown(text)}")
+            continue
         if name == POLICY_REF and prefix == VALLUM_PREFIX:
             policy_refs = _policy_refs(ctx, text)
         elif name in OPTION_READERS or name in FLAGS or name in SECRET_REFS:
