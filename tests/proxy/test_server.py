@@ -40,7 +40,9 @@ def config_text(port: int, upstream: str, *, extra: str = "", route_extra: str =
 
 
 @asynccontextmanager
-async def running(path: Path) -> AsyncIterator[server.Server]:
+async def running(path: Path, *, poll: bool = True) -> AsyncIterator[server.Server]:
+    """A started ``Server`` for ``path``; its reloader polls every 0.1 s, or not at all
+    (``poll=False``: the test says when to reload)."""
     srv = server.Server(
         server.compile_file(str(path)),
         config_path=str(path),
@@ -48,7 +50,10 @@ async def running(path: Path) -> AsyncIterator[server.Server]:
     )
     await srv.start()
     assert srv.reloader is not None
-    srv.reloader.interval = 0.1
+    if poll:
+        srv.reloader.interval = 0.1
+    else:
+        await srv.reloader.stop()
     try:
         yield srv
     finally:

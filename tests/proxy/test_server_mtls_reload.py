@@ -15,18 +15,19 @@ import logging
 import os
 import resource
 import ssl
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from tests.proxy import dataplane as dp
+from tests.proxy import test_server
 from tests.support.certs import Leaf, TestCA
 from tests.support.net import free_port
 from vallum.core import config
-from vallum.proxy import accesslog, server
+from vallum.proxy import server
 
 
 @pytest.fixture(scope="module")
@@ -58,20 +59,8 @@ def _replace(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-@asynccontextmanager
-async def _serving(path: Path) -> AsyncIterator[server.Server]:
-    srv = server.Server(
-        server.compile_file(str(path)),
-        config_path=str(path),
-        access_log=accesslog.AccessLog(enabled=False),
-    )
-    await srv.start()
-    assert srv.reloader is not None
-    await srv.reloader.stop()  # no polling: this test says when to reload
-    try:
-        yield srv
-    finally:
-        await srv.close(drain=1)
+def _serving(path: Path) -> AbstractAsyncContextManager[server.Server]:
+    return test_server.running(path, poll=False)
 
 
 async def _outcome(port: int, server_ca: TestCA, client: Leaf, tmp: Path) -> str:
