@@ -191,7 +191,7 @@ class Exchange:
         if self.status < 0:
             self.respond_error(-self.status, "The request is malformed.")
             return
-        if self.method == "CONNECT":  # llhttp hands CONNECT over as an upgrade: never a tunnel
+        if self.upgrade and self.method == "CONNECT":  # llhttp: an upgrade; never a tunnel
             self.respond_error(405, "CONNECT is not supported.")
             return
         ctx = self.proto.ctx

@@ -250,9 +250,7 @@ class HTTP1(asyncio.Protocol):
         self._url = b""
         if self._headers:  # trailers of the previous message
             self._headers = []
-        self._head_size = 0
-        self._fields = 0
-        self._head_bytes = 0
+        self._head_size = self._fields = self._head_bytes = 0
         self._underscored = False
 
     def on_url(self, url: bytes) -> None:

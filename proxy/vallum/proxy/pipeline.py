@@ -183,7 +183,10 @@ def request_info(
         query,
         scheme,
         headers,
-        fwd.client_ip(peer_ip, headers.get("x-forwarded-for"), trusted_hops),
+        # No trusted hop (the default): the peer, without a call (hot path).
+        peer_ip
+        if trusted_hops <= 0
+        else fwd.client_ip(peer_ip, headers.get("x-forwarded-for"), trusted_hops),
         client_cert,
         _now(),
     )

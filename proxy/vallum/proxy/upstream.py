@@ -223,11 +223,6 @@ class UpstreamConnection(asyncio.Protocol):
         if not self.expecting:
             self._out_of_step("bytes from the upstream while no response was expected")
             return
-        if not self.got_response:  # bound the head by bytes (one check a read, not a field)
-            self._head_size += len(data)
-            if self._head_size > MAX_RESPONSE_HEAD:
-                self._fail(UpstreamError("response head too large"))
-                return
         corked = self.writer if self.sink is not None else None
         if corked is not None:
             corked.cork()
@@ -246,6 +241,12 @@ class UpstreamConnection(asyncio.Protocol):
         finally:
             if corked is not None:
                 corked.uncork()
+        if not self.got_response and self.expecting:
+            # The head did not end in this read: bound what llhttp's binding buffers for it
+            # (one check a read, and none at all when the head ends in the read it began in).
+            self._head_size += len(data)
+            if self._head_size > MAX_RESPONSE_HEAD:
+                self._fail(UpstreamError("response head too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -401,7 +402,7 @@ class Pool:
     def release(self, conn: UpstreamConnection) -> None:
         """Pool a connection whose response ended; once per response (a second release of
         the same connection would hand it to two exchanges at once)."""
-        if conn.pooled or conn.closed:
+        if conn.pooled:  # (the caller checked that it is open)
             return
         idle = self._idle.setdefault(conn.key, [])
         if len(idle) >= POOL_MAX_IDLE_PER_KEY:
