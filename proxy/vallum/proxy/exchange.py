@@ -669,9 +669,6 @@ def _refusal(
 ) -> tuple[int, str] | None:
     """Why a parsed request is refused before the gate sees it (status, message), else
     ``None``; also sets the exchange's framing. The common case costs a few dict look-ups."""
-    length = headers.get("content-length")
-    if length is not None:  # llhttp accepted exactly one decimal value
-        ex.framing = b"Content-Length: %d\r\n" % int(length)
     coding = headers.get("transfer-encoding")
     if coding is not None:
         # llhttp frames a body only when "chunked" comes last; other codings ("gzip, chunked")
@@ -679,7 +676,7 @@ def _refusal(
         if coding.strip().lower() != "chunked":
             return 501, "Transfer codings other than chunked are not supported."
         ex.chunked = True
-        ex.framing = fwd.CHUNKED
+    ex.framing = fwd.request_framing(ex.chunked, headers.get("content-length"))
     expect = headers.get("expect")
     if expect is not None and expect.lower() == "100-continue":
         ex.expect = True
