@@ -190,7 +190,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        """Read on. Idempotent; :meth:`Pool.release` calls it for every pooled connection."""
+        """Read on. Idempotent; :meth:`Pool.release` calls it for a connection pooled paused."""
         if self.reading_paused:
             self.reading_paused = False
             if self.transport is not None and not self.closed:
