@@ -270,6 +270,22 @@ def test_response_headers_drop_hop_by_hop_and_apply_set_response_headers() -> No
     assert text.count("Set-Cookie") == 2
 
 
+@pytest.mark.parametrize(
+    "connection", [b"keep-alive", b"Content-Length", b"close, content-length, X-Hop"]
+)
+def test_the_response_content_length_line_is_vallums_and_no_connection_token_drops_it(
+    connection: bytes,
+) -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"))
+    lines, length, chunked = plan.response_headers(
+        [(b"content-length", b"3"), (b"Connection", connection), (b"X-Hop", b"1")]
+    )
+    text = b"".join(lines).decode()
+    assert (length, chunked) == (b"3", False)
+    assert text.count("Content-Length: 3\r\n") == 1 and "content-length" not in text
+    assert ("X-Hop" in text) == (b"x-hop" not in connection.lower())
+
+
 def test_plans_are_built_once_per_table_and_route() -> None:
     tbl = dp.table(dp.route("app.test", "http://10.1.1.1:80"))
     plans = forward.Plans()

@@ -284,7 +284,8 @@ class Exchange:
         assert self.plan is not None
         pool = self.proto.ctx.pool
         route = self.plan.route
-        index = pool.pick(route, self.tried)
+        # One endpoint, not tried yet: pool.pick's answer (0) without the call (hot path).
+        index = 0 if len(route.to) == 1 and not self.tried else pool.pick(route, self.tried)
         if index is None:
             self.respond_error(502, "The upstream service is unreachable.")
             return
@@ -435,9 +436,7 @@ class Exchange:
         assert self.plan is not None
         self.status = status
         self.last_activity = self.proto.loop.time()
-        lines, length, chunked = self.plan.response_headers(headers)
-        if length is not None and not chunked:  # llhttp checked it: one value, digits only
-            lines.append(b"Content-Length: " + length + b"\r\n")
+        lines, length, chunked = self.plan.response_headers(headers)  # framing lines ours
         if no_body:
             framing = upstream.FRAMING_NONE
         elif chunked:
@@ -468,7 +467,7 @@ class Exchange:
         for name_s, value_s in self.allow.response_headers:
             lines.append(fwd.header_line(name_s, value_s))
         lines.append(b"\r\n")
-        self.proto.write(status_line(status) + b"".join(lines))
+        self.proto.write((_STATUS_LINES.get(status) or status_line(status)) + b"".join(lines))
         self.head_sent = True
         return framing
 
@@ -641,7 +640,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
-        self._cancel_timer()
+        if self.timer is not None or self.tick:
+            self._cancel_timer()
         if self.task is not None and not self.task.done():
             self.task.cancel()
         if self.buffered:

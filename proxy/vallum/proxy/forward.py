@@ -306,16 +306,16 @@ class RoutePlan:
                 continue
             out += (name_raw, b": ", value, b"\r\n")  # joined once at the end
         host_b = host.encode("latin-1")  # decoded from latin-1 by header_map: always encodes
-        peer_b = peer_ip.encode("latin-1", "replace")
+        peer_b = peer_ip.encode()  # an address, the scheme and Vallum's hex id: ASCII
         out.append(
             b"Host: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
             b"X-Forwarded-Host: %s\r\nX-Request-Id: %s\r\n"
             % (
                 host_b if self.route.preserve_host_header else self._host_headers[upstream_index],
                 xff + b", " + peer_b if xff else peer_b,
-                xfp or scheme.encode("latin-1", "replace"),
+                xfp or scheme.encode(),
                 host_b,
-                request_id.encode("latin-1", "replace"),
+                request_id.encode(),
             )
         )
         if self.set_request:
@@ -346,9 +346,9 @@ class RoutePlan:
         self, raw_headers: list[tuple[bytes, bytes]]
     ) -> tuple[list[bytes], bytes | None, bool]:
         """Upstream response header lines to pass on, as byte strings to join (hop-by-hop,
-        framing, replaced headers and Vallum's own cookies removed), the ``Content-Length``
-        the upstream announced (llhttp checked it; the exchange writes it itself) and whether
-        it announced ``Transfer-Encoding``."""
+        replaced headers and Vallum's own cookies removed), the ``Content-Length`` the
+        upstream announced (its line is among them, written as Vallum writes it; no
+        ``Connection`` token removes it) and whether it announced ``Transfer-Encoding``."""
         drop = self._response_drop
         out: list[bytes] = []
         extend = out.extend
@@ -359,7 +359,10 @@ class RoutePlan:
             name = name_raw.lower()
             if name in drop:
                 if name == b"content-length":
+                    # llhttp accepted it: one value, digits only, and never beside
+                    # Transfer-Encoding (it refuses both), so the line passes as it came.
                     length = value
+                    extend((b"Content-Length: ", value, b"\r\n"))
                 elif name == b"set-cookie":
                     if not self._sets_vallum_cookie(value):
                         extend((name_raw, b": ", value, b"\r\n"))
@@ -369,20 +372,26 @@ class RoutePlan:
                     chunked = True
                 continue
             extend((name_raw, b": ", value, b"\r\n"))  # one join later, no bytes per line
-        if connection is not None:
+        if connection is not None and connection.lower() not in _TRIVIAL_CONNECTION:
             dynamic = _dynamic_tokens(connection)
             if dynamic:  # rare: "Connection: X-Foo" names more headers to drop
-                out = self._response_lines(raw_headers, dynamic)
+                out = self._response_lines(raw_headers, dynamic, length)
         if self.response_set:
             out.append(self.response_set)
         return out, length, chunked
 
     def _response_lines(
-        self, raw_headers: list[tuple[bytes, bytes]], dynamic: frozenset[bytes]
+        self,
+        raw_headers: list[tuple[bytes, bytes]],
+        dynamic: frozenset[bytes],
+        length: bytes | None,
     ) -> list[bytes]:
-        """The lines to pass on when ``Connection`` names more headers to drop."""
+        """The lines to pass on when ``Connection`` names more headers to drop (never the
+        framing: a ``Content-Length`` the upstream announced stays)."""
         drop = self._response_drop
         out: list[bytes] = []
+        if length is not None:
+            out += (b"Content-Length: ", length, b"\r\n")
         for name_raw, value in raw_headers:
             name = name_raw.lower()
             if name in dynamic or (

@@ -155,7 +155,6 @@ class HTTP1(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_size = 0
-        self._fields = 0
         self._head_bytes = 0  # bytes received since the head being parsed began
         self._underscored = False  # a header name of this head has an "_"
 
@@ -248,10 +247,10 @@ class HTTP1(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.head_started = self.loop.time()
         self._url = b""
-        if self._headers:  # trailers of the previous message
+        if self._headers:  # trailers of the previous message (and their underscore flag)
             self._headers = []
-        self._head_size = self._fields = self._head_bytes = 0
-        self._underscored = False
+            self._underscored = False
+        self._head_size = self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -262,12 +261,12 @@ class HTTP1(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Also called for the trailer fields of a chunked body: they land in the throwaway
         # list on_headers_complete leaves behind, under the same bounds.
-        self._headers.append((name, value))
+        headers = self._headers
+        headers.append((name, value))
         if b"_" in name:
             self._underscored = True
-        self._fields += 1
         self._head_size += len(name) + len(value) + _FIELD_OVERHEAD
-        if self._head_size > MAX_HEAD or self._fields > MAX_FIELDS:
+        if self._head_size > MAX_HEAD or len(headers) > MAX_FIELDS:
             raise _HeadTooLarge
 
     def on_headers_complete(self) -> None:
@@ -284,8 +283,9 @@ class HTTP1(asyncio.Protocol):
             parser.get_http_version() == "1.0",
             parser.should_upgrade(),
         )
-        if self._underscored:
+        if self._underscored:  # (reset here, not per message: it is rarely set)
             ex.underscored = True
+            self._underscored = False
         self.parsing = ex
         self.queue.append(ex)
         if len(self.queue) > QUEUE_LIMIT:
@@ -335,7 +335,8 @@ class HTTP1(asyncio.Protocol):
                 else:
                     self.transport.close()
             return
-        self._start_next()
+        if self.queue:  # a pipelined request waits (_start_next would check the same)
+            self._start_next()
 
     def _linger(self, transport: asyncio.Transport) -> None:
         """Close after a refusal the way nginx's ``lingering_close`` does: send our side's end,

@@ -404,8 +404,10 @@ class Pool:
         the same connection would hand it to two exchanges at once)."""
         if conn.pooled:  # (the caller checked that it is open)
             return
-        idle = self._idle.setdefault(conn.key, [])
-        if len(idle) >= POOL_MAX_IDLE_PER_KEY:
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = []
+        elif len(idle) >= POOL_MAX_IDLE_PER_KEY:
             conn.close()
             return
         if conn.reading_paused:  # an idle connection must see the upstream close, or misbehave

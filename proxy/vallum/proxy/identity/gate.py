@@ -116,11 +116,13 @@ class IdentityGate:
         ``None``: the identity needs I/O (a bearer token to verify, a session cookie not seen
         yet or due for refresh): run :meth:`authorize`."""
         ctx = self.context_for(table)
-        refused = client_certificate_refusal(ctx.settings, req)
-        if refused is not None:
-            return responses.invalid_client_certificate(req, refused)
+        if ctx.settings.downstream_mtls is not None:  # (no call without client certificates)
+            refused = client_certificate_refusal(ctx.settings, req)
+            if refused is not None:
+                return responses.invalid_client_certificate(req, refused)
         if match.route.allow_public_unauthenticated_access:
-            cookie = upstream_cookie(ctx, req)
+            header = req.headers.get("cookie")  # upstream_cookie(ctx, req), inline (hot path)
+            cookie = None if header is None else authenticate.upstream_cookie(ctx, header)
             return pipeline.ALLOW if cookie is None else pipeline.Allow(request_headers=cookie)
         resolved = self.resolver.resolve_now(ctx, req)
         if resolved is None:
