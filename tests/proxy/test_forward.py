@@ -147,6 +147,20 @@ def test_no_connection_token_removes_framing_or_a_header_vallum_writes(nominated
     assert [k for k, _ in got["list"]].count("content-length") == 1
 
 
+def test_the_gates_headers_are_encoded_once_per_tuple_and_the_memo_is_bounded() -> None:
+    plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"))
+    forward._EXTRA_LINES.clear()
+    alice = (("X-Email", "иван@corp.ru"), ("X-Evil", "a\r\nX-Injected: 1"))
+    for _ in range(2):  # the second time from the memo: the same lines
+        m = head_of(plan, [(b"Host", b"app.test")], extra=alice)["map"]
+        assert m["x-email"] == "иван@corp.ru" and "x-injected" not in m
+        assert m["x-evil"] == "a  X-Injected: 1"
+    assert list(forward._EXTRA_LINES) == [alice]
+    for i in range(forward._EXTRA_LINES_MAX + 5):
+        head_of(plan, [(b"Host", b"app.test")], extra=(("X-N", str(i)),))
+    assert 0 < len(forward._EXTRA_LINES) <= forward._EXTRA_LINES_MAX
+
+
 def test_the_clients_framing_headers_never_pass_vallum_writes_its_own() -> None:
     plan = forward.RoutePlan(dp.route("app.test", "http://10.1.1.1:80"))
     got = head_of(plan, [(b"Content-Length", b"007"), (b"Transfer-Encoding", b"chunked")])

@@ -153,6 +153,20 @@ def header_line(name: str, value: str) -> bytes:
 
 CHUNKED = b"Transfer-Encoding: chunked\r\n"
 
+_EXTRA_LINES: dict[tuple[tuple[str, str], ...], bytes] = {}
+"""The gate's request headers (``Allow.request_headers``) -> their lines, encoded once: a
+signed-in session's assertion and claim headers are the same tuple of strings (the minter
+caches them) on every request until they are re-minted. A pure function's memo, bounded."""
+_EXTRA_LINES_MAX = 1024
+
+
+def _extra_lines(extra: tuple[tuple[str, str], ...]) -> bytes:
+    block = b"".join([header_line(name, value) for name, value in extra])
+    if len(_EXTRA_LINES) >= _EXTRA_LINES_MAX:
+        _EXTRA_LINES.clear()
+    _EXTRA_LINES[extra] = block
+    return block
+
 
 def request_framing(chunked: bool, content_length: str | None) -> bytes:
     """The framing header of the upstream request, from what llhttp framed the client's by:
@@ -320,8 +334,9 @@ class RoutePlan:
         )
         if self.set_request:
             out.append(self.set_request)
-        for extra_name, extra_value in extra:
-            out.append(header_line(extra_name, extra_value))
+        if extra:  # the gate's headers: the same few (a session's assertion) request after request
+            block = _EXTRA_LINES.get(extra)
+            out.append(block if block is not None else _extra_lines(extra))
         if framing:
             out.append(framing)
         if upgrade is not None:
