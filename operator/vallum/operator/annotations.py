@@ -203,7 +203,7 @@ def _option_of(path: str) -> str:
     return match.group(0) if match else path
 
 
-def read(annotations: Mapping[str, str]) -> IngressAnnotations:
+def read(annotations: Mapping[str, object]) -> IngressAnnotations:
     """Read an Ingress's ``metadata.annotations``; annotations of other prefixes are ignored."""
     ctx = _Problems()
     claims: dict[str, list[tuple[str, str]]] = {}
