@@ -183,3 +183,51 @@ async def test_the_policy_sees_the_normalised_path_so_no_spelling_escapes_a_deny
         verdict = await pipeline.decide(info(spelling, accept="application/json"), tbl, gate)
         assert isinstance(verdict, pipeline.Respond), spelling
         assert verdict.status in (400, 403), (spelling, verdict.status)
+
+
+class _CountingGate(dp.PublicOnlyGate):
+    """Allows every route and counts the authorizations (a gate that would admit anyone)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def authorize(
+        self, req: RequestInfo, match: routing.Match, table: RouteTable
+    ) -> pipeline.Allow | pipeline.Respond:
+        self.calls += 1
+        return pipeline.ALLOW
+
+    def intercepts(self, req: RequestInfo) -> bool:
+        return False
+
+    def authorize_now(
+        self, req: RequestInfo, match: routing.Match, table: RouteTable
+    ) -> pipeline.Allow | pipeline.Respond | None:
+        self.calls += 1
+        return pipeline.ALLOW
+
+
+async def test_an_unavailable_route_answers_503_with_its_reason_before_the_gate() -> None:
+    reason = "no ready endpoints for Service default/app port 80"
+    tbl = dp.table(
+        dp.route("app.test", "http://10.0.0.1:80", prefix="/down", unavailable=reason),
+        dp.route("app.test", "http://10.0.0.2:80"),
+    )
+    gate = _CountingGate()
+    for verdict in (
+        await pipeline.decide(info("/down/x", accept="application/json"), tbl, gate),
+        pipeline.decide_now(info("/down/x", accept="application/json"), tbl, gate),
+    ):
+        assert isinstance(verdict, pipeline.Respond) and verdict.status == 503
+        assert reason in json.loads(verdict.body)["message"]
+    assert gate.calls == 0  # refused before the gate: even a gate admitting anyone is not asked
+    html = await pipeline.decide(info("/down"), tbl, gate)
+    assert isinstance(html, pipeline.Respond) and reason.encode() in html.body
+    # The rest of the table serves: the route beside it still forwards.
+    for verdict in (
+        await pipeline.decide(info("/up"), tbl, gate),
+        pipeline.decide_now(info("/up"), tbl, gate),
+    ):
+        assert isinstance(verdict, pipeline.Forward) and verdict.match.route.to[0].port == 80
+        assert verdict.match.route.unavailable is None
+    assert gate.calls == 2

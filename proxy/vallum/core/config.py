@@ -110,6 +110,10 @@ class Route:
     policy: PolicyData = None
     # Where the route came from, for messages ("routes.yaml:12", "Ingress default/app").
     source: str = ""
+    unavailable: str | None = None
+    """Why this route refuses every request (503, the reason on the error page), or None. Set
+    by the operator on the routes of a broken Ingress (missing Secret, unknown Service, no
+    ready endpoint), so they still take their host and path and fail closed."""
 
     @property
     def path_match(self) -> PathMatch:

@@ -245,12 +245,15 @@ def decide_now(req: RequestInfo, table: RouteTable, gate: QuickGate) -> Forward 
 
 
 def _match(req: RequestInfo, table: RouteTable) -> tuple[RequestInfo, routing.Match] | Respond:
-    """The route for ``req`` and the request as the gate judges it, or the 404/400 answer."""
+    """The route for ``req`` and the request as the gate judges it, or the 404/400 answer (or
+    503 with the reason when the route is ``unavailable``)."""
     match = _MATCHES.match(table, req.host, req.path)
     if match is None:
         if routing.normalize_path(req.path) is None:
             return error(req, 400, "The request path is malformed.")
         return error(req, 404, "No route matches this host and path.")
+    if match.route.unavailable is not None:  # fail closed, before the gate
+        return error(req, 503, f"This route is unavailable: {match.route.unavailable}")
     if match.path != req.path:
         # The gate and the policy judge the path that is forwarded, never the raw spelling:
         # otherwise `//admin` would pass a deny rule on `/admin` and reach `/admin` upstream.
