@@ -1,14 +1,23 @@
-"""The closed, typed snapshot of the cluster objects the translator reads.
+"""The closed, typed snapshot of the cluster objects the translator reads, and who read what.
 
 Why a module of its own: the store (which collects objects from kopf's event handlers) and the
 translator (which turns them into a route table) meet here and nowhere else. A snapshot is a
-plain value: objects as the API server returns them (JSON dicts), keyed by ``(namespace, name)``,
-so the translator can be tested from plain dicts and never does I/O.
+plain value: objects as the API server returns them (JSON dicts), keyed by ``(namespace,
+name)``, so the translator can be tested from plain dicts and never does I/O.
+
+:class:`Lookups` is how the translation of one Ingress reads the snapshot: every object it
+asks for (found or not) is remembered with its version, so the translator can tell later, by
+comparing versions, whether anything that Ingress depends on changed (and skip its work if
+nothing did). An object without ``metadata.resourceVersion`` (a test's plain dict) is versioned
+by its content.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
 import types
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +26,9 @@ ObjectKey = tuple[str, str]
 """``(namespace, name)``; cluster-scoped objects use ``("", name)``."""
 
 Objects = Mapping[ObjectKey, Mapping[str, Any]]
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+"""The label an EndpointSlice names its Service with."""
 
 _EMPTY: Objects = types.MappingProxyType({})
 
@@ -38,6 +50,17 @@ class Snapshot:
     settings: Mapping[str, Any] | None = None
     """The vallum.dev/v1alpha1 Settings object named by ``--settings``; None when absent."""
 
+    @functools.cached_property
+    def slices_by_service(self) -> Mapping[ObjectKey, tuple[ObjectKey, ...]]:
+        """The EndpointSlices of each Service ``(namespace, service name)``, keys sorted."""
+        out: dict[ObjectKey, list[ObjectKey]] = {}
+        for key, obj in self.endpoint_slices.items():
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            service = labels.get(SERVICE_NAME_LABEL)
+            if isinstance(service, str) and service:
+                out.setdefault((key[0], service), []).append(key)
+        return types.MappingProxyType({k: tuple(sorted(v)) for k, v in out.items()})
+
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     """``(namespace, name)`` of an object from its ``metadata``."""
@@ -45,9 +68,72 @@ def key_of(obj: Mapping[str, Any]) -> ObjectKey:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
-def resource_version(obj: Mapping[str, Any] | None) -> str:
-    """The object's ``metadata.resourceVersion`` ("" for an absent object or none set)."""
+def version(obj: Mapping[str, Any] | None) -> str | None:
+    """The object's ``metadata.resourceVersion``; a digest of its content when it has none;
+    None for an absent object."""
     if obj is None:
-        return ""
+        return None
     meta = obj.get("metadata") or {}
-    return str(meta.get("resourceVersion") or "")
+    rv = meta.get("resourceVersion")
+    if rv:
+        return str(rv)
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+Dependency = tuple[str, ObjectKey]
+"""``(kind, key)``: kind ``Service``, ``Secret``, ``Policy`` or ``EndpointSlices`` (the slices
+of the Service ``key``)."""
+
+
+def fingerprint(snapshot: Snapshot, dep: Dependency) -> object:
+    """What ``dep`` is in ``snapshot``, as versions (equal fingerprints: nothing changed)."""
+    kind, key = dep
+    if kind == "EndpointSlices":
+        names = snapshot.slices_by_service.get(key, ())
+        return tuple((name, version(snapshot.endpoint_slices.get(name))) for name in names)
+    return version(_objects(snapshot, kind).get(key))
+
+
+def _objects(snapshot: Snapshot, kind: str) -> Objects:
+    if kind == "Service":
+        return snapshot.services
+    if kind == "Secret":
+        return snapshot.secrets
+    if kind == "Policy":
+        return snapshot.policies
+    raise ValueError(f"unknown dependency kind {kind!r}")
+
+
+class Lookups:
+    """Reads objects from a snapshot and remembers every one asked for (found or not)."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.used: dict[Dependency, object] = {}
+
+    def _get(self, kind: str, key: ObjectKey) -> Mapping[str, Any] | None:
+        dep = (kind, key)
+        if dep not in self.used:
+            self.used[dep] = fingerprint(self.snapshot, dep)
+        return _objects(self.snapshot, kind).get(key)
+
+    def service(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        return self._get("Service", key)
+
+    def secret(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        return self._get("Secret", key)
+
+    def policy(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        return self._get("Policy", key)
+
+    def endpoint_slices(self, service: ObjectKey) -> tuple[Mapping[str, Any], ...]:
+        """The EndpointSlices of the Service ``service``, by slice name."""
+        dep = ("EndpointSlices", service)
+        if dep not in self.used:
+            self.used[dep] = fingerprint(self.snapshot, dep)
+        names = self.snapshot.slices_by_service.get(service, ())
+        return tuple(self.snapshot.endpoint_slices[name] for name in names)
+
+    def secrets_used(self) -> frozenset[ObjectKey]:
+        return frozenset(key for kind, key in self.used if kind == "Secret")
