@@ -1,0 +1,103 @@
+"""Sign-out across replicas through the API server (ConfigMaps watched by every replica).
+
+The pure parts always run; the replicas run against a real API server when ``KUBECONFIG``
+names one (``eval "$(e2e/control-plane up)"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from vallum.operator import revocations
+from vallum.proxy import session_state
+
+
+def test_the_configmap_names_a_digest_and_carries_the_id_and_its_end() -> None:
+    body = revocations.revocation("Abc_123-x", 1_000.2, "vallum")
+    assert body["metadata"]["name"].startswith("vallum-revoked-")
+    assert "Abc" not in body["metadata"]["name"] and len(body["metadata"]["name"]) <= 63
+    assert body["metadata"]["labels"][revocations.LABEL] == "true"
+    assert revocations.read(body) == ("Abc_123-x", 1_001.0)
+    assert revocations.read({"data": {"session": "x"}}) is None
+    assert revocations.read({"data": {"session": "x", "until": "soon"}}) is None
+    assert revocations.read({}) is None
+
+
+needs_cluster = pytest.mark.skipif(
+    not os.environ.get("KUBECONFIG"),
+    reason="no KUBECONFIG: start one with eval \"$(e2e/control-plane up)\"",
+)
+
+
+def _core() -> Any:
+    from kubernetes import client, config
+
+    config.load_kube_config()
+    return client.CoreV1Api()
+
+
+@pytest.fixture
+def namespace() -> Any:
+    core = _core()
+    name = f"rev-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    yield name
+    core.delete_namespace(name)
+
+
+@needs_cluster
+async def test_a_sign_out_on_one_replica_is_refused_on_another_within_two_seconds(
+    namespace: str,
+) -> None:
+    a = revocations.ClusterState(session_state.LocalState(), _core(), namespace)
+    b = revocations.ClusterState(session_state.LocalState(), _core(), namespace)
+    for state in (a, b):
+        state.start()
+        assert await asyncio.to_thread(state.synced.wait, 10)
+    try:
+        now = time.time()
+        assert not a.is_revoked("alice-session", now) and not b.is_revoked("alice-session", now)
+        started = time.monotonic()
+        await a.revoke("alice-session", now + 3600)
+        assert a.is_revoked("alice-session", time.time())  # at once where it happened
+        while not b.is_revoked("alice-session", time.time()):
+            assert time.monotonic() - started < 2.0, "not seen by the other replica within 2 s"
+            await asyncio.sleep(0.02)
+        assert not b.is_revoked("bob-session", time.time())
+        # A replica started later learns it from the list, before it serves.
+        c = revocations.ClusterState(session_state.LocalState(), _core(), namespace)
+        c.start()
+        assert await asyncio.to_thread(c.synced.wait, 10)
+        assert c.is_revoked("alice-session", time.time())
+        c.close()
+        # Signing out twice (two tabs, two replicas) is fine.
+        await b.revoke("alice-session", now + 3600)
+    finally:
+        a.close()
+        b.close()
+
+
+@needs_cluster
+async def test_revocations_expire_with_their_sessions_so_their_number_stays_bounded(
+    namespace: str,
+) -> None:
+    core = _core()
+    a = revocations.ClusterState(session_state.LocalState(), core, namespace)
+    now = time.time()
+    await a.revoke("ended", now - 10)
+    await a.revoke("running", now + 3600)
+    core.create_namespaced_config_map(namespace, {
+        "metadata": {"name": "vallum-revoked-garbage", "labels": {revocations.LABEL: "true"}},
+        "data": {"until": "x"},
+    })
+    assert await asyncio.to_thread(a.prune_expired, now) == 2
+    left = core.list_namespaced_config_map(namespace, label_selector=revocations.LABEL).items
+    assert [revocations.read(i) for i in left] == [("running", float(int(now + 3600) + 1))]
+    assert a.is_revoked("running", now) and not a.is_revoked("other", now)
+    a.close()
