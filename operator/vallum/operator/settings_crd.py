@@ -1,15 +1,25 @@
-"""A vallum.dev/v1alpha1 Settings object + its Secrets -> routes-file settings values.
+"""A ``vallum.dev/v1alpha1`` Settings object and the Secrets it names -> routes-file settings.
 
-Why: the controller must build its table with the same loader as ``vallum serve``. This module
-turns the cluster-scoped Settings object, whose fields carry the names of the Pomerium ingress
-controller's ``Pomerium`` CRD, into the plain settings keys of a routes file, resolving the
-Secrets it names. It then runs those values through the loader itself, so every problem the
-loader would find is reported here, named by the Settings field it came from
-(``spec.cookie.expire: ...``) rather than by a routes-file key the user never wrote.
+Why a module of its own: the controller must build its table with the very loader of ``vallum
+serve`` (:mod:`vallum.core.configfile`), so the Settings object is turned into the plain values
+a routes file holds (``authenticate_service_url``, ``idp_client_secret``, ``certificates:
+[{cert, key}]``, ...) and nothing more. Every value is checked by that loader's own reader for
+its key, and the loader's checks across keys run on the whole, so a value means here exactly
+what it means in a routes file; only the problems are worded for the object
+(``spec.cookie.expire: expected a duration ...``, ``spec.identityProvider.secret: Secret
+vallum/idp has no key client_secret``).
 
-Pure: plain dicts in, a value out; never raises. A field Vallum cannot honour is a problem (a
-Settings that asks for something Vallum does not do is not used, as ``vallum serve`` refuses
-an unknown key), never silently dropped.
+The fields are those of the Pomerium ingress controller's ``Pomerium`` resource (its bootstrap
+Secret's ``cookie_secret`` and ``signing_key``, TLS Secrets, ``ca.crt`` Secrets), plus Vallum's
+own settings under their routes-file names in camelCase (``crds/vallum.dev_settings.yaml``
+documents each). Pomerium fields Vallum does not implement (``setResponseHeaders``,
+``timeouts.read``/``write``, ``identityProvider.requestParams``,
+``downstreamMtls.matchSubjectAltNames``) and unknown fields are problems, never dropped: the
+CRD's schema refuses them too, this is the check for objects that did not pass through it.
+
+Pure: plain dicts in, values out; no I/O, no Kubernetes client; never raises on bad input.
+A Secret named in ``certificates`` that does not exist (yet) is a *warning*, not a problem, so
+that cert-manager can issue it through Vallum itself (the Pomerium controller skips it too).
 """
 
 from __future__ import annotations
@@ -17,295 +27,382 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-import json
+import difflib
 import re
 from collections.abc import Mapping
 from typing import Any
 
-from vallum.core import configfile, errors
+from vallum.core.configfile import nodes, settings
+from vallum.operator import snapshot
 
-ObjectKey = tuple[str, str]
-"""``(namespace, name)``, as in :mod:`vallum.operator.snapshot`."""
+ObjectKey = snapshot.ObjectKey
 
 
 @dataclasses.dataclass(frozen=True)
 class SettingsResult:
-    """Routes-file settings values, problems naming their field, every Secret referenced."""
+    """What a Settings object asks for.
+
+    ``values``: routes-file settings keys (plain data, as a routes file holds them), only
+    values that read well; serve them only when ``problems`` is empty. ``problems``: each
+    names the field (``spec.secrets: Secret vallum/bootstrap not found``). ``secrets_used``:
+    every Secret the object names, found or not (so the store keeps them when they appear).
+    ``warnings``: what is served around (a certificate Secret that does not exist yet)."""
 
     values: Mapping[str, Any]
-    """Routes-file settings keys (``authenticate_service_url``, ``cookie_secret``,
-    ``certificates: [{cert, key}]`` ...), only keys :data:`configfile.SETTINGS_KEYS` knows."""
     problems: tuple[str, ...]
-    """Each names its field: ``spec.identityProvider.secret: Secret vallum/idp has no key
-    client_secret``. Any problem makes the whole Settings unusable."""
     secrets_used: frozenset[ObjectKey]
-    """Every Secret the object names, found or not (the store keeps only these)."""
+    warnings: tuple[str, ...] = ()
 
 
-# ---- field tables ------------------------------------------------------------------------
-# Plain fields: CRD path (below spec) -> routes-file key. Their values pass as they are; the
-# loader checks them (and its problems are mapped back to these paths).
-PLAIN: dict[tuple[str, ...], str] = {
-    ("authenticate", "url"): "authenticate_service_url",
-    ("identityProvider", "provider"): "idp_provider",
-    ("identityProvider", "url"): "idp_provider_url",
-    ("identityProvider", "scopes"): "idp_scopes",
-    ("identityProvider", "groupsClaim"): "idp_groups_claim",
-    ("identityProvider", "allowUnverifiedEmail"): "idp_allow_unverified_email",
-    ("idpAccessTokenAllowedAudiences",): "idp_access_token_allowed_audiences",
-    ("cookie", "name"): "cookie_name",
-    ("cookie", "domain"): "cookie_domain",
-    ("cookie", "httpOnly"): "cookie_http_only",
-    ("cookie", "secure"): "cookie_secure",
-    ("cookie", "expire"): "cookie_expire",
-    ("cookie", "sameSite"): "cookie_same_site",
-    ("jwtClaimHeaders",): "jwt_claims_headers",
-    ("jwtGroupsFilter",): "jwt_groups_filter",
-    ("jwtIssuerFormat",): "jwt_issuer_format",
-    ("passIdentityHeaders",): "pass_identity_headers",
-    ("pomeriumCompatibility",): "pomerium_compatibility",
-    ("timeouts", "idle"): "timeout_idle",
-    ("defaultUpstreamTimeout",): "default_upstream_timeout",
-    ("headersWithUnderscoresAction",): "headers_with_underscores_action",
-    ("xffNumTrustedHops",): "xff_num_trusted_hops",
-    ("logLevel",): "log_level",
+NAMESPACED_NAME = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+)
+"""``namespace/name`` of a Secret (a DNS label, then a DNS subdomain), as the CRD's pattern."""
+
+SAME = {
+    "xffNumTrustedHops": "xff_num_trusted_hops",
+    "defaultUpstreamTimeout": "default_upstream_timeout",
+    "headersWithUnderscoresAction": "headers_with_underscores_action",
+    "idpAccessTokenAllowedAudiences": "idp_access_token_allowed_audiences",
+    "idpGroupsClaim": "idp_groups_claim",
+    "idpAllowUnverifiedEmail": "idp_allow_unverified_email",
+    "jwtClaimHeaders": "jwt_claims_headers",
+    "jwtIssuerFormat": "jwt_issuer_format",
+    "jwtGroupsFilter": "jwt_groups_filter",
+    "passIdentityHeaders": "pass_identity_headers",
+    "pomeriumCompatibility": "pomerium_compatibility",
 }
+"""Top-level fields whose value is the routes-file key's value as it stands."""
 
-MTLS: dict[str, str] = {
+COOKIE = {
+    "name": "cookie_name",
+    "domain": "cookie_domain",
+    "httpOnly": "cookie_http_only",
+    "secure": "cookie_secure",
+    "expire": "cookie_expire",
+    "sameSite": "cookie_same_site",
+}
+TIMEOUTS = {"idle": "timeout_idle"}
+IDENTITY_PROVIDER = {"provider": "idp_provider", "url": "idp_provider_url", "scopes": "idp_scopes"}
+DOWNSTREAM_MTLS = {
     "ca": "ca",
     "crl": "crl",
     "enforcement": "enforcement",
     "maxVerifyDepth": "max_verify_depth",
 }
-"""``spec.downstreamMtls`` fields -> keys of the routes file's ``downstream_mtls``."""
 
-UNSUPPORTED: dict[tuple[str, ...], str] = {
-    ("identityProvider", "requestParams"): "Vallum sends no extra sign-in request parameters",
-    ("identityProvider", "requestParamsSecret"): (
-        "Vallum sends no extra sign-in request parameters"
-    ),
-    ("setResponseHeaders",): (
-        "Vallum has no global response headers; set set_response_headers on the Ingresses"
-    ),
-    ("timeouts", "read"): "Vallum has no downstream read timeout",
-    ("timeouts", "write"): "Vallum has no downstream write timeout",
+UNSUPPORTED = {
+    "spec.setResponseHeaders": "set response headers per route "
+    "(annotation ingress.vallum.dev/set_response_headers)",
+    "spec.timeouts.read": "",
+    "spec.timeouts.write": "a route's timeout limits each upstream exchange "
+    "(see defaultUpstreamTimeout)",
+    "spec.identityProvider.requestParams": "",
+    "spec.downstreamMtls.matchSubjectAltNames": "put the constraint in a policy "
+    "(client_certificate)",
 }
-"""Pomerium fields the schema lists so ``kubectl explain`` can say why they are refused."""
+"""Pomerium fields Vallum does not implement, with what to do instead."""
 
-SECRET_REFS = ("secrets", "certificates", "caSecrets")
-"""Fields read here, besides :data:`PLAIN`, :data:`UNSUPPORTED` and the sections."""
-SECTIONS: dict[str, tuple[str, ...]] = {
-    "authenticate": ("url",),
-    "identityProvider": (
-        "provider",
-        "url",
-        "secret",
-        "scopes",
-        "groupsClaim",
-        "allowUnverifiedEmail",
-        "requestParams",
-        "requestParamsSecret",
-    ),
-    "cookie": ("name", "domain", "httpOnly", "secure", "expire", "sameSite"),
-    "timeouts": ("read", "write", "idle"),
-    "downstreamMtls": tuple(MTLS),
-}
-
-_REF = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?/[a-z0-9]([-.a-z0-9]{0,251}[a-z0-9])?$")
-
-FIELD_OF: dict[str, str] = {key: "spec." + ".".join(path) for path, key in PLAIN.items()}
-FIELD_OF.update(
-    {
-        "cookie_secret": "spec.secrets",
-        "signing_key": "spec.secrets",
-        "idp_client_id": "spec.identityProvider.secret",
-        "idp_client_secret": "spec.identityProvider.secret",
-        "certificates": "spec.certificates",
-        "certificate_authority": "spec.caSecrets",
-        "downstream_mtls": "spec.downstreamMtls",
-    }
+SPEC_FIELDS = (
+    "secrets",
+    "authenticate",
+    "identityProvider",
+    "certificates",
+    "caSecrets",
+    "cookie",
+    "timeouts",
+    "downstreamMtls",
+    "setResponseHeaders",
+    *SAME,
 )
-"""Routes-file key -> the Settings field it comes from (to name the loader's problems)."""
-
-SECRET_KEY_OF = {
-    "cookie_secret": "cookie_secret",
-    "signing_key": "signing_key",
-    "idp_client_id": "client_id",
-    "idp_client_secret": "client_secret",
-    "certificate_authority": "ca.crt",
-    ".cert": "tls.crt",
-    ".key": "tls.key",
-}
-"""Values that come from a Secret: the Secret key their problems name."""
-
-
-class _Reader:
-    """Collects values, problems and the Secrets named while one object is read."""
-
-    def __init__(self, secrets: Mapping[ObjectKey, Mapping[str, Any]]) -> None:
-        self.secrets = secrets
-        self.values: dict[str, Any] = {}
-        self.problems: list[str] = []
-        self.used: set[ObjectKey] = set()
-        self.certificate_fields: list[str] = []
-
-    def problem(self, field: str, message: str) -> None:
-        self.problems.append(f"{field}: {message}")
-
-    def secret(self, field: str, ref: object, keys: tuple[str, ...]) -> dict[str, str] | None:
-        """The text of ``keys`` in the Secret ``ref`` names (None, with a problem, if any fails)."""
-        if not isinstance(ref, str) or not _REF.match(ref):
-            self.problem(field, f"expected a Secret as namespace/name, got {_shown(ref)}")
-            return None
-        namespace, name = ref.split("/", 1)
-        self.used.add((namespace, name))
-        obj = self.secrets.get((namespace, name))
-        if obj is None:
-            self.problem(field, f"Secret {ref} not found")
-            return None
-        data = obj.get("data") or {}
-        out: dict[str, str] = {}
-        for key in keys:
-            raw = data.get(key) if isinstance(data, Mapping) else None
-            if raw is None:
-                self.problem(field, f"Secret {ref} has no key {key}")
-                continue
-            try:
-                out[key] = base64.b64decode(str(raw), validate=True).decode("utf-8")
-            except (binascii.Error, ValueError):
-                self.problem(field, f"Secret {ref} key {key} is not base64 of UTF-8 text")
-        return out if len(out) == len(keys) else None
-
-    def ref_list(self, field: str, refs: object, keys: tuple[str, ...]) -> list[dict[str, str]]:
-        if not isinstance(refs, list):
-            self.problem(field, f"expected a list of namespace/name Secrets, got {_shown(refs)}")
-            return []
-        found = [self.secret(f"{field}[{i}]", ref, keys) for i, ref in enumerate(refs)]
-        return [item for item in found if item is not None]
 
 
 def read(
     obj: Mapping[str, Any] | None, secrets: Mapping[ObjectKey, Mapping[str, Any]]
 ) -> SettingsResult:
-    """Read a Settings object (plain dict, or None: defaults) with the Secrets it may name."""
+    """Read a Settings object (a plain dict as the API returns it) with the Secrets it may name
+    (plain dicts by ``(namespace, name)``, ``data`` base64 as the API returns it).
+
+    No object (None): no values and no problems; the controller then serves Vallum's defaults
+    without sign-in, and says so itself."""
     if obj is None:
         return SettingsResult(values={}, problems=(), secrets_used=frozenset())
+    reader = _Reader(secrets)
     spec = obj.get("spec")
     if spec is None:
         spec = {}
-    r = _Reader(secrets)
     if not isinstance(spec, Mapping):
-        r.problem("spec", f"expected a mapping, got {_shown(spec)}")
-    else:
-        _read_spec(r, spec)
-        if not r.problems:
-            _check(r)
+        reader.ctx.add(f"spec: expected a mapping, got {nodes.shown(spec)}")
+        spec = {}
+    reader.read_spec(spec)
+    reader.check_whole()
     return SettingsResult(
-        values=r.values, problems=tuple(r.problems), secrets_used=frozenset(r.used)
+        values=dict(sorted(reader.values.items())),
+        problems=tuple(reader.ctx.report(reader.ctx.problems)),
+        secrets_used=frozenset(reader.used),
+        warnings=tuple(reader.warnings),
     )
 
 
-def _read_spec(r: _Reader, spec: Mapping[str, Any]) -> None:
-    known = set(SECRET_REFS) | set(SECTIONS) | {path[0] for path in PLAIN}
-    for key in spec:
-        if key not in known and (key,) not in UNSUPPORTED:
-            r.problem(f"spec.{key}", "unknown field (not a Vallum setting)")
-    for section, fields in SECTIONS.items():
-        value = spec.get(section)
+class _Problems(nodes.Context):
+    """A :class:`nodes.Context` whose problems name the Settings field a routes-file key came
+    from (``places``: key path -> field, longest match wins), not a file and line."""
+
+    def __init__(self) -> None:
+        super().__init__("Settings", "")
+        self.places: dict[str, str] = {}
+
+    def problem(self, line: int, path: str, message: str) -> Any:
+        path = path.lstrip(".")
+        place, rest = path, ""
+        for key in sorted(self.places, key=len, reverse=True):
+            if path == key or path.startswith((key + ".", key + "[")):
+                place, rest = self.places[key], path[len(key) :]
+                break
+        where = nodes.shorten(place + rest, nodes.MAX_PATH)
+        return self.add(f"{where}: {nodes.shorten(message, nodes.MAX_MESSAGE)}")
+
+    def read_file(self, node: nodes.Node, path: str, file_kind: Any) -> str | None:
+        self.problem(node.line, path, "a Settings object cannot name files")
+        return None
+
+
+class _Reader:
+    """One read: the values so far, where each came from, the Secrets named."""
+
+    def __init__(self, secrets: Mapping[ObjectKey, Mapping[str, Any]]) -> None:
+        self.secrets = secrets
+        self.ctx = _Problems()
+        self.values: dict[str, Any] = {}
+        self.used: set[ObjectKey] = set()
+        self.warnings: list[str] = []
+
+    # --- the fields ---------------------------------------------------------------------------
+
+    def read_spec(self, spec: Mapping[str, Any]) -> None:
+        for field in spec:
+            if field not in SPEC_FIELDS:
+                self._unknown("spec", field, SPEC_FIELDS)
+        for field, key in SAME.items():
+            if field in spec:
+                self.put(key, spec[field], f"spec.{field}")
+        if "secrets" in spec:
+            self._bootstrap(spec["secrets"])
+        authenticate = self._section(spec, "authenticate", ("url",))
+        if "url" in authenticate:
+            self.put("authenticate_service_url", authenticate["url"], "spec.authenticate.url")
+        idp_fields = (*IDENTITY_PROVIDER, "secret", "requestParams")
+        self._identity_provider(self._section(spec, "identityProvider", idp_fields))
+        self._certificates(spec.get("certificates"))
+        self._ca_secrets(spec.get("caSecrets"))
+        cookie = self._section(spec, "cookie", tuple(COOKIE))
+        for field, key in COOKIE.items():
+            if field in cookie:
+                self.put(key, cookie[field], f"spec.cookie.{field}")
+        timeouts = self._section(spec, "timeouts", ("read", "write", "idle"))
+        for field, key in TIMEOUTS.items():
+            if field in timeouts:
+                self.put(key, timeouts[field], f"spec.timeouts.{field}")
+        self._downstream_mtls(spec)
+        for place, instead in UNSUPPORTED.items():
+            parent, _, field = place.rpartition(".")
+            section = spec if parent == "spec" else spec.get(parent.split(".")[1])
+            if isinstance(section, Mapping) and field in section:
+                hint = f"; {instead}" if instead else ""
+                self.ctx.add(f"{place}: a Pomerium setting Vallum does not support{hint}")
+
+    def _section(
+        self, spec: Mapping[str, Any], field: str, known: tuple[str, ...]
+    ) -> Mapping[str, Any]:
+        value = spec.get(field)
         if value is None:
-            continue
+            return {}
         if not isinstance(value, Mapping):
-            r.problem(f"spec.{section}", f"expected a mapping, got {_shown(value)}")
-            continue
+            self.ctx.add(f"spec.{field}: expected a mapping, got {nodes.shown(value)}")
+            return {}
         for key in value:
-            if key not in fields:
-                r.problem(f"spec.{section}.{key}", "unknown field (not a Vallum setting)")
-    for path, why in UNSUPPORTED.items():
-        if _get(spec, path) is not None:
-            r.problem("spec." + ".".join(path), f"not supported: {why}")
-    for path, key in PLAIN.items():
-        value = _get(spec, path)
-        if value is not None:
-            r.values[key] = value
-    if _get(spec, ("authenticate",)) is not None and _get(spec, ("identityProvider",)) is None:
-        r.problem("spec.authenticate", "needs spec.identityProvider (who signs users in)")
-    if _get(spec, ("identityProvider",)) is not None and _get(spec, ("authenticate",)) is None:
-        r.problem("spec.identityProvider", "needs spec.authenticate.url (where users sign in)")
-    if _get(spec, ("identityProvider", "provider")) == "hosted":
-        r.problem(
-            "spec.identityProvider.provider",
-            "'hosted' (Pomerium's hosted authenticate service) is not supported: "
-            "name your own OIDC provider and its url",
-        )
-    _read_secrets(r, spec)
+            if key not in known:
+                self._unknown(f"spec.{field}", key, known)
+        return value
 
+    def _unknown(self, where: str, field: Any, known: tuple[str, ...]) -> None:
+        near = difflib.get_close_matches(str(field), list(known), n=1, cutoff=0.6)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        self.ctx.add(f"{nodes.key_path(where, str(field))}: unknown field{hint}")
 
-def _read_secrets(r: _Reader, spec: Mapping[str, Any]) -> None:
-    if spec.get("secrets") is not None:
-        got = r.secret("spec.secrets", spec["secrets"], ("cookie_secret", "signing_key"))
-        if got is not None:
-            r.values["cookie_secret"] = got["cookie_secret"].strip()
-            r.values["signing_key"] = got["signing_key"].strip()
-    idp_secret = _get(spec, ("identityProvider", "secret"))
-    if idp_secret is not None:
-        got = r.secret("spec.identityProvider.secret", idp_secret, ("client_id", "client_secret"))
-        if got is not None:
-            r.values["idp_client_id"] = got["client_id"].strip()
-            r.values["idp_client_secret"] = got["client_secret"].strip()
-    if spec.get("certificates") is not None:
-        pairs = r.ref_list("spec.certificates", spec["certificates"], ("tls.crt", "tls.key"))
-        r.values["certificates"] = [{"cert": p["tls.crt"], "key": p["tls.key"]} for p in pairs]
-    if spec.get("caSecrets") is not None:
-        cas = r.ref_list("spec.caSecrets", spec["caSecrets"], ("ca.crt",))
-        if cas:
-            r.values["certificate_authority"] = "\n".join(c["ca.crt"].strip() for c in cas) + "\n"
-    mtls = spec.get("downstreamMtls")
-    if isinstance(mtls, Mapping):
-        r.values["downstream_mtls"] = {
-            MTLS[k]: v for k, v in mtls.items() if k in MTLS and v is not None
-        }
+    def _bootstrap(self, ref: Any) -> None:
+        """``secrets``: the Pomerium bootstrap Secret's ``cookie_secret`` and ``signing_key``."""
+        data = self.secret(ref, "spec.secrets")
+        if data is None:
+            return
+        where = f"spec.secrets: Secret {_show_ref(ref)}"
+        cookie = self.key(data, where, "cookie_secret")
+        if cookie is not None:
+            if len(cookie) < 32:
+                self.ctx.add(
+                    f"{where} key cookie_secret: must hold at least 32 random bytes "
+                    f"(head -c32 /dev/urandom), got {len(cookie)}"
+                )
+            else:
+                self.put("cookie_secret", base64.b64encode(cookie).decode(), where)
+        signing = self.text(data, where, "signing_key")
+        if signing is not None:
+            self.put("signing_key", signing, f"{where} key signing_key")
 
+    def _identity_provider(self, idp: Mapping[str, Any]) -> None:
+        for field, key in IDENTITY_PROVIDER.items():
+            if field in idp:
+                self.put(key, idp[field], f"spec.identityProvider.{field}")
+        if "secret" not in idp:
+            if idp:
+                self.ctx.add(
+                    "spec.identityProvider.secret: required (a Secret with client_id and "
+                    "client_secret)"
+                )
+            return
+        data = self.secret(idp["secret"], "spec.identityProvider.secret")
+        if data is None:
+            return
+        where = f"spec.identityProvider.secret: Secret {_show_ref(idp['secret'])}"
+        for name in ("client_id", "client_secret"):
+            text = self.text(data, where, name)
+            if text is not None:
+                self.put(f"idp_{name}", text.strip(), f"{where} key {name}")
 
-_PROBLEM = re.compile(r"^[^:]*:\d+: ([A-Za-z_]+)((?:\[\d+\])?(?:\.[A-Za-z_]+)?)(?:\[\d+\])?: (.*)$")
+    def _certificates(self, refs: Any) -> None:
+        if refs is None:
+            return
+        if not isinstance(refs, list):
+            self.ctx.add(f"spec.certificates: expected a list, got {nodes.shown(refs)}")
+            return
+        entries: list[dict[str, str]] = []
+        for i, ref in enumerate(refs):
+            place = f"spec.certificates[{i}]"
+            data = self.secret(ref, place, missing_ok=True)
+            if data is None:
+                continue
+            where = f"{place}: Secret {_show_ref(ref)}"
+            cert, key = self.text(data, where, "tls.crt"), self.text(data, where, "tls.key")
+            if cert is None or key is None:
+                continue
+            index = f"certificates[{len(entries)}]"
+            self.ctx.places[f"{index}.cert"] = f"{where} key tls.crt"
+            self.ctx.places[f"{index}.key"] = f"{where} key tls.key"
+            self.ctx.places[index] = where
+            entry = {"cert": cert, "key": key}
+            if settings.r_certificate(self.ctx, _node(entry), index) is not nodes.MISSING:
+                entries.append(entry)
+        if entries:
+            self.values["certificates"] = entries
 
+    def _ca_secrets(self, refs: Any) -> None:
+        if refs is None:
+            return
+        if not isinstance(refs, list):
+            self.ctx.add(f"spec.caSecrets: expected a list, got {nodes.shown(refs)}")
+            return
+        bundle: list[str] = []
+        for i, ref in enumerate(refs):
+            place = f"spec.caSecrets[{i}]"
+            data = self.secret(ref, place)
+            if data is None:
+                continue
+            where = f"{place}: Secret {_show_ref(ref)}"
+            text = self.text(data, where, "ca.crt")
+            if text is not None and self.check(
+                "certificate_authority", text, f"{where} key ca.crt"
+            ):
+                bundle.append(text.strip() + "\n")
+        if bundle:
+            self.put("certificate_authority", "".join(bundle), "spec.caSecrets")
 
-def _check(r: _Reader) -> None:
-    """Run the values through ``vallum serve``'s loader; name its problems by their field."""
-    text = json.dumps({**r.values, "routes": []})
-    try:
-        configfile.loads(text, "<Settings>", base_dir="/nonexistent")
-    except errors.ConfigError as exc:
-        for problem in exc.problems:
-            r.problems.append(_field_problem(problem))
+    def _downstream_mtls(self, spec: Mapping[str, Any]) -> None:
+        mtls = self._section(spec, "downstreamMtls", (*DOWNSTREAM_MTLS, "matchSubjectAltNames"))
+        if not mtls:
+            return
+        for field, key in DOWNSTREAM_MTLS.items():
+            self.ctx.places[f"downstream_mtls.{key}"] = f"spec.downstreamMtls.{field}"
+        value = {key: mtls[field] for field, key in DOWNSTREAM_MTLS.items() if field in mtls}
+        self.put("downstream_mtls", value, "spec.downstreamMtls")
 
+    # --- values and Secrets ---------------------------------------------------------------------
 
-def _field_problem(problem: str) -> str:
-    """``<Settings>:3: cookie_expire: expected ...`` -> ``spec.cookie.expire: expected ...``."""
-    match = _PROBLEM.match(problem)
-    if match is None or match.group(1) not in FIELD_OF:
-        return f"spec: {problem.split(': ', 1)[-1]}"
-    key, rest, message = match.groups()
-    field = FIELD_OF[key]
-    if key == "downstream_mtls" and rest.startswith("."):
-        inverse = {v: k for k, v in MTLS.items()}
-        field += "." + inverse.get(rest[1:], rest[1:])
-    elif key == "certificates" and rest.startswith("["):
-        field += rest.split(".")[0]
-        key = rest[rest.index("]") + 1 :]
-    if key in SECRET_KEY_OF:
-        message = f"Secret key {SECRET_KEY_OF[key]}: {message}"
-    return f"{field}: {message}"
+    def check(self, key: str, value: Any, place: str) -> bool:
+        """Whether ``value`` reads well as routes-file key ``key`` (problems name ``place``)."""
+        self.ctx.places[key] = place
+        return settings.SETTINGS_KEYS[key](self.ctx, _node(value), key) is not nodes.MISSING
 
+    def put(self, key: str, value: Any, place: str) -> None:
+        """``values[key] = value`` if it reads well as routes-file key ``key``."""
+        if self.check(key, value, place):
+            self.values[key] = value
 
-def _get(spec: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    value: Any = spec
-    for part in path:
-        if not isinstance(value, Mapping):
+    def secret(self, ref: Any, place: str, *, missing_ok: bool = False) -> Mapping[str, Any] | None:
+        """The ``data`` of the Secret ``ref`` (``namespace/name``) names, or None after a
+        problem (or, with ``missing_ok``, a warning when it does not exist)."""
+        if not isinstance(ref, str) or len(ref) > 317 or not NAMESPACED_NAME.match(ref):
+            self.ctx.add(f"{place}: expected namespace/name of a Secret, got {nodes.shown(ref)}")
             return None
-        value = value.get(part)
-    return value
+        namespace, _, name = ref.partition("/")
+        self.used.add((namespace, name))
+        secret = self.secrets.get((namespace, name))
+        if secret is None:
+            if missing_ok:
+                self.warnings.append(f"{place}: Secret {ref} not found; skipped until it exists")
+            else:
+                self.ctx.add(f"{place}: Secret {ref} not found")
+            return None
+        data = secret.get("data")
+        if data is None:
+            return {}
+        if not isinstance(data, Mapping):
+            self.ctx.add(f"{place}: Secret {ref} has no readable data")
+            return None
+        return data
+
+    def key(self, data: Mapping[str, Any], where: str, key: str) -> bytes | None:
+        """The bytes of ``data[key]`` (base64 in a Secret), or None after a problem."""
+        encoded = data.get(key)
+        if encoded is None:
+            self.ctx.add(f"{where} has no key {key}")
+            return None
+        try:
+            if not isinstance(encoded, str):
+                raise ValueError
+            return base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            self.ctx.add(f"{where} key {key}: not valid base64")
+            return None
+
+    def text(self, data: Mapping[str, Any], where: str, key: str) -> str | None:
+        """``data[key]`` as text (UTF-8), or None after a problem."""
+        raw = self.key(data, where, key)
+        if raw is None:
+            return None
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            self.ctx.add(f"{where} key {key}: not text (UTF-8)")
+            return None
+
+    # --- checks across fields -----------------------------------------------------------------
+
+    def check_whole(self) -> None:
+        """The loader's checks across keys (as ``vallum serve`` makes them), on the values that
+        read well one by one; the problems they find name the fields too."""
+        if self.ctx.problems:
+            return  # values are left out; checks across them would only repeat the problems
+        settings.read_settings(self.ctx, _node(self.values))
 
 
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:79] + "…"
+def _show_ref(ref: Any) -> str:
+    return ref if isinstance(ref, str) else nodes.shown(ref)
+
+
+def _node(value: Any) -> nodes.Node:
+    """Plain data -> the loader's node tree (line 1 throughout: the places name fields)."""
+    if isinstance(value, Mapping):
+        return nodes.Node({str(k): _node(v) for k, v in value.items()}, 1)
+    if isinstance(value, (list, tuple)):
+        return nodes.Node([_node(v) for v in value], 1)
+    return nodes.Node(value, 1)
