@@ -33,19 +33,25 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 _EMPTY: Objects = types.MappingProxyType({})
 
 
+def _empty() -> Objects:
+    return _EMPTY  # (a mapping proxy is unhashable: dataclasses refuse it as a plain default)
+
+
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
     """Every object the translation may read, as the API server returns them."""
 
-    ingresses: Objects = _EMPTY
-    services: Objects = _EMPTY
-    endpoint_slices: Objects = _EMPTY
+    ingresses: Objects = dataclasses.field(default_factory=_empty)
+    services: Objects = dataclasses.field(default_factory=_empty)
+    endpoint_slices: Objects = dataclasses.field(default_factory=_empty)
     """Keyed by the slice's own name; a slice names its Service in the label
     ``kubernetes.io/service-name``."""
-    secrets: Objects = _EMPTY
-    policies: Objects = _EMPTY
+    secrets: Objects = dataclasses.field(default_factory=_empty)
+    policies: Objects = dataclasses.field(default_factory=_empty)
     """vallum.dev/v1alpha1 Policy objects."""
-    ingress_classes: Mapping[str, Mapping[str, Any]] = types.MappingProxyType({})
+    ingress_classes: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
     """networking.k8s.io/v1 IngressClass objects by name."""
     settings: Mapping[str, Any] | None = None
     """The vallum.dev/v1alpha1 Settings object named by ``--settings``; None when absent."""
