@@ -1,19 +1,47 @@
 """Snapshot -> route table: the pure, deterministic translation of the controller.
 
-(Stub with the shared signatures; the translation follows.)
+Why a module of its own: the controller must serve exactly the table ``vallum serve`` would
+build from the same routes-file document, and must report what is wrong on the objects. So the
+Settings object (through :mod:`vallum.operator.settings_crd`) and the CLI's settings become a
+routes-file settings document read by :func:`vallum.core.configfile.settings.read_settings`;
+each Ingress becomes routes read by the routes file's route reader
+(:mod:`vallum.operator.ingress_routes`); the table is built by
+:func:`vallum.core.routing.build_table`. Nothing here reads a value form of its own.
+
+Which Ingresses: those whose ``spec.ingressClassName`` (or legacy annotation
+``kubernetes.io/ingress.class``) names an IngressClass whose ``spec.controller`` is ours, and
+those with neither when one of our IngressClasses is marked default
+(``ingressclass.kubernetes.io/is-default-class: "true"``). Others are left alone.
+
+Order and determinism: Ingresses are taken in ``(namespace, name)`` order, their routes in rule
+and path order (``spec.defaultBackend`` first), certificates after the Settings' ones in the
+same order; so the same snapshot gives the same table and checksum. Where two Ingresses claim
+the same host and path, the first in that order wins (the core's rule: the first route wins).
+
+Incremental: :class:`Translator` remembers each Ingress's routes with the versions of the
+Ingress and of every object its translation read (Services, EndpointSlices, Secrets, Policies,
+found or not) and of the settings it used; the next snapshot recompiles only the Ingresses for
+which one of these changed. Policy objects are checked once per version.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 from collections.abc import Mapping
 from typing import Any
 
-from vallum.core import config
+from vallum.core import config, errors, routing
+from vallum.core.configfile import nodes, settings
+from vallum.operator import ingress_routes, settings_crd
 from vallum.operator import snapshot as snap
 
 ObjectKey = snap.ObjectKey
+
+IS_DEFAULT_CLASS = "ingressclass.kubernetes.io/is-default-class"
+LEGACY_CLASS = "kubernetes.io/ingress.class"
+NO_SETTINGS = "no Settings object: default settings and no sign-in (only public routes serve)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +73,7 @@ class Result:
     policies: Mapping[ObjectKey, tuple[str, ...]]
     secrets_used: frozenset[ObjectKey]
     warnings: tuple[str, ...] = ()
+    """What works but deserves a word (no Settings object)."""
 
 
 def handles(
@@ -53,22 +82,150 @@ def handles(
     controller_name: str,
 ) -> bool:
     """Whether this controller handles ``ingress`` (IngressClass selection)."""
-    del ingress, ingress_classes, controller_name
-    return False
+    ours = {
+        name
+        for name, cls in ingress_classes.items()
+        if (cls.get("spec") or {}).get("controller") == controller_name
+    }
+    class_name = (ingress.get("spec") or {}).get("ingressClassName")
+    if class_name:
+        return class_name in ours
+    legacy = ((ingress.get("metadata") or {}).get("annotations") or {}).get(LEGACY_CLASS)
+    if legacy:
+        return legacy in ours
+    return any(
+        ((ingress_classes[name].get("metadata") or {}).get("annotations") or {}).get(
+            IS_DEFAULT_CLASS
+        )
+        == "true"
+        for name in ours
+    )
+
+
+class _SettingsProblems(nodes.Context):
+    """Settings problems named by their key, without the line of a file there is not."""
+
+    def problem(self, line: int, path: str, message: str) -> Any:
+        path = nodes.shorten(path, nodes.MAX_PATH)
+        message = nodes.shorten(message, nodes.MAX_MESSAGE)
+        where = f"{self.source}: {path}" if path else self.source
+        return self.add(f"{where}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Memo:
+    version: str | None
+    settings_key: object
+    compiled: ingress_routes.Compiled
 
 
 class Translator:
-    """Translates snapshots, memoising each Ingress's routes by the resourceVersions used."""
+    """Translates snapshots, memoising each Ingress's routes by the versions it used."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
+        self._ingresses: dict[ObjectKey, _Memo] = {}
+        self._policies: dict[ObjectKey, tuple[str | None, tuple[str, ...]]] = {}
+        self.last_compiled: tuple[ObjectKey, ...] = ()
+        """The Ingresses the last :meth:`translate` compiled (the others came from memory)."""
 
     def translate(self, snapshot: snap.Snapshot) -> Result:
         """The table for ``snapshot``: same snapshot, same table, same checksum."""
-        del snapshot
-        return Result(None, ("not implemented",), {}, {}, frozenset())
+        read = settings_crd.read(snapshot.settings, snapshot.secrets)
+        secrets_used = set(read.secrets_used)
+        settings_problems = list(read.problems)
+        warnings = [NO_SETTINGS] if snapshot.settings is None else []
+        base = None if settings_problems else self._settings(read.values, settings_problems)
+        timeout = base.default_upstream_timeout if base is not None else 30.0
+        mtls = base.downstream_mtls if base is not None else None
+        routes: list[config.Route] = []
+        certificates = list(base.certificates) if base is not None else []
+        outcomes: dict[ObjectKey, IngressOutcome] = {}
+        compiled_now: list[ObjectKey] = []
+        for key in sorted(snapshot.ingresses):
+            ingress = snapshot.ingresses[key]
+            if not handles(ingress, snapshot.ingress_classes, self.options.controller_name):
+                continue
+            compiled = self._ingress(snapshot, key, ingress, timeout, mtls, compiled_now)
+            routes.extend(compiled.routes)
+            certificates.extend(c for c in compiled.certificates if c not in certificates)
+            secrets_used |= compiled.secrets_used
+            outcomes[key] = IngressOutcome(compiled.problems, len(compiled.routes))
+        for gone in set(self._ingresses) - set(outcomes):
+            del self._ingresses[gone]
+        self.last_compiled = tuple(compiled_now)
+        policies = self._check_policies(snapshot)
+        table = None
+        if base is not None:
+            full = dataclasses.replace(base, routes=tuple(routes), certificates=tuple(certificates))
+            try:
+                table = routing.build_table(full)
+            except errors.ConfigError as exc:  # each Ingress's routes were checked: a bug
+                settings_problems.extend(exc.problems)
+        return Result(
+            table=table,
+            settings_problems=tuple(settings_problems),
+            ingresses=types.MappingProxyType(outcomes),
+            policies=types.MappingProxyType(policies),
+            secrets_used=frozenset(secrets_used),
+            warnings=tuple(warnings),
+        )
+
+    def _settings(self, values: Mapping[str, Any], problems: list[str]) -> config.Settings | None:
+        """The Settings object's values under the CLI's, read as a routes file's settings."""
+        document = {**values, **self.options.base}
+        for key in ("routes", "policy"):
+            if key in document:
+                problems.append(f"Settings: {key}: routes come from Ingresses, not from settings")
+                document.pop(key)
+        ctx = _SettingsProblems("Settings", os.getcwd())
+        result = settings.read_settings(ctx, ingress_routes.node(document))
+        if ctx.problems or result is None:
+            problems.extend(ctx.report(ctx.problems) or ["Settings: not readable"])
+            return None
+        return result if not problems else None
+
+    def _ingress(
+        self,
+        snapshot: snap.Snapshot,
+        key: ObjectKey,
+        ingress: Mapping[str, Any],
+        timeout: float,
+        mtls: config.DownstreamMTLS | None,
+        compiled_now: list[ObjectKey],
+    ) -> ingress_routes.Compiled:
+        version = snap.version(ingress)
+        settings_key = (timeout, mtls)
+        memo = self._ingresses.get(key)
+        if (
+            memo is not None
+            and memo.version == version
+            and memo.settings_key == settings_key
+            and all(snap.fingerprint(snapshot, dep) == fp for dep, fp in memo.compiled.used.items())
+        ):
+            return memo.compiled
+        compiled = ingress_routes.compile_ingress(
+            snap.Lookups(snapshot), key, ingress, default_timeout=timeout, mtls=mtls
+        )
+        self._ingresses[key] = _Memo(version, settings_key, compiled)
+        compiled_now.append(key)
+        return compiled
+
+    def _check_policies(self, snapshot: snap.Snapshot) -> dict[ObjectKey, tuple[str, ...]]:
+        out: dict[ObjectKey, tuple[str, ...]] = {}
+        for key in sorted(snapshot.policies):
+            obj = snapshot.policies[key]
+            version = snap.version(obj)
+            known = self._policies.get(key)
+            if known is None or known[0] != version:
+                problem = ingress_routes.policy_problem(obj)
+                known = self._policies[key] = (version, (problem,) if problem else ())
+            out[key] = known[1]
+        for gone in set(self._policies) - set(out):
+            del self._policies[gone]
+        return out
 
 
 def translate(snapshot: snap.Snapshot, options: Options | None = None) -> Result:
-    """One-shot translation (no memo kept)."""
+    """One-shot translation (no memory kept between calls)."""
     return Translator(options or Options()).translate(snapshot)
