@@ -22,9 +22,10 @@ exist yet needs no re-read: when it is created, its watch event arrives while it
 Start-up ordering (why objects can be *provisional*): the controller LISTs every kind before
 kopf's watches deliver anything, so that the first table is complete. An object that the LIST
 saw but that was deleted before kopf's own list would never get a DELETED event; so LISTed
-objects stay provisional until kopf speaks about their key, and a second LIST after the watches
-run (:meth:`Store.prune_provisional`) drops the provisional ones that are gone. A LISTed object
-never overwrites what a watch event already said about the same key (the event is newer).
+objects stay provisional until kopf speaks about their key, and later LISTs (keys only, repeated
+by the controller while any key is still provisional; :meth:`Store.prune_provisional`) drop the
+provisional ones that are gone. A LISTed object never overwrites what a watch event already said
+about the same key (the event is newer).
 
 The change signal: :attr:`Store.version` counts changes and :attr:`Store.changed` (an
 ``asyncio.Event``) is set on each; the controller clears it before it takes a snapshot.
@@ -201,14 +202,20 @@ class Store:
             self._touch(kind)
 
     def prune_provisional(self, kind: str, present: Iterable[ObjectKey]) -> int:
-        """After a second LIST of ``kind``: drop provisional objects it no longer has (deleted
-        before the watch started); returns how many were dropped."""
+        """After a later LIST of ``kind``: drop provisional objects it no longer has (deleted
+        before kopf's own list saw them); returns how many were dropped. The others stay
+        provisional until kopf speaks about them (its list has not reached them yet) or a
+        later LIST finds them gone."""
         keep = set(present)
         gone = [key for key in self._provisional[kind] if key not in keep]
         for key in gone:
             self._remove(kind, key)
-        self._provisional[kind].clear()
+            self._provisional[kind].discard(key)
         return len(gone)
+
+    def provisional(self, kind: str) -> frozenset[ObjectKey]:
+        """Keys of ``kind`` known only from our LIST, not yet from kopf."""
+        return frozenset(self._provisional[kind])
 
     def settle(self) -> None:
         """Start-up is over: stop tracking which keys the watches spoke about."""
