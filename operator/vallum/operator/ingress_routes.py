@@ -307,7 +307,7 @@ def _paths(
                     1,
                     f"{place}.host",
                     "a rule without host needs the annotation "
-                    f"{ingress_annotations.POMERIUM_PREFIX}{EMPTY_HOST}: \"true\" "
+                    f'{ingress_annotations.POMERIUM_PREFIX}{EMPTY_HOST}: "true" '
                     "(it then takes every host no other route takes)",
                 )
                 continue
@@ -401,9 +401,7 @@ def _denying(source: str, paths: list[_Path], reason: str) -> list[config.Route]
             routing.build_index(config.Settings(routes=(route,)))
         except errors.ConfigError:
             continue
-        out.append(
-            dataclasses.replace(route, source=f"{source} {item.place}", unavailable=reason)
-        )
+        out.append(dataclasses.replace(route, source=f"{source} {item.place}", unavailable=reason))
     return out
 
 

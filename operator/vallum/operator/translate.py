@@ -49,9 +49,7 @@ class Options:
     """How the controller translates: its IngressClass controller name and the CLI's settings."""
 
     controller_name: str = "vallum.dev/ingress-controller"
-    base: Mapping[str, Any] = dataclasses.field(
-        default_factory=lambda: types.MappingProxyType({})
-    )
+    base: Mapping[str, Any] = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
     """Routes-file settings from the CLI (``address``, ...); they win over the Settings object."""
 
 
@@ -73,7 +71,8 @@ class Result:
     policies: Mapping[ObjectKey, tuple[str, ...]]
     secrets_used: frozenset[ObjectKey]
     warnings: tuple[str, ...] = ()
-    """What works but deserves a word (no Settings object)."""
+    """What works but deserves a word (no Settings object, a certificate Secret not there
+    yet)."""
 
 
 def handles(
@@ -134,7 +133,7 @@ class Translator:
         read = settings_crd.read(snapshot.settings, snapshot.secrets)
         secrets_used = set(read.secrets_used)
         settings_problems = list(read.problems)
-        warnings = [NO_SETTINGS] if snapshot.settings is None else []
+        warnings = [NO_SETTINGS] if snapshot.settings is None else list(read.warnings)
         base = None if settings_problems else self._settings(read.values, settings_problems)
         timeout = base.default_upstream_timeout if base is not None else 30.0
         mtls = base.downstream_mtls if base is not None else None
