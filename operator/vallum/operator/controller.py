@@ -70,9 +70,10 @@ class Controller:
     ``publish`` serves a table (returning False or raising ``ConfigError`` rejects it);
     ``read_secret`` GETs a Secret (None when gone); ``report`` receives every result with its
     snapshot (status and Events, later); ``list_objects`` and ``list_keys`` are the raw LISTs of
-    :meth:`load_initial` and :func:`confirm_listed` (:meth:`run` starts the latter when given). :attr:`ready` is true once a complete table has been published;
-    :attr:`table` is the last published table; :attr:`result` the last translation;
-    :attr:`last_error` why the last round did not publish (None after a publish).
+    :meth:`load_initial` and :func:`confirm_listed` (:meth:`run` starts the latter when given).
+    :attr:`ready` is true once a complete table has been published; :attr:`table` is the last
+    published table; :attr:`result` the last translation; :attr:`last_error` why the last round
+    did not publish (None after a publish).
     """
 
     def __init__(
