@@ -106,6 +106,8 @@ def operator_settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.posting.enabled = False
     settings.peering.standalone = True
+    # kopf runs in a thread of ours: its last-resort SIGKILL would take the whole process.
+    settings.process.ultimate_exiting_timeout = None
     settings.watching.server_timeout = 300  # the API server ends each watch after this
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10

@@ -358,6 +358,42 @@ class Server:
             self._prepared = (key, context)
         return table
 
+    async def publish(self, table: config.RouteTable) -> bool:
+        """Serve ``table``, built outside this server (``vallum controller`` translates
+        Kubernetes objects into it), through a file reload's steps: :func:`check_table` and the
+        TLS context in a worker thread, the ``before_swap`` step, the swap and its callbacks. A
+        table that fails them is rejected like a bad file (``holder.reject``, the failure
+        metric, ``/readyz``'s ``last_error``) and the current one keeps serving. Returns whether
+        ``table`` is what is served now. Callers publish one table at a time."""
+        if table.checksum == self.holder.current.checksum:
+            self.holder.last_error = None
+            return True
+        key = _tls_key(table.settings)
+
+        def check() -> None:
+            checked = check_table(table)
+            if key != self._tls_key and not table.settings.insecure_server:
+                context = checked if checked is not None else server_context(table.settings)
+                self._prepared = (key, context)
+
+        try:
+            await asyncio.to_thread(check)
+            await self._before_swap(table)
+        except (errors.ConfigError, OSError) as exc:
+            problems = exc.problems if isinstance(exc, errors.ConfigError) else [str(exc)]
+            message = "\n".join(problems)
+            log.error(
+                "table rejected, keeping the current one: %s", message,
+                extra={"event": "publish_failed", "problem": message},
+            )
+            self.holder.reject(message)
+            self.metrics.reload_failed(message)
+            return False
+        self.holder.swap(table)
+        self.upstream_tls.retain(table)
+        self._swapped(table)
+        return True
+
     def _context_for(self, settings: config.Settings) -> ssl.SSLContext:
         """The context :meth:`compile` prepared for ``settings``, else a fresh one."""
         prepared, self._prepared = self._prepared, None

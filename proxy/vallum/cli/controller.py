@@ -1,0 +1,335 @@
+"""``vallum controller``: serve the Ingresses, Policies and Settings of a Kubernetes cluster.
+
+The same data plane as ``vallum serve`` (:class:`vallum.proxy.server.Server`: listeners,
+``TableHolder``, identity gate, admin listener), with another source of tables: kopf's watches
+fill :mod:`vallum.operator.store`, and :mod:`vallum.operator.controller` translates the store
+into route tables and publishes them here. This module is the only place where the operator and
+the proxy meet.
+
+Threads: kopf, the store and the translation run on an event loop of their own in a second
+thread; the proxy keeps the main thread's loop (uvloop). Why: a translation of thousands of
+Ingresses is CPU work of tens to hundreds of milliseconds; on the proxy's loop it would stall
+every request for that long, while in a thread the interpreter switches between the two every
+few milliseconds (``sys.getswitchinterval``), so requests on unchanged routes keep flowing while
+1,000 changes stream in. Tables cross over with ``run_coroutine_threadsafe``; the swap itself
+happens on the proxy's loop (:meth:`Server.publish`), as a file reload's does.
+
+Start: nothing listens on ``--address`` until the first complete table (every kind listed)
+exists; meanwhile the admin listener answers ``/healthz`` 200 and ``/readyz`` 503, so a pod is
+alive but not ready while it syncs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from vallum.core import config, errors, routing
+from vallum.operator import controller as controller_mod
+from vallum.operator import snapshot as snap
+from vallum.operator import store as store_mod
+from vallum.operator import translate
+from vallum.proxy import identity, logs, server
+
+log = logging.getLogger("vallum.controller")
+
+DEFAULT_CONTROLLER_NAME = "vallum.dev/ingress-controller"
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "controller",
+        help="run the Kubernetes ingress controller",
+        description=(
+            "Watch Ingresses (of the IngressClass whose spec.controller is --controller-name), "
+            "their Services, EndpointSlices and Secrets, vallum.dev Policy objects and the "
+            "Settings object named by --settings, and serve them with the same proxy as "
+            "`vallum serve`. Uses the in-cluster service account unless --kubeconfig is given "
+            "(outside a cluster, $KUBECONFIG or ~/.kube/config). /readyz on --metrics-address "
+            "is not ready until the first complete table is served."
+        ),
+    )
+    parser.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig file to use")
+    parser.add_argument(
+        "--address", required=True, metavar="HOST:PORT",
+        help="where to serve HTTPS (plain HTTP with --insecure-server), e.g. :443",
+    )
+    parser.add_argument(
+        "--http-redirect-address", metavar="HOST:PORT",
+        help="an HTTP listener that redirects every request to HTTPS, e.g. :80",
+    )
+    parser.add_argument(
+        "--metrics-address", metavar="HOST:PORT",
+        help="the admin listener: /healthz, /readyz, /metrics",
+    )
+    parser.add_argument(
+        "--insecure-server", action="store_true",
+        help="serve plain HTTP on --address (TLS terminated in front of Vallum, or tests)",
+    )
+    parser.add_argument(
+        "--controller-name", default=DEFAULT_CONTROLLER_NAME, metavar="NAME",
+        help=f"the IngressClass spec.controller this controller handles "
+             f"(default {DEFAULT_CONTROLLER_NAME})",
+    )
+    parser.add_argument(
+        "--settings", default="global", metavar="NAME",
+        help="the cluster-scoped vallum.dev Settings object to use (default global)",
+    )
+    parser.add_argument(
+        "--namespaces", type=_namespaces, metavar="A,B",
+        help="watch only these namespaces (default: all); Secrets named by the Settings object "
+             "must be in one of them",
+    )
+    publish = parser.add_mutually_exclusive_group()
+    publish.add_argument(
+        "--publish-service", type=_service, metavar="NS/NAME",
+        help="copy this Service's load-balancer address into each Ingress's status",
+    )
+    publish.add_argument(
+        "--publish-status-address", metavar="ADDR[,ADDR]",
+        help="write these addresses (IPs or host names) into each Ingress's status",
+    )
+    parser.add_argument(
+        "--workers", "-w", type=_workers, default=1, metavar="N",
+        help="worker processes (only 1 for now)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"),
+        help="log level of the JSON logs on stderr (default info)",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _namespaces(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("expected namespace names separated by commas")
+    return names
+
+
+def _service(text: str) -> tuple[str, str]:
+    namespace, _, name = text.partition("/")
+    if not namespace or not name or "/" in name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r}")
+    return namespace, name
+
+
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value != 1:
+        raise argparse.ArgumentTypeError(
+            f"{value}: vallum controller runs one worker for now (sharing each new table with "
+            "more worker processes is not built yet); use --workers 1"
+        )
+    return value
+
+
+def base_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The routes-file settings the command line gives (they win over the Settings object)."""
+    base: dict[str, Any] = {"address": args.address}
+    if args.http_redirect_address:
+        base["http_redirect_addr"] = args.http_redirect_address
+    if args.metrics_address:
+        base["metrics_address"] = args.metrics_address
+    if args.insecure_server:
+        base["insecure_server"] = True
+    return base
+
+
+def _run(args: argparse.Namespace) -> int:
+    logs.setup_logging(args.log_level)
+    if args.log_level != "debug":
+        logging.getLogger("kopf").setLevel(logging.WARNING)
+    try:
+        for place, value in (
+            ("--address", args.address),
+            ("--http-redirect-address", args.http_redirect_address),
+            ("--metrics-address", args.metrics_address),
+        ):
+            if value:
+                server.parse_address(value, place)
+    except errors.ConfigError as exc:
+        for problem in exc.problems:
+            print(f"vallum controller: {problem}", file=sys.stderr)
+        return 1
+    from vallum.operator import handlers  # kopf and kubernetes: loaded by this command only
+
+    try:
+        client_config = handlers.load_client_config(args.kubeconfig)
+    except Exception as exc:  # the client's ConfigException, a missing or unreadable file
+        print(f"vallum controller: no Kubernetes credentials: {exc}", file=sys.stderr)
+        return 1
+    try:
+        status = _run_loop(Runner(args, client_config))
+    except KeyboardInterrupt:
+        return 0
+    return status
+
+
+def _run_loop(runner: Runner) -> int:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is an optional speed-up
+        return asyncio.run(runner.main())
+    status: int = uvloop.run(runner.main())
+    return status
+
+
+class Runner:
+    """The proxy side (this thread's loop) and the operator thread, wired together."""
+
+    def __init__(self, args: argparse.Namespace, client_config: Any) -> None:
+        self.args = args
+        self.client_config = client_config
+        self.server: server.Server | None = None
+        self.waiting_admin: Any = None  # the admin listener until the Server has its own
+        self.stop = asyncio.Event()
+        self.status = 0
+        self.kopf_stop = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def main(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stop.set)
+        try:
+            await self._start_waiting_admin()
+        except OSError as exc:
+            print(f"vallum controller: --metrics-address: {exc}", file=sys.stderr)
+            return 1
+        thread = threading.Thread(target=self._operator_thread, name="vallum-operator")
+        thread.start()
+        await self.stop.wait()
+        log.info("stopping", extra={"event": "draining"})
+        self.kopf_stop.set()
+        await asyncio.to_thread(thread.join)
+        if self.waiting_admin is not None:
+            await self.waiting_admin.cleanup()
+        if self.server is not None:
+            await self.server.close()
+        return self.status
+
+    async def _start_waiting_admin(self) -> None:
+        if not self.args.metrics_address:
+            return
+        from vallum.proxy import admin, metrics, state
+
+        host, port = server.parse_address(self.args.metrics_address, "--metrics-address")
+        placeholder = state.TableHolder(routing.build_table(config.Settings()))
+        self.waiting_admin = await admin.start_admin(
+            host or "0.0.0.0",  # noqa: S104 (the admin address is the operator's choice)
+            port, placeholder, metrics.Metrics(), ready=lambda: False,
+        )
+
+    # -- the proxy's side (this loop) -----------------------------------------------------------
+
+    async def serve(self, table: config.RouteTable) -> bool:
+        """Serve ``table``: start the server with the first one, swap in the later ones."""
+        if self.server is not None:
+            return await self.server.publish(table)
+        if self.waiting_admin is not None:
+            await self.waiting_admin.cleanup()
+            self.waiting_admin = None
+        candidate = server.Server(table, gate=identity.build_gate(table.settings))
+        try:
+            await candidate.start()
+        except (errors.ConfigError, OSError) as exc:
+            problems = exc.problems if isinstance(exc, errors.ConfigError) else (str(exc),)
+            for problem in problems:
+                print(f"vallum controller: {problem}", file=sys.stderr)
+            await candidate.close(drain=0)
+            self.status = 1
+            self.stop.set()
+            return False
+        self.server = candidate
+        log.info(
+            "serving", extra={"event": "serving", "address": table.settings.address,
+                              "routes": len(table.settings.routes)},
+        )
+        return True
+
+    # -- the operator's side (its own thread and loop) ------------------------------------------
+
+    def _operator_thread(self) -> None:
+        try:
+            asyncio.run(self._operate())
+        except Exception:
+            log.exception("the operator stopped", extra={"event": "operator_failed"})
+            self.status = 1
+        finally:
+            if self.loop is not None and not self.loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    self.loop.call_soon_threadsafe(self.stop.set)
+
+    async def _operate(self) -> None:
+        import kopf  # the operator side only
+
+        from vallum.operator import handlers
+
+        args = self.args
+        namespaces = list(args.namespaces) if args.namespaces else None
+        api = handlers.api_client(self.client_config)
+        store = store_mod.Store(settings_name=args.settings)
+        options = translate.Options(controller_name=args.controller_name, base=base_settings(args))
+        assert self.loop is not None
+        proxy_loop = self.loop
+
+        async def publish(table: config.RouteTable) -> bool:
+            future = asyncio.run_coroutine_threadsafe(self.serve(table), proxy_loop)
+            return await asyncio.wrap_future(future)
+
+        async def list_objects(kind: str) -> list[dict[str, Any]] | None:
+            return await asyncio.to_thread(handlers.list_objects, api, kind, namespaces)
+
+        async def list_keys(kind: str) -> frozenset[snap.ObjectKey] | None:
+            return await asyncio.to_thread(handlers.list_keys, api, kind, namespaces)
+
+        async def read_secret(key: snap.ObjectKey) -> Mapping[str, Any] | None:
+            return await asyncio.to_thread(handlers.get_secret, api, key)
+
+        loop_controller = controller_mod.Controller(
+            store, translate.Translator(options), publish,
+            list_objects=list_objects, list_keys=list_keys, read_secret=read_secret,
+        )
+        # Our own LIST first (the first table must be complete), then kopf's watches.
+        await loop_controller.load_initial()
+        registry = handlers.build_registry(store, self.client_config)
+        operator = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                settings=handlers.operator_settings(),
+                standalone=True,
+                clusterwide=namespaces is None,
+                namespaces=namespaces or (),
+                stop_flag=self.kopf_stop,
+            ),
+            name="vallum-kopf",
+        )
+        translating = asyncio.create_task(loop_controller.run(), name="vallum-controller")
+        stopped = asyncio.create_task(asyncio.to_thread(self.kopf_stop.wait))
+        done, _ = await asyncio.wait(
+            {operator, translating, stopped}, return_when=asyncio.FIRST_COMPLETED
+        )
+        translating.cancel()
+        self.kopf_stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await translating
+        with contextlib.suppress(asyncio.CancelledError):
+            await operator
+        await stopped
+        api.close()
+        for task in done:
+            if task is not stopped and not task.cancelled() and task.exception() is not None:
+                raise RuntimeError(f"{task.get_name()} failed") from task.exception()
+        if stopped not in done:
+            raise RuntimeError("the operator stopped by itself")
