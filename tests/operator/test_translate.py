@@ -31,6 +31,7 @@ def backed(*objs: dict[str, Any], settings: Mapping[str, Any] | None = None) -> 
 
 def table(result: translate.Result) -> config.RouteTable:
     assert result.table is not None, result.settings_problems
+    assert result.table.checksum == result.table.settings.checksum()  # as vallum serve's
     return result.table
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from vallum.core import config, errors, routing
 from vallum.core.configfile import nodes, settings
-from vallum.operator import ingress_routes, settings_crd
+from vallum.operator import checksum, ingress_routes, settings_crd
 from vallum.operator import snapshot as snap
 
 ObjectKey = snap.ObjectKey
@@ -116,6 +116,7 @@ class _Memo:
     version: str | None
     settings_key: object
     compiled: ingress_routes.Compiled
+    texts: tuple[str, ...]  # its routes encoded for the checksum
 
 
 class Translator:
@@ -138,6 +139,7 @@ class Translator:
         timeout = base.default_upstream_timeout if base is not None else 30.0
         mtls = base.downstream_mtls if base is not None else None
         routes: list[config.Route] = []
+        texts: list[str] = []
         certificates = list(base.certificates) if base is not None else []
         outcomes: dict[ObjectKey, IngressOutcome] = {}
         compiled_now: list[ObjectKey] = []
@@ -145,8 +147,10 @@ class Translator:
             ingress = snapshot.ingresses[key]
             if not handles(ingress, snapshot.ingress_classes, self.options.controller_name):
                 continue
-            compiled = self._ingress(snapshot, key, ingress, timeout, mtls, compiled_now)
+            memo = self._ingress(snapshot, key, ingress, timeout, mtls, compiled_now)
+            compiled = memo.compiled
             routes.extend(compiled.routes)
+            texts.extend(memo.texts)
             certificates.extend(c for c in compiled.certificates if c not in certificates)
             secrets_used |= compiled.secrets_used
             outcomes[key] = IngressOutcome(compiled.problems, len(compiled.routes))
@@ -157,10 +161,13 @@ class Translator:
         table = None
         if base is not None:
             full = dataclasses.replace(base, routes=tuple(routes), certificates=tuple(certificates))
-            try:
-                table = routing.build_table(full)
+            try:  # routing.build_table, with the checksum from the routes encoded once
+                index = routing.build_index(full)
             except errors.ConfigError as exc:  # each Ingress's routes were checked: a bug
                 settings_problems.extend(exc.problems)
+            else:
+                total = checksum.table_checksum(full, texts)
+                table = config.RouteTable(settings=full, checksum=total, index=index)
         return Result(
             table=table,
             settings_problems=tuple(settings_problems),
@@ -192,7 +199,7 @@ class Translator:
         timeout: float,
         mtls: config.DownstreamMTLS | None,
         compiled_now: list[ObjectKey],
-    ) -> ingress_routes.Compiled:
+    ) -> _Memo:
         version = snap.version(ingress)
         settings_key = (timeout, mtls)
         memo = self._ingresses.get(key)
@@ -202,13 +209,15 @@ class Translator:
             and memo.settings_key == settings_key
             and all(snap.fingerprint(snapshot, dep) == fp for dep, fp in memo.compiled.used.items())
         ):
-            return memo.compiled
+            return memo
         compiled = ingress_routes.compile_ingress(
             snap.Lookups(snapshot), key, ingress, default_timeout=timeout, mtls=mtls
         )
-        self._ingresses[key] = _Memo(version, settings_key, compiled)
+        memo = self._ingresses[key] = _Memo(
+            version, settings_key, compiled, checksum.route_texts(compiled.routes)
+        )
         compiled_now.append(key)
-        return compiled
+        return memo
 
     def _check_policies(self, snapshot: snap.Snapshot) -> dict[ObjectKey, tuple[str, ...]]:
         out: dict[ObjectKey, tuple[str, ...]] = {}
