@@ -152,8 +152,8 @@ def test_provisional_objects_are_confirmed_by_the_watch_or_pruned_by_a_later_lis
     )
     store.apply(store_mod.INGRESSES, o.ingress("seen", rv="2"))
     assert store.provisional(store_mod.INGRESSES) == {("default", "kept"), ("default", "gone")}
-    dropped = store.prune_provisional(store_mod.INGRESSES, [("default", "kept"), ("default", "seen")])
-    assert dropped == 1
+    present = [("default", "kept"), ("default", "seen")]
+    assert store.prune_provisional(store_mod.INGRESSES, present) == 1
     assert set(store.snapshot().ingresses) == {("default", "kept"), ("default", "seen")}
     assert store.provisional(store_mod.INGRESSES) == {("default", "kept")}
     store.settle()
