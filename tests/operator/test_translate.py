@@ -4,6 +4,7 @@ Settings, determinism and the per-Ingress memo."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import random
@@ -385,6 +386,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_tls_secrets_give_sni_certificates(test_ca: TestCA) -> None:
     leaf = test_ca.issue("app.example.com")
     tls = k8s.secret("app-tls", {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem})
+    tls["data"]["keystore.p12"] = base64.b64encode(b"\xff\x00binary").decode()  # left alone
     ingress = k8s.ingress(tls=[{"hosts": ["app.example.com"], "secretName": "app-tls"}])
     result = translate.translate(backed(ingress, tls))
     assert result.ingresses[APP].problems == ()
@@ -436,6 +438,14 @@ def test_header_secrets_add_one_header_per_key() -> None:
     route = only_route(translate.translate(backed(ingress, *secrets)))
     assert dict(route.set_request_headers) == {"X-Team": "blue", "Authorization": "Bearer s3cr3t"}
     assert dict(route.set_response_headers) == {"X-Frame-Options": "DENY"}
+    clash = k8s.secret("req", {"X-Team": "red"})
+    assert_denies(broken_result(clash, annotations=ingress["metadata"]["annotations"]), "X-Team")
+    binary = k8s.secret("req", {"A": "b"})
+    binary["data"]["A"] = base64.b64encode(b"\xff").decode()
+    assert_denies(
+        broken_result(binary, *secrets[1:], annotations=ingress["metadata"]["annotations"]),
+        "Secret default/req key A is not base64-encoded UTF-8 text",
+    )
 
 
 # --- Policies -------------------------------------------------------------------------------

@@ -140,31 +140,29 @@ def _empty_host(ctx: _Problems, raw: dict[str, Any]) -> bool:
 
 def _secret_data(
     ctx: _Problems, lookups: snap.Lookups, namespace: str, name: str, where: str
-) -> Mapping[str, str] | None:
-    """The decoded ``data`` of a Secret, or None (problem recorded)."""
+) -> Mapping[str, Any] | None:
+    """The ``data`` of a Secret (values still base64), or None (problem recorded)."""
     obj = lookups.secret((namespace, name))
     if obj is None:
         ctx.problem(1, where, f"Secret {namespace}/{name} not found")
         return None
-    out: dict[str, str] = {}
-    for data_key, encoded in sorted((obj.get("data") or {}).items()):
-        try:
-            out[data_key] = base64.b64decode(str(encoded), validate=True).decode("utf-8")
-        except (binascii.Error, ValueError):
-            ctx.problem(
-                1, where, f"Secret {namespace}/{name} key {data_key} is not base64 UTF-8 text"
-            )
-            return None
-    return out
+    data = obj.get("data")
+    return data if isinstance(data, Mapping) else {}
 
 
 def _secret_key(
-    ctx: _Problems, data: Mapping[str, str], ref: str, data_key: str, where: str
+    ctx: _Problems, data: Mapping[str, Any], ref: str, data_key: str, where: str
 ) -> str | None:
+    """One key of a Secret's ``data`` as text; only the keys used are decoded (a Secret may
+    hold binary keys beside them, a cert-manager keystore say)."""
     if data_key not in data:
         ctx.problem(1, where, f"Secret {ref} has no key {data_key}")
         return None
-    return data[data_key]
+    try:
+        return base64.b64decode(str(data[data_key]), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        ctx.problem(1, where, f"Secret {ref} key {data_key} is not base64-encoded UTF-8 text")
+        return None
 
 
 def _secret_options(
@@ -208,7 +206,12 @@ def _secret_options(
         if both:
             ctx.problem(1, where, f"header {both[0]} is set by {field} as well")
             continue
-        options[field] = {**headers, **data}
+        ref = f"{namespace}/{name}"
+        for header in sorted(data):
+            value = _secret_key(ctx, data, ref, header, where)
+            if value is not None:
+                headers[header] = value
+        options[field] = headers
 
 
 def _policies(
