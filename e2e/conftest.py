@@ -1,0 +1,365 @@
+"""Fixtures of the e2e suite: a real API server, a test upstream, ``vallum controller`` itself.
+
+The suite runs against whatever ``KUBECONFIG`` points at (a kind cluster in CI); without it, it
+starts the local control plane (``e2e/control-plane up``, docs/e2e.md) and stops it at the end
+if it started it. When the Kubernetes binaries are missing and cannot be built (no ``go``), every
+test is skipped with the reason, never failed.
+
+Objects are written with ``kubectl apply -f -``, as users write them. Each test gets a namespace
+of its own and the session an IngressClass and controller name of its own
+(``vallum.dev/e2e-<random>``), so runs sharing one cluster do not see each other's Ingresses.
+
+Upstreams: the API server refuses loopback addresses in EndpointSlices, so the session adds
+``10.200.0.1/32`` to ``lo`` (root; removed at the end when it added it) and the upstream listens
+there as well as on 127.0.0.1 (for ``ExternalName: localhost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+E2E = ROOT / "e2e"
+K8S_VERSION = "v1.34.2"
+UPSTREAM_IP = "10.200.0.1"
+READY_TIMEOUT = 60.0
+
+
+def _bin_dir() -> pathlib.Path:
+    cache = os.environ.get("VALLUM_K8S_CACHE") or str(pathlib.Path.home() / ".cache/vallum/k8s")
+    return pathlib.Path(cache) / K8S_VERSION / "bin"
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the cluster --------------------------------------------------------------------------------
+
+
+class Cluster:
+    """The API server the suite talks to, driven with kubectl."""
+
+    def __init__(self, kubeconfig: str, kubectl: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.kubectl_path = kubectl
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        done = subprocess.run(
+            [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
+            input=input, capture_output=True, text=True, timeout=60,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+        return done.stdout
+
+    def apply(self, manifest: str, namespace: str | None = None) -> None:
+        extra = ["-n", namespace] if namespace else []
+        self.kubectl("apply", *extra, "-f", "-", input=textwrap.dedent(manifest))
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
+        extra = ["-n", namespace] if namespace else []
+        self.kubectl("delete", *extra, kind, name, "--wait=false")
+
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+        extra = ["-n", namespace] if namespace else []
+        out: dict[str, Any] = json.loads(self.kubectl("get", *extra, kind, name, "-o", "json"))
+        return out
+
+
+def _start_local_control_plane() -> tuple[str, str, bool]:
+    """(kubeconfig, kubectl, started here) of the local control plane; skips when it cannot run."""
+    bin_dir = _bin_dir()
+    needed = ("kube-apiserver", "kubectl")
+    if not all((bin_dir / name).exists() for name in needed) and shutil.which("go") is None:
+        pytest.skip(
+            f"e2e: no KUBECONFIG, the Kubernetes {K8S_VERSION} binaries are not in {bin_dir} and "
+            "cannot be built here (no go); run e2e/build-k8s or set KUBECONFIG"
+        )
+    running = subprocess.run(
+        [str(E2E / "control-plane"), "env"], capture_output=True, text=True
+    ).returncode == 0
+    up = subprocess.run(
+        [str(E2E / "control-plane"), "up"], capture_output=True, text=True, timeout=1200
+    )
+    if up.returncode != 0:
+        pytest.skip(f"e2e: e2e/control-plane up failed: {up.stderr.strip()[-2000:]}")
+    kubeconfig = ""
+    for line in up.stdout.splitlines():
+        if line.startswith("export KUBECONFIG="):
+            kubeconfig = line.split("=", 1)[1]
+    if not kubeconfig:
+        pytest.skip(f"e2e: e2e/control-plane up printed no KUBECONFIG: {up.stdout!r}")
+    return kubeconfig, str(bin_dir / "kubectl"), not running
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    started = False
+    if os.environ.get("KUBECONFIG"):
+        kubeconfig = os.environ["KUBECONFIG"]
+        local = _bin_dir() / "kubectl"
+        kubectl = str(local) if local.exists() else (shutil.which("kubectl") or "")
+        if not kubectl:
+            pytest.skip("e2e: KUBECONFIG is set but there is no kubectl")
+    else:
+        kubeconfig, kubectl, started = _start_local_control_plane()
+    found = Cluster(kubeconfig, kubectl)
+    crds = sorted((ROOT / "crds").glob("vallum.dev_*.yaml"))
+    if crds:
+        for crd in crds:
+            found.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
+        found.kubectl("wait", "--for=condition=Established", "--timeout=30s",
+                      *(f"-f={crd}" for crd in crds))
+    try:
+        yield found
+    finally:
+        if started:
+            subprocess.run([str(E2E / "control-plane"), "down"], capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def upstream_address() -> Iterator[str]:
+    """``10.200.0.1`` on ``lo`` for the session (added when missing, removed if added here)."""
+    have = subprocess.run(["ip", "-o", "addr", "show", "dev", "lo"], capture_output=True,
+                          text=True).stdout
+    added = False
+    if f" {UPSTREAM_IP}/" not in have:
+        done = subprocess.run(["ip", "addr", "add", f"{UPSTREAM_IP}/32", "dev", "lo"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"e2e: cannot add {UPSTREAM_IP}/32 to lo (needs root): "
+                        f"{done.stderr.strip()}")
+        added = True
+    try:
+        yield UPSTREAM_IP
+    finally:
+        if added:
+            subprocess.run(["ip", "addr", "del", f"{UPSTREAM_IP}/32", "dev", "lo"],
+                           capture_output=True)
+
+
+# -- the upstream ---------------------------------------------------------------------------------
+
+
+class Upstream:
+    """A real aiohttp server (own thread) answering JSON: who it is, what it received."""
+
+    def __init__(self, ip: str) -> None:
+        self.ip = ip
+        self.port = _free_port(ip)
+        self.local_port = _free_port()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="e2e-upstream")
+
+    def _run(self) -> None:
+        from aiohttp import web
+
+        async def answer(request: web.Request) -> web.Response:
+            return web.json_response({
+                "upstream": f"{request.transport.get_extra_info('sockname')[0]}"
+                            if request.transport else "",
+                "path": request.path_qs,
+                "host": request.host,
+                "headers": dict(request.headers),
+            })
+
+        async def main() -> None:
+            app = web.Application()
+            app.router.add_route("*", "/{tail:.*}", answer)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, self.ip, self.port).start()
+            await web.TCPSite(runner, "127.0.0.1", self.local_port).start()
+            self._runner = runner
+            self._ready.set()
+            self._stop = asyncio.Event()
+            await self._stop.wait()
+            await runner.cleanup()
+
+        try:
+            self._loop.run_until_complete(main())
+        finally:
+            self._loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the e2e upstream did not start")
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def upstream(upstream_address: str) -> Iterator[Upstream]:
+    server = Upstream(upstream_address)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- vallum controller ----------------------------------------------------------------------------
+
+
+class Controller:
+    """A ``vallum controller`` process on free ports (plain HTTP), and an HTTP client for it."""
+
+    def __init__(self, cluster: Cluster, controller_name: str, log_path: pathlib.Path,
+                 extra: tuple[str, ...] = ()) -> None:
+        self.cluster = cluster
+        self.controller_name = controller_name
+        self.port = _free_port()
+        self.admin_port = _free_port()
+        self.log_path = log_path
+        self.args = [
+            sys.executable, "-m", "vallum.cli", "controller",
+            "--kubeconfig", cluster.kubeconfig,
+            "--address", f"127.0.0.1:{self.port}",
+            "--metrics-address", f"127.0.0.1:{self.admin_port}",
+            "--insecure-server",
+            "--controller-name", controller_name,
+            *extra,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
+                                        cwd=ROOT)
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def admin(self, path: str) -> tuple[int, dict[str, Any]]:
+        return _get(f"http://127.0.0.1:{self.admin_port}{path}", {})
+
+    def request(self, host: str, path: str = "/") -> tuple[int, dict[str, Any]]:
+        """GET ``path`` on the proxy with this Host header: (status, JSON body or {})."""
+        return _get(f"http://127.0.0.1:{self.port}{path}", {"Host": host})
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"vallum controller exited ({self.process.returncode}):\n{self.log()}")
+            status, _ = self.admin("/readyz")
+            if status == 200:
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"vallum controller not ready after {timeout} s:\n{self.log()}")
+
+    def wait_for(self, host: str, want: Callable[[int, dict[str, Any]], bool],
+                 path: str = "/", timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
+        """Poll ``host``/``path`` until ``want(status, body)``; fail with the last answer."""
+        deadline = time.monotonic() + timeout
+        last: tuple[int, dict[str, Any]] = (0, {})
+        while time.monotonic() < deadline:
+            last = self.request(host, path)
+            if want(*last):
+                return last
+            time.sleep(0.05)
+        raise AssertionError(f"{host}{path}: still {last} after {timeout} s\n{self.log()}")
+
+
+def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=5)
+    try:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request("GET", target, headers=headers)
+        response = conn.getresponse()
+        body = response.read()
+    except OSError:
+        return 0, {}
+    finally:
+        conn.close()
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        data = {"text": body.decode("utf-8", "replace")}
+    return response.status, data if isinstance(data, dict) else {"json": data}
+
+
+@pytest.fixture(scope="session")
+def ingress_class(cluster: Cluster) -> Iterator[str]:
+    """An IngressClass of this session's own: (class name, controller name)."""
+    suffix = secrets.token_hex(4)
+    name = f"vallum-e2e-{suffix}"
+    cluster.apply(f"""
+        apiVersion: networking.k8s.io/v1
+        kind: IngressClass
+        metadata: {{name: {name}}}
+        spec: {{controller: vallum.dev/e2e-{suffix}}}
+    """)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(AssertionError):
+            cluster.delete("ingressclass", name)
+
+
+@pytest.fixture(scope="session")
+def controller(cluster: Cluster, ingress_class: str, upstream: Upstream,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """One ``vallum controller`` for the session, ready (first complete table served)."""
+    spec = cluster.get("ingressclass", ingress_class)["spec"]
+    running = Controller(cluster, spec["controller"],
+                         tmp_path_factory.mktemp("controller") / "controller.log")
+    running.start()
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    name = f"e2e-{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
