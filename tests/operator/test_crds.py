@@ -355,7 +355,7 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     try:
         subprocess.run([script, "up"], env=env, check=True, capture_output=True, timeout=120)
         env["KUBECONFIG"] = str(state / "kubeconfig")
-        kubectl(env, "apply", "--server-side", "-f", str(SETTINGS_FILE), "-f", str(POLICIES_FILE))
+        kubectl(env, "apply", "--server-side", "-k", str(CRDS))  # crds/kustomization.yaml
         kubectl(
             env, "wait", "--for=condition=established", "--timeout=30s",
             "crd/settings.vallum.dev", "crd/policies.vallum.dev",
