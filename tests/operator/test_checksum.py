@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tests.support.certs import TestCA
 from vallum.core import config
 from vallum.operator import checksum
 
@@ -18,7 +19,7 @@ def route(host: str, **options: object) -> config.Route:
     )
 
 
-def test_spliced_checksum_is_the_settings_checksum() -> None:
+def test_spliced_checksum_is_the_settings_checksum(test_ca: TestCA) -> None:
     routes = (
         route("a.example.com", prefix="/api", policy=[{"allow": {"or": [{"email": {"is": "é"}}]}}]),
         route("b.example.com", path="/x", set_request_headers=(("X-A", '"quoted"\\'),)),
@@ -29,8 +30,17 @@ def test_spliced_checksum_is_the_settings_checksum() -> None:
         address="127.0.0.1:8443", cookie_name="routes", jwt_claims_headers=(("X-Email", "email"),)
     )
     full = dataclasses.replace(settings, routes=routes)
-    assert checksum.table_checksum(settings, checksum.route_texts(routes)) == full.checksum()
-    assert checksum.table_checksum(full, checksum.route_texts(routes)) == full.checksum()
-    assert checksum.table_checksum(settings, ()) == settings.checksum()
-    fewer = checksum.table_checksum(settings, checksum.route_texts(routes[:3]))
+    assert checksum.table_checksum(settings, {"routes": checksum.texts(routes)}) == full.checksum()
+    assert checksum.table_checksum(full, {"routes": checksum.texts(routes)}) == full.checksum()
+    assert checksum.table_checksum(settings, {"routes": ()}) == settings.checksum()
+    leaf = test_ca.issue("a.example.com")
+    certs = (
+        config.Certificate(test_ca.cert_pem, test_ca.cert_pem),
+        config.Certificate(leaf.cert_pem, leaf.key_pem),
+    )
+    with_certs = dataclasses.replace(full, certificates=certs)
+    lists = {"routes": checksum.texts(routes), "certificates": checksum.texts(certs)}
+    assert checksum.table_checksum(settings, lists) == with_certs.checksum()
+    assert checksum.table_checksum(with_certs, {"routes": lists["routes"]}) == with_certs.checksum()
+    fewer = checksum.table_checksum(settings, {"routes": checksum.texts(routes[:3])})
     assert fewer != full.checksum()

@@ -293,6 +293,21 @@ def assert_denies(result: translate.Result, *needles: str) -> None:
     assert result.ingresses[("default", "other")].problems == ()
 
 
+def test_a_broken_ingress_never_shadows_a_live_one_on_the_same_host_and_path() -> None:
+    broken = k8s.ingress(  # sorted first, and broken: its routes come after every live one
+        "a-broken",
+        paths=[k8s.path("/"), k8s.path("/only-mine")],
+        annotations={"ingress.pomerium.io/timeout": "fast"},
+    )
+    live = k8s.ingress("b-live", paths=[k8s.path("/")])
+    result = translate.translate(backed(broken, live))
+    shared = matched(result, "app.example.com/x")
+    assert shared is not None and shared.unavailable is None
+    assert shared.source.startswith("Ingress default/b-live ")
+    own = matched(result, "app.example.com/only-mine")
+    assert own is not None and own.unavailable is not None and "timeout" in own.unavailable
+
+
 def test_bad_annotation() -> None:
     result = broken_result(annotations={"ingress.pomerium.io/timeout": "fast"})
     assert_denies(result, "ingress.pomerium.io/timeout")

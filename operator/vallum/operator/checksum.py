@@ -3,8 +3,9 @@
 Why a module of its own: :meth:`vallum.core.config.Settings.checksum` encodes the whole
 configuration as JSON on every call; with thousands of Ingresses that is most of the time a
 one-object change takes to reach the table (measured: about 130 ms of 190 ms with 3,000
-Ingresses). The translator keeps each Ingress's routes encoded with the Ingress's memo, and this
-module splices them into the encoding of the settings, giving the very same digest (the tests
+Ingresses). The translator keeps each Ingress's routes (and SNI certificates) encoded with the
+Ingress's memo, and this module splices them into the encoding of the settings, giving the very
+same digest (the tests
 compare it with ``Settings.checksum()`` on every table they build).
 """
 
@@ -24,21 +25,24 @@ def encode(value: object) -> str:
     return json.dumps(_plain(value), sort_keys=True, separators=(",", ":"), default=str)
 
 
-def route_texts(routes: Iterable[config.Route]) -> tuple[str, ...]:
-    """Each route encoded, to be kept beside the routes."""
-    return tuple(encode(route) for route in routes)
+def texts(values: Iterable[object]) -> tuple[str, ...]:
+    """Each value (a route, a certificate) encoded, to be kept beside it."""
+    return tuple(encode(value) for value in values)
 
 
-def table_checksum(settings: config.Settings, texts: Iterable[str]) -> str:
-    """``settings.checksum()`` for ``settings`` whose ``routes`` are the ones ``texts``
-    encode (in order); ``settings.routes`` itself is not read."""
-    marker = f"\x00{secrets.token_hex(16)}\x00"
-    plain = _plain(dataclasses.replace(settings, routes=()))
+def table_checksum(settings: config.Settings, lists: Mapping[str, Iterable[str]]) -> str:
+    """``settings.checksum()`` where each field named in ``lists`` (``routes``,
+    ``certificates``) holds the values those texts encode, in order; those fields of
+    ``settings`` are not read."""
+    plain = _plain(dataclasses.replace(settings, **{field: () for field in lists}))
     if not isinstance(plain, dict):  # pragma: no cover - a dataclass encodes to a mapping
         raise TypeError("settings did not encode to a mapping")
-    plain["routes"] = marker
+    markers = {}
+    for field in lists:
+        markers[field] = plain[field] = f"\x00{secrets.token_hex(16)}\x00"
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"), default=str)
-    text = text.replace(json.dumps(marker), "[" + ",".join(texts) + "]", 1)
+    for field, encoded in lists.items():
+        text = text.replace(json.dumps(markers[field]), "[" + ",".join(encoded) + "]", 1)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

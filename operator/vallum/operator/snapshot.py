@@ -39,7 +39,8 @@ def _empty() -> Objects:
 
 @dataclasses.dataclass(frozen=True)
 class Snapshot:
-    """Every object the translation may read, as the API server returns them."""
+    """Every object the translation may read, as the API server returns them. A value: its
+    mappings and objects are never changed once made (the store hands out new mappings)."""
 
     ingresses: Objects = dataclasses.field(default_factory=_empty)
     services: Objects = dataclasses.field(default_factory=_empty)
@@ -59,13 +60,29 @@ class Snapshot:
     @functools.cached_property
     def slices_by_service(self) -> Mapping[ObjectKey, tuple[ObjectKey, ...]]:
         """The EndpointSlices of each Service ``(namespace, service name)``, keys sorted."""
-        out: dict[ObjectKey, list[ObjectKey]] = {}
-        for key, obj in self.endpoint_slices.items():
-            labels = (obj.get("metadata") or {}).get("labels") or {}
-            service = labels.get(SERVICE_NAME_LABEL)
-            if isinstance(service, str) and service:
-                out.setdefault((key[0], service), []).append(key)
-        return types.MappingProxyType({k: tuple(sorted(v)) for k, v in out.items()})
+        return slices_index(self.endpoint_slices)
+
+
+_last_index: tuple[Objects, Mapping[ObjectKey, tuple[ObjectKey, ...]]] | None = None
+
+
+def slices_index(slices: Objects) -> Mapping[ObjectKey, tuple[ObjectKey, ...]]:
+    """EndpointSlice keys by Service. The last answer is kept for the same mapping object:
+    the store hands out the same mapping until a slice changes, so most snapshots (an Ingress
+    or Secret changed) do not index every slice again."""
+    global _last_index
+    last = _last_index
+    if last is not None and last[0] is slices:
+        return last[1]
+    out: dict[ObjectKey, list[ObjectKey]] = {}
+    for key, obj in slices.items():
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        service = labels.get(SERVICE_NAME_LABEL)
+        if isinstance(service, str) and service:
+            out.setdefault((key[0], service), []).append(key)
+    index = types.MappingProxyType({k: tuple(sorted(v)) for k, v in out.items()})
+    _last_index = (slices, index)
+    return index
 
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:

@@ -14,9 +14,10 @@ those with neither when one of our IngressClasses is marked default
 (``ingressclass.kubernetes.io/is-default-class: "true"``). Others are left alone.
 
 Order and determinism: Ingresses are taken in ``(namespace, name)`` order, their routes in rule
-and path order (``spec.defaultBackend`` first), certificates after the Settings' ones in the
-same order; so the same snapshot gives the same table and checksum. Where two Ingresses claim
-the same host and path, the first in that order wins (the core's rule: the first route wins).
+and path order (``spec.defaultBackend`` first), the denying routes of broken Ingresses after all
+others, certificates after the Settings' ones in the same order; so the same snapshot gives the
+same table and checksum. Where two Ingresses claim the same host and path, the first in that
+order wins (the core's rule: the first route wins), so a broken Ingress never shadows a live one.
 
 Incremental: :class:`Translator` remembers each Ingress's routes with the versions of the
 Ingress and of every object its translation read (Services, EndpointSlices, Secrets, Policies,
@@ -29,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from vallum.core import config, errors, routing
@@ -116,7 +117,8 @@ class _Memo:
     version: str | None
     settings_key: object
     compiled: ingress_routes.Compiled
-    texts: tuple[str, ...]  # its routes encoded for the checksum
+    route_texts: tuple[str, ...]  # its routes and certificates encoded for the checksum
+    certificate_texts: tuple[str, ...]
 
 
 class Translator:
@@ -138,9 +140,12 @@ class Translator:
         base = None if settings_problems else self._settings(read.values, settings_problems)
         timeout = base.default_upstream_timeout if base is not None else 30.0
         mtls = base.downstream_mtls if base is not None else None
-        routes: list[config.Route] = []
-        texts: list[str] = []
-        certificates = list(base.certificates) if base is not None else []
+        live: list[_Memo] = []
+        broken: list[_Memo] = []
+        certificates: dict[config.Certificate, str] = {}
+        if base is not None:
+            own = base.certificates
+            certificates.update(zip(own, checksum.texts(own), strict=True))
         outcomes: dict[ObjectKey, IngressOutcome] = {}
         compiled_now: list[ObjectKey] = []
         for key in sorted(snapshot.ingresses):
@@ -149,11 +154,15 @@ class Translator:
                 continue
             memo = self._ingress(snapshot, key, ingress, timeout, mtls, compiled_now)
             compiled = memo.compiled
-            routes.extend(compiled.routes)
-            texts.extend(memo.texts)
-            certificates.extend(c for c in compiled.certificates if c not in certificates)
+            (broken if compiled.problems else live).append(memo)
+            for cert, text in zip(compiled.certificates, memo.certificate_texts, strict=True):
+                certificates.setdefault(cert, text)
             secrets_used |= compiled.secrets_used
             outcomes[key] = IngressOutcome(compiled.problems, len(compiled.routes))
+        # A broken Ingress's denying routes come last: where a live Ingress has the same host
+        # and path, the live route wins, so a broken Ingress cannot take another's requests.
+        routes = [route for memo in live + broken for route in memo.compiled.routes]
+        route_texts = [text for memo in live + broken for text in memo.route_texts]
         for gone in set(self._ingresses) - set(outcomes):
             del self._ingresses[gone]
         self.last_compiled = tuple(compiled_now)
@@ -161,12 +170,16 @@ class Translator:
         table = None
         if base is not None:
             full = dataclasses.replace(base, routes=tuple(routes), certificates=tuple(certificates))
+            lists: dict[str, Iterable[str]] = {
+                "routes": route_texts,
+                "certificates": certificates.values(),
+            }
             try:  # routing.build_table, with the checksum from the routes encoded once
                 index = routing.build_index(full)
             except errors.ConfigError as exc:  # each Ingress's routes were checked: a bug
                 settings_problems.extend(exc.problems)
             else:
-                total = checksum.table_checksum(full, texts)
+                total = checksum.table_checksum(full, lists)
                 table = config.RouteTable(settings=full, checksum=total, index=index)
         return Result(
             table=table,
@@ -214,7 +227,11 @@ class Translator:
             snap.Lookups(snapshot), key, ingress, default_timeout=timeout, mtls=mtls
         )
         memo = self._ingresses[key] = _Memo(
-            version, settings_key, compiled, checksum.route_texts(compiled.routes)
+            version,
+            settings_key,
+            compiled,
+            checksum.texts(compiled.routes),
+            checksum.texts(compiled.certificates),
         )
         compiled_now.append(key)
         return memo
