@@ -165,6 +165,13 @@ def test_default_backend_takes_the_one_tls_host_as_pomerium() -> None:
     assert fallback.source == "Ingress default/app spec.defaultBackend"
     api_route = matched(result, "app.example.com/api/x")
     assert api_route is not None and api_route.to[0].host == "10.0.0.2"
+    rule_too = k8s.ingress(
+        paths=[k8s.path("/", service="api")],
+        defaultBackend=k8s.backend(),
+        tls=[{"hosts": ["app.example.com"]}],
+    )
+    root = matched(translate.translate(backed(rule_too, *api)), "app.example.com/")
+    assert root is not None and root.to[0].host == "10.0.0.2"  # the rule wins over the default
     no_tls = translate.translate(backed(k8s.ingress(defaultBackend=k8s.backend())))
     (problem,) = no_tls.ingresses[APP].problems
     assert problem.startswith("spec.defaultBackend: ") and "spec.tls" in problem

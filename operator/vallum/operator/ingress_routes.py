@@ -12,7 +12,8 @@ known. What it decides, mirroring the Pomerium ingress controller (``ingress_to_
 * a rule without host is a problem, unless ``subtle_allow_empty_host: "true"`` (either
   prefix) makes it the catch-all host ``*``, as Pomerium;
 * ``spec.defaultBackend`` is a ``prefix: /`` route on the one host of the one ``spec.tls``
-  entry, as Pomerium; anything else there is a problem;
+  entry, as Pomerium; anything else there is a problem; it comes after the rules, so a rule's
+  ``/`` on that host wins, as the default backend takes only what no rule matches;
 * a cert-manager HTTP-01 solver Ingress is public (and keeps the Host header), its
   annotations ignored, as Pomerium.
 
@@ -286,20 +287,6 @@ def _paths(
     ctx: _Problems, spec: Mapping[str, Any], allow_empty_host: bool, path_regex: bool
 ) -> list[_Path]:
     out: list[_Path] = []
-    default = spec.get("defaultBackend")
-    if default is not None:
-        place = "spec.defaultBackend"
-        tls = spec.get("tls") or []
-        hosts = tls[0].get("hosts") or [] if len(tls) == 1 and isinstance(tls[0], dict) else []
-        if len(tls) != 1 or len(hosts) != 1:
-            ctx.problem(
-                1,
-                place,
-                "needs its host from spec.tls: exactly one entry with exactly one host "
-                f"(as the Pomerium controller), got {len(tls)} entries",
-            )
-        else:
-            out.append(_Path(place, str(hosts[0]), ("prefix", "/"), default))
     for i, rule in enumerate(spec.get("rules") or []):
         place = f"spec.rules[{i}]"
         rule = rule if isinstance(rule, Mapping) else {}
@@ -335,6 +322,22 @@ def _paths(
             out.append(
                 _Path(f"{place}.http.paths[{j}]", str(host), (rule_key, value), path.get("backend"))
             )
+    # After the rules: where a rule has the same host and path, the rule wins (Ingress's
+    # default backend takes what no rule matches).
+    default = spec.get("defaultBackend")
+    if default is not None:
+        place = "spec.defaultBackend"
+        tls = spec.get("tls") or []
+        hosts = tls[0].get("hosts") or [] if len(tls) == 1 and isinstance(tls[0], dict) else []
+        if len(tls) != 1 or len(hosts) != 1:
+            ctx.problem(
+                1,
+                place,
+                "needs its host from spec.tls: exactly one entry with exactly one host "
+                f"(as the Pomerium controller), got {len(tls)} entries",
+            )
+        else:
+            out.append(_Path(place, str(hosts[0]), ("prefix", "/"), default))
     return out
 
 

@@ -14,7 +14,7 @@ those with neither when one of our IngressClasses is marked default
 (``ingressclass.kubernetes.io/is-default-class: "true"``). Others are left alone.
 
 Order and determinism: Ingresses are taken in ``(namespace, name)`` order, their routes in rule
-and path order (``spec.defaultBackend`` first), the denying routes of broken Ingresses after all
+and path order (``spec.defaultBackend`` last), the denying routes of broken Ingresses after all
 others, certificates after the Settings' ones in the same order; so the same snapshot gives the
 same table and checksum. Where two Ingresses claim the same host and path, the first in that
 order wins (the core's rule: the first route wins), so a broken Ingress never shadows a live one.
