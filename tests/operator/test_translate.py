@@ -415,6 +415,13 @@ def test_tls_secrets_give_sni_certificates(test_ca: TestCA) -> None:
     (cert,) = table(result).settings.certificates
     assert cert.cert_pem.strip() == leaf.cert_pem.strip()
     assert ("default", "app-tls") in result.secrets_used
+    broken = broken_result(
+        tls,
+        tls=[{"hosts": ["app.example.com"], "secretName": "app-tls"}],
+        paths=[k8s.path(port=81)],
+    )
+    assert_denies(broken, "no port 81")
+    assert len(table(broken).settings.certificates) == 1  # the reason is served over its own TLS
     missing = broken_result(tls=[{"hosts": ["app.example.com"], "secretName": "gone"}])
     assert_denies(missing, "spec.tls[0].secretName: Secret default/gone not found")
     assert table(missing).settings.certificates == ()

@@ -121,7 +121,7 @@ def compile_ingress(
         built = _denying(source, paths, reason)
     return Compiled(
         routes=tuple(built),
-        certificates=certificates if not problems else (),
+        certificates=certificates,  # kept when broken: the 503 page is served over its own TLS
         problems=problems,
         used=dict(lookups.used),
         secrets_used=lookups.secrets_used(),
