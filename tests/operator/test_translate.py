@@ -149,6 +149,11 @@ def test_a_rule_without_host_is_a_problem_unless_allowed_as_pomerium() -> None:
     assert result.ingresses[APP].problems == ()
     route = matched(result, "anything.example.org/x")
     assert route is not None and route.host == "*"
+    bad = k8s.ingress(host=None, annotations={"ingress.vallum.dev/subtle_allow_empty_host": "yes"})
+    problems = translate.translate(backed(bad)).ingresses[APP].problems
+    assert any(
+        p.startswith("ingress.vallum.dev/subtle_allow_empty_host: expected true") for p in problems
+    )
 
 
 def test_default_backend_takes_the_one_tls_host_as_pomerium() -> None:
