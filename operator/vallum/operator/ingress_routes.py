@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,7 +105,7 @@ def compile_ingress(
             "preserve_host_header": True,
         }
     else:
-        got = ingress_annotations.read(raw)
+        got = read_annotations(raw)
         for problem in got.problems:
             ctx.add(problem)
         options = dict(got.options)
@@ -126,6 +127,28 @@ def compile_ingress(
         used=dict(lookups.used),
         secrets_used=lookups.secrets_used(),
     )
+
+
+def read_annotations(raw: Mapping[str, Any]) -> ingress_annotations.IngressAnnotations:
+    """:func:`vallum.operator.annotations.read`, remembered for recent annotation sets (many
+    Ingresses carry the same ones, and reading them compiles their policy)."""
+    ours = tuple(
+        sorted(
+            (k, v)
+            for k, v in raw.items()
+            if k.startswith(
+                (ingress_annotations.VALLUM_PREFIX, ingress_annotations.POMERIUM_PREFIX)
+            )
+        )
+    )
+    if not all(isinstance(v, str) for _, v in ours):
+        return ingress_annotations.read(raw)  # not hashable as given: read as it is
+    return _read_cached(ours)
+
+
+@functools.lru_cache(maxsize=4096)
+def _read_cached(items: tuple[tuple[str, str], ...]) -> ingress_annotations.IngressAnnotations:
+    return ingress_annotations.read(dict(items))
 
 
 def _empty_host(ctx: _Problems, raw: dict[str, Any]) -> bool:
