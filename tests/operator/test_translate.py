@@ -325,6 +325,8 @@ def test_bad_annotation() -> None:
     assert_denies(result, "ingress.pomerium.io/timeout")
     unknown = broken_result(annotations={"ingress.vallum.dev/tiemout": "5s"})
     assert_denies(unknown, "ingress.vallum.dev/tiemout", "unknown option")
+    not_text = broken_result(annotations={"ingress.vallum.dev/timeout": 5})
+    assert_denies(not_text, "ingress.vallum.dev/timeout: expected a string value")
 
 
 def test_missing_service() -> None:
