@@ -318,6 +318,20 @@ def test_a_broken_ingress_never_shadows_a_live_one_on_the_same_host_and_path() -
     assert shared.source.startswith("Ingress default/b-live ")
     own = matched(result, "app.example.com/only-mine")
     assert own is not None and own.unavailable is not None and "timeout" in own.unavailable
+    assert not any("b-live" in w for w in result.warnings)
+
+
+def test_two_live_ingresses_on_one_host_and_path_the_first_wins_with_a_warning() -> None:
+    first = k8s.ingress("a", paths=[k8s.path("/"), k8s.path("/a")])
+    second = k8s.ingress("b", paths=[k8s.path("/", service="api"), k8s.path("/b")])
+    api = (k8s.service("api"), k8s.endpoint_slice("api", ready=["10.0.0.2"]))
+    result = translate.translate(backed(second, first, *api))
+    root = matched(result, "app.example.com/")
+    assert root is not None and root.to[0].host == "10.0.0.1"
+    assert [w for w in result.warnings if w != translate.NO_SETTINGS] == [
+        "Ingress default/b spec.rules[0].http.paths[0]: app.example.com / is taken by "
+        "Ingress default/a spec.rules[0].http.paths[0]"
+    ]
 
 
 def test_bad_annotation() -> None:

@@ -163,6 +163,7 @@ class Translator:
         # and path, the live route wins, so a broken Ingress cannot take another's requests.
         routes = [route for memo in live + broken for route in memo.compiled.routes]
         route_texts = [text for memo in live + broken for text in memo.route_texts]
+        warnings.extend(_shadowed(live))
         for gone in set(self._ingresses) - set(outcomes):
             del self._ingresses[gone]
         self.last_compiled = tuple(compiled_now)
@@ -249,6 +250,21 @@ class Translator:
         for gone in set(self._policies) - set(out):
             del self._policies[gone]
         return out
+
+
+def _shadowed(live: list[_Memo]) -> list[str]:
+    """Routes of live Ingresses that another Ingress's route with the same host and path rule
+    takes first (the first in order wins): worth a word, as one of them is never reached."""
+    first: dict[tuple[str, str, str], str] = {}
+    out: list[str] = []
+    for memo in live:
+        for route in memo.compiled.routes:
+            rule = (route.host, route.path_match, route.path_value)
+            owner = first.setdefault(rule, route.source)
+            ingress = route.source.split(" spec.", 1)[0]
+            if owner != route.source and not owner.startswith(ingress + " "):
+                out.append(f"{route.source}: {rule[0]} {rule[2]} is taken by {owner}")
+    return out
 
 
 def translate(snapshot: snap.Snapshot, options: Options | None = None) -> Result:
