@@ -104,6 +104,22 @@ def version(obj: Mapping[str, Any] | None) -> str | None:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def spec_version(obj: Mapping[str, Any] | None) -> object:
+    """What the translation reads of an object whose ``status`` is a subresource (Ingress,
+    Policy): its ``uid`` and ``metadata.generation``, which the API server bumps on every
+    change of the spec but not on a status write (the controller's own Ready conditions and
+    load-balancer addresses included), with its labels and annotations, which bump neither.
+    So a status write does not make its Ingress (or every Ingress naming the Policy) compile
+    again. :func:`version` for an object without ``uid`` and ``generation`` (a test's dict)."""
+    if obj is None:
+        return None
+    meta = obj.get("metadata") or {}
+    generation, uid = meta.get("generation"), meta.get("uid")
+    if not isinstance(generation, int) or isinstance(generation, bool) or not uid:
+        return version(obj)
+    return ("generation", uid, generation, meta.get("labels") or {}, meta.get("annotations") or {})
+
+
 Dependency = tuple[str, ObjectKey]
 """``(kind, key)``: kind ``Service``, ``Secret``, ``Policy`` or ``EndpointSlices`` (the slices
 of the Service ``key``)."""
@@ -115,7 +131,8 @@ def fingerprint(snapshot: Snapshot, dep: Dependency) -> object:
     if kind == "EndpointSlices":
         names = snapshot.slices_by_service.get(key, ())
         return tuple((name, version(snapshot.endpoint_slices.get(name))) for name in names)
-    return version(_objects(snapshot, kind).get(key))
+    obj = _objects(snapshot, kind).get(key)
+    return spec_version(obj) if kind == "Policy" else version(obj)
 
 
 def _objects(snapshot: Snapshot, kind: str) -> Objects:

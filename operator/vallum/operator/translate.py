@@ -114,7 +114,7 @@ class _SettingsProblems(nodes.Context):
 
 @dataclasses.dataclass(frozen=True)
 class _Memo:
-    version: str | None
+    version: object
     settings_key: object
     compiled: ingress_routes.Compiled
     route_texts: tuple[str, ...]  # its routes and certificates encoded for the checksum
@@ -127,7 +127,7 @@ class Translator:
     def __init__(self, options: Options) -> None:
         self.options = options
         self._ingresses: dict[ObjectKey, _Memo] = {}
-        self._policies: dict[ObjectKey, tuple[str | None, tuple[str, ...]]] = {}
+        self._policies: dict[ObjectKey, tuple[object, tuple[str, ...]]] = {}
         self.last_compiled: tuple[ObjectKey, ...] = ()
         """The Ingresses the last :meth:`translate` compiled (the others came from memory)."""
 
@@ -214,7 +214,7 @@ class Translator:
         mtls: config.DownstreamMTLS | None,
         compiled_now: list[ObjectKey],
     ) -> _Memo:
-        version = snap.version(ingress)
+        version = snap.spec_version(ingress)
         settings_key = (timeout, mtls)
         memo = self._ingresses.get(key)
         if (
@@ -241,7 +241,7 @@ class Translator:
         out: dict[ObjectKey, tuple[str, ...]] = {}
         for key in sorted(snapshot.policies):
             obj = snapshot.policies[key]
-            version = snap.version(obj)
+            version = snap.spec_version(obj)
             known = self._policies.get(key)
             if known is None or known[0] != version:
                 problem = ingress_routes.policy_problem(obj)
