@@ -177,3 +177,23 @@ def test_every_change_bumps_the_version_and_sets_the_signal() -> None:
     store.changed.clear()
     store.apply(store_mod.SETTINGS, {"metadata": {"name": "not-ours"}})
     assert not store.changed.is_set()
+
+
+def test_the_same_version_again_is_no_change() -> None:
+    store = store_mod.Store()
+    store.load_listed(store_mod.INGRESSES, [o.ingress(rv="7")])
+    store.use_secrets({("default", "used")})
+    store.apply(store_mod.SECRETS, o.secret("used", {"k": "v"}, rv="3"))
+    store.apply(store_mod.SECRETS, o.secret("other", {"k": "v"}, rv="4"))
+    version = store.version
+    store.apply(store_mod.INGRESSES, o.ingress(rv="7"))  # kopf's list repeating ours
+    store.apply(store_mod.SECRETS, o.secret("used", {"k": "v"}, rv="3"))
+    store.apply(store_mod.SECRETS, o.secret("other", {"k": "v"}, rv="4"))
+    assert store.version == version
+    assert store.provisional(store_mod.INGRESSES) == frozenset()  # but kopf has spoken
+    store.apply(store_mod.INGRESSES, o.ingress(rv="8"))
+    assert store.version == version + 1
+    # A stub does not count as holding a referenced Secret's version: its data is needed.
+    assert store.use_secrets({("default", "other")}) == {("default", "other")}
+    store.apply(store_mod.SECRETS, o.secret("other", {"k": "v"}, rv="4"))
+    assert ("default", "other") in store.snapshot().secrets

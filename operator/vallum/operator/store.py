@@ -28,7 +28,9 @@ provisional ones that are gone. A LISTed object never overwrites what a watch ev
 about the same key (the event is newer).
 
 The change signal: :attr:`Store.version` counts changes and :attr:`Store.changed` (an
-``asyncio.Event``) is set on each; the controller clears it before it takes a snapshot.
+``asyncio.Event``) is set on each; the controller clears it before it takes a snapshot. An object
+delivered again with the resourceVersion already held is no change (kopf's initial list repeats
+everything our LIST brought in).
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ def slim(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
             meta["annotations"] = {k: v for k, v in notes.items() if k != LAST_APPLIED}
         out["metadata"] = meta
     return out
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return str(meta.get("resourceVersion") or "")
 
 
 def _stub(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,6 +255,8 @@ class Store:
     def _put(self, kind: str, key: ObjectKey, obj: Mapping[str, Any]) -> None:
         if kind == SETTINGS and key != ("", self.settings_name):
             return
+        if self._same(kind, key, obj):
+            return
         slimmed = slim(kind, obj)
         if kind == SECRETS:
             if key not in self._secrets_used:
@@ -259,6 +268,18 @@ class Store:
             self._secret_stubs.pop(key, None)
         self._objects[kind][key] = slimmed
         self._touch(kind)
+
+    def _same(self, kind: str, key: ObjectKey, obj: Mapping[str, Any]) -> bool:
+        """Whether ``obj`` is the version already held (same resourceVersion): kopf's own
+        initial list re-delivers every object our LIST brought in, and a no-op there must not
+        wake the controller 15,000 times."""
+        version = _version(obj)
+        if not version:
+            return False
+        held = self._objects[kind].get(key)
+        if held is None and kind == SECRETS and key not in self._secrets_used:
+            held = self._secret_stubs.get(key)
+        return held is not None and _version(held) == version
 
     def _remove(self, kind: str, key: ObjectKey) -> None:
         if kind == SECRETS:
