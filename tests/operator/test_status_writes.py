@@ -1,7 +1,8 @@
 """A status write (the controller's own: load-balancer addresses on Ingresses, Ready conditions
 on Policies) moves an object's resourceVersion but not its meaning: it must not make the
 translator compile the Ingress again, nor every Ingress that names the Policy. A change of spec
-(generation), labels or annotations, or a new object under the same name (uid), must."""
+(generation), labels or annotations, or a new object under the same name (uid), must; so must
+a Secret the store re-reads with its data at the same resourceVersion."""
 
 from __future__ import annotations
 
@@ -133,3 +134,18 @@ def test_spec_version_falls_back_to_the_version_without_uid_and_generation() -> 
     served = _as_served(plain, uid="u", generation=3)
     assert snap.spec_version(served) == snap.spec_version(_written(served, "8", status=READY))
     assert snap.spec_version(served) != snap.spec_version(_written(served, "9", generation=4))
+
+
+def test_a_secret_read_again_with_its_data_at_the_same_version_compiles_again() -> None:
+    """The store holds an unreferenced Secret as a stub (no ``data``) and GETs it once an
+    Ingress names it: the same resourceVersion, now with data. The memo must see the data."""
+    full = k8s.secret("headers", {"X-Team": "blue"}, rv="5")
+    stub = {"kind": "Secret", "metadata": dict(full["metadata"])}
+    ingress = k8s.ingress(annotations={"ingress.pomerium.io/set_request_headers_secret": "headers"})
+    translator = translate.Translator(translate.Options())
+    translator.translate(k8s.snapshot(ingress, stub, k8s.service(), k8s.endpoint_slice()))
+    result = translator.translate(k8s.snapshot(ingress, full, k8s.service(), k8s.endpoint_slice()))
+    assert translator.last_compiled == (APP,)
+    assert result.table is not None
+    (route,) = result.table.settings.routes
+    assert route.set_request_headers == (("X-Team", "blue"),)

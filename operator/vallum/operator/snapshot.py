@@ -132,6 +132,12 @@ def fingerprint(snapshot: Snapshot, dep: Dependency) -> object:
         names = snapshot.slices_by_service.get(key, ())
         return tuple((name, version(snapshot.endpoint_slices.get(name))) for name in names)
     obj = _objects(snapshot, kind).get(key)
+    if kind == "Secret" and obj is not None:
+        # The store keeps an unreferenced Secret without its data, then GETs it when a
+        # reference appears: the same resourceVersion, now with data. Whether the data is
+        # there is part of what the translation read, or the memo would keep the reading
+        # of the stub (a missing key, no headers) until the Secret next changes.
+        return (version(obj), "data" in obj)
     return spec_version(obj) if kind == "Policy" else version(obj)
 
 
