@@ -423,6 +423,19 @@ def test_every_problem_is_reported_at_once() -> None:
     assert_denies(result, "timeout", "Policy default/gone not found", "Secret default/ca not found")
 
 
+def test_backend_problems_are_reported_beside_the_others() -> None:
+    result = broken_result(
+        annotations={"ingress.pomerium.io/timeout": "fast"},
+        paths=[k8s.path("/", service="nope"), k8s.path("/b", port=81)],
+    )
+    assert_denies(
+        result,
+        "timeout",
+        "spec.rules[0].http.paths[0].backend: Service default/nope not found",
+        "spec.rules[0].http.paths[1].backend: Service default/app has no port 81",
+    )
+
+
 # --- Secrets --------------------------------------------------------------------------------
 
 

@@ -116,6 +116,8 @@ def compile_ingress(
     built: list[config.Route] = []
     if not ctx.problems:
         built = _routes(ctx, lookups, namespace, source, paths, got, options, default_timeout, mtls)
+    else:  # still name every unknown Service or port: one Event lists all that is wrong
+        _check_backends(ctx, lookups, namespace, paths, got)
     problems = tuple(ctx.report(ctx.problems))
     if problems:
         reason = nodes.shorten(f"{source}: " + "; ".join(problems), MAX_REASON)
@@ -413,6 +415,26 @@ def _routes(
             for problem in exc.problems:
                 ctx.add(problem)
     return out
+
+
+def _check_backends(
+    ctx: _Problems,
+    lookups: snap.Lookups,
+    namespace: str,
+    paths: list[_Path],
+    got: ingress_annotations.IngressAnnotations,
+) -> None:
+    """Record the problem of every backend that cannot resolve (routes are not built)."""
+    for item in paths:
+        backend = backends.resolve(
+            lookups,
+            namespace,
+            item.backend,
+            secure=got.secure_upstream,
+            service_proxy=got.service_proxy_upstream,
+        )
+        if backend.problem is not None:
+            ctx.problem(1, f"{item.place}.backend", backend.problem)
 
 
 def _denying(source: str, paths: list[_Path], reason: str) -> list[config.Route]:
