@@ -16,6 +16,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from vallum.core import config
 
@@ -34,7 +35,8 @@ def table_checksum(settings: config.Settings, lists: Mapping[str, Iterable[str]]
     """``settings.checksum()`` where each field named in ``lists`` (``routes``,
     ``certificates``) holds the values those texts encode, in order; those fields of
     ``settings`` are not read."""
-    plain = _plain(dataclasses.replace(settings, **{field: () for field in lists}))
+    emptied: dict[str, Any] = {field: () for field in lists}
+    plain = _plain(dataclasses.replace(settings, **emptied))
     if not isinstance(plain, dict):  # pragma: no cover - a dataclass encodes to a mapping
         raise TypeError("settings did not encode to a mapping")
     markers = {}
