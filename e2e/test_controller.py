@@ -8,11 +8,12 @@ naming ``localhost``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from e2e import conftest
 
-PUBLIC = 'ingress.pomerium.io/allow_public_unauthenticated_access: "true"'
+PUBLIC = {"ingress.pomerium.io/allow_public_unauthenticated_access": "true"}
 
 
 def backend(cluster: conftest.Cluster, namespace: str, upstream: conftest.Upstream,
@@ -40,14 +41,16 @@ def backend(cluster: conftest.Cluster, namespace: str, upstream: conftest.Upstre
 
 def ingress(cluster: conftest.Cluster, namespace: str, ingress_class: str, host: str,
             service: str = "app", port: int = 80, name: str = "web",
-            annotations: str = PUBLIC) -> None:
+            annotations: dict[str, str] | None = None) -> None:
+    """An Ingress ``name`` for ``host`` -> ``service``:``port`` (public unless ``annotations``
+    says otherwise; the annotations are written as a JSON flow mapping, which YAML reads)."""
+    notes = json.dumps(PUBLIC if annotations is None else annotations)
     cluster.apply(f"""
         apiVersion: networking.k8s.io/v1
         kind: Ingress
         metadata:
           name: {name}
-          annotations:
-            {annotations}
+          annotations: {notes}
         spec:
           ingressClassName: {ingress_class}
           rules:
