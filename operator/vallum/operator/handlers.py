@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import kopf
@@ -85,10 +85,13 @@ def build_registry(
     return registry
 
 
-def feeder(store: store_mod.Store, kind: str) -> Callable[..., None]:
-    """The event handler of ``kind``: DELETED removes the object, anything else applies it."""
+def feeder(store: store_mod.Store, kind: str) -> Callable[..., Awaitable[None]]:
+    """The event handler of ``kind``: DELETED removes the object, anything else applies it.
 
-    def on_event(event: Mapping[str, Any], **_: Any) -> None:
+    A coroutine function on purpose: kopf runs a plain function in a thread pool, and the store
+    (and its ``asyncio.Event``) must only be touched from kopf's event loop."""
+
+    async def on_event(event: Mapping[str, Any], **_: Any) -> None:
         obj = event.get("object")
         if not isinstance(obj, Mapping):
             return
