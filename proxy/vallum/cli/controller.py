@@ -159,6 +159,11 @@ def _run(args: argparse.Namespace) -> int:
     logs.setup_logging(args.log_level)
     if args.log_level != "debug":
         logging.getLogger("kopf").setLevel(logging.WARNING)
+    # kopf warns that it cannot catch signals off the main thread: by design here (our main
+    # thread catches them and sets kopf's stop flag).
+    logging.getLogger("kopf._core.reactor.running").addFilter(
+        lambda record: "running not in the main thread" not in record.getMessage()
+    )
     try:
         for place, value in (
             ("--address", args.address),
