@@ -230,10 +230,10 @@ async def test_initial_list_counts_an_unserved_kind_as_empty() -> None:
 
     published = Published()
     controller = make(store, published, window=0, list_objects=list_kind)
-    await controller.load_initial()
-    assert store.complete
-    assert await controller.round()
+    await controller.load_initial()  # LISTs, then publishes the first table
+    assert store.complete and controller.ready
     assert controller.table is not None and hosts(controller.table) == ["https://app.example.com"]
+    assert published.tables == [controller.table]
 
 
 async def test_load_initial_needs_a_lister() -> None:

@@ -105,10 +105,16 @@ class Controller:
         self.became_ready = asyncio.Event()
 
     async def load_initial(self) -> None:
-        """The initial LIST of every kind into the store (:func:`initial_list`)."""
+        """The initial LIST of every kind into the store (:func:`initial_list`), then the first
+        round, so the first table is published before kopf's watches start: kopf's own initial
+        list of thousands of objects keeps the interpreter busy for seconds (measured: 5,000
+        Ingresses with their Services and EndpointSlices, ready in 11.9 s when the first
+        translation ran beside it, against 2.5 s for LIST + translation alone)."""
         if self.list_objects is None:
             raise RuntimeError("load_initial needs list_objects")
         await initial_list(self.store, self.list_objects)
+        if self.store.complete:
+            await self.round()
 
     async def run(self) -> None:
         """Translate and publish after every burst of changes, until cancelled (and, with
