@@ -53,6 +53,9 @@ log = logging.getLogger("vallum.operator.controller")
 WINDOW = 0.03
 """Seconds a round waits after the first change, gathering a burst into one translation."""
 
+RETRY = 5.0
+"""Seconds before a round that failed unexpectedly is tried again."""
+
 CONFIRM_INTERVAL = 5.0
 """Seconds between the LISTs of keys that settle provisional objects (:func:`confirm_listed`)."""
 
@@ -87,6 +90,7 @@ class Controller:
         list_objects: ListKind | None = None,
         list_keys: ListKeys | None = None,
         window: float = WINDOW,
+        retry: float = RETRY,
     ) -> None:
         self.store = store
         self.translator = translator
@@ -96,6 +100,7 @@ class Controller:
         self.list_objects = list_objects
         self.list_keys = list_keys
         self.window = window
+        self.retry = retry
         self.ready = False
         self.table: config.RouteTable | None = None
         self.result: translate.Result | None = None
@@ -143,6 +148,8 @@ class Controller:
             except Exception as exc:  # a bug must not stop the controller; the table stays
                 self.last_error = f"unexpected {type(exc).__name__}: {exc}"
                 log.exception("controller round failed", extra={"event": "controller_crashed"})
+                await asyncio.sleep(self.retry)  # then try again, even without a new change
+                self.store.changed.set()
 
     async def round(self) -> bool:
         """One translation of the store as it is now, published if it changed the table.
