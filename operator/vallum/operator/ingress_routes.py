@@ -379,15 +379,8 @@ def _routes(
 ) -> list[config.Route]:
     out: list[config.Route] = []
     for item in paths:
-        backend = backends.resolve(
-            lookups,
-            namespace,
-            item.backend,
-            secure=got.secure_upstream,
-            service_proxy=got.service_proxy_upstream,
-        )
-        if backend.problem is not None:
-            ctx.problem(1, f"{item.place}.backend", backend.problem)
+        backend = _backend(ctx, lookups, namespace, item, got)
+        if backend is None:
             continue
         route_options = dict(options)
         names = {"tls_server_name", "tls_upstream_server_name"}
@@ -426,15 +419,28 @@ def _check_backends(
 ) -> None:
     """Record the problem of every backend that cannot resolve (routes are not built)."""
     for item in paths:
-        backend = backends.resolve(
-            lookups,
-            namespace,
-            item.backend,
-            secure=got.secure_upstream,
-            service_proxy=got.service_proxy_upstream,
-        )
-        if backend.problem is not None:
-            ctx.problem(1, f"{item.place}.backend", backend.problem)
+        _backend(ctx, lookups, namespace, item, got)
+
+
+def _backend(
+    ctx: _Problems,
+    lookups: snap.Lookups,
+    namespace: str,
+    item: _Path,
+    got: ingress_annotations.IngressAnnotations,
+) -> backends.Backend | None:
+    """The backend of one path, or ``None`` with its problem recorded."""
+    backend = backends.resolve(
+        lookups,
+        namespace,
+        item.backend,
+        secure=got.secure_upstream,
+        service_proxy=got.service_proxy_upstream,
+    )
+    if backend.problem is not None:
+        ctx.problem(1, f"{item.place}.backend", backend.problem)
+        return None
+    return backend
 
 
 def _denying(source: str, paths: list[_Path], reason: str) -> list[config.Route]:
