@@ -63,6 +63,16 @@ class Cluster:
         self.kubeconfig = kubeconfig
         self.kubectl_path = kubectl
 
+    @contextlib.contextmanager
+    def temporary_namespace(self) -> Iterator[str]:
+        """A namespace of its own (``e2e-<random>``), deleted afterwards (without waiting)."""
+        name = f"e2e-{secrets.token_hex(4)}"
+        self.kubectl("create", "namespace", name)
+        try:
+            yield name
+        finally:
+            self.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         done = subprocess.run(
             [self.kubectl_path, "--kubeconfig", self.kubeconfig, *args],
@@ -357,9 +367,5 @@ def controller(cluster: Cluster, ingress_class: str, upstream: Upstream,
 
 @pytest.fixture
 def namespace(cluster: Cluster) -> Iterator[str]:
-    name = f"e2e-{secrets.token_hex(4)}"
-    cluster.kubectl("create", "namespace", name)
-    try:
+    with cluster.temporary_namespace() as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -12,12 +11,8 @@ from e2e import conftest, test_controller
 
 @pytest.fixture
 def other_namespace(cluster: conftest.Cluster) -> Iterator[str]:
-    name = f"e2e-{secrets.token_hex(4)}"
-    cluster.kubectl("create", "namespace", name)
-    try:
+    with cluster.temporary_namespace() as name:
         yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def test_only_the_named_namespaces_are_served(

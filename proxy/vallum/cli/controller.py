@@ -258,13 +258,7 @@ class Runner:
             await self.waiting_admin.cleanup()
             self.waiting_admin = None
         candidate = server.Server(table, gate=identity.build_gate(table.settings))
-        try:
-            await candidate.start()
-        except (errors.ConfigError, OSError) as exc:
-            problems = exc.problems if isinstance(exc, errors.ConfigError) else (str(exc),)
-            for problem in problems:
-                print(f"vallum controller: {problem}", file=sys.stderr)
-            await candidate.close(drain=0)
+        if not await server.start_or_report(candidate, "vallum controller"):
             self.status = 1
             self.stop.set()
             return False

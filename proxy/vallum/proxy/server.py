@@ -592,17 +592,25 @@ def _run_loop(main: Callable[[], Any]) -> Any:
     return uvloop.run(main())
 
 
-async def _serve(
-    config_path: str, table: config.RouteTable, worker: int, gate: pipeline.Gate
-) -> int:
-    server = Server(table, config_path=config_path, gate=gate, worker=worker, admin=worker == 0)
+async def start_or_report(server: Server, prog: str) -> bool:
+    """Start ``server``; when its listeners cannot start (a config problem, an address in use),
+    print each reason as ``prog: reason`` on stderr, close it and answer ``False``."""
     try:
         await server.start()
     except (errors.ConfigError, OSError) as exc:
         problems = exc.problems if isinstance(exc, errors.ConfigError) else (str(exc),)
         for problem in problems:
-            print(f"vallum serve: {problem}", file=sys.stderr)
+            print(f"{prog}: {problem}", file=sys.stderr)
         await server.close(drain=0)
+        return False
+    return True
+
+
+async def _serve(
+    config_path: str, table: config.RouteTable, worker: int, gate: pipeline.Gate
+) -> int:
+    server = Server(table, config_path=config_path, gate=gate, worker=worker, admin=worker == 0)
+    if not await start_or_report(server, "vallum serve"):
         return 1
     log.info(
         "serving",
