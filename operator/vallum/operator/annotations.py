@@ -107,7 +107,6 @@ POMERIUM_UNSUPPORTED = frozenset(
         "mcp_server",
         "outlier_detection",
         "rewrite_response_headers",
-        "subtle_allow_empty_host",
         "tcp_upstream",
         "tls_downstream_client_ca_secret",
         "udp_upstream",
