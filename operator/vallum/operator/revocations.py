@@ -107,6 +107,14 @@ class ClusterState:
         self.synced = threading.Event()
         """Set once the first list of revocations is in."""
 
+    @classmethod
+    def connect(cls, local: Local, api_client: Any, namespace: str) -> ClusterState:
+        """A state that talks to the API server through ``api_client`` (a ``kubernetes``
+        ``ApiClient``)."""
+        from kubernetes import client
+
+        return cls(local, client.CoreV1Api(api_client), namespace)
+
     # -- SessionState ------------------------------------------------------------------------
     def is_revoked(self, session_id: str, now: float) -> bool:
         return session_id in self._revoked or self.local.is_revoked(session_id, now)

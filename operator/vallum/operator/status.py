@@ -23,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import ipaddress
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -86,6 +88,11 @@ def status_patch(
     return {"status": wanted}
 
 
+def _event_prefix(ingress: Ingress) -> str:
+    """The Ingress's name, cut so that ``<prefix>.<12 hex digits>`` is a valid object name."""
+    return str(ingress.get("metadata", {}).get("name", ""))[:200]
+
+
 def ingress_event(
     ingress: Ingress, outcome: translate.IngressOutcome, now: str, component: str = COMPONENT
 ) -> dict[str, Any]:
@@ -102,7 +109,8 @@ def ingress_event(
     return {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"name": f"{meta.get('name')}.{digest}", "namespace": meta.get("namespace")},
+        "metadata": {"name": f"{_event_prefix(ingress)}.{digest}",
+                     "namespace": meta.get("namespace")},
         "involvedObject": {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "Ingress",
@@ -123,6 +131,33 @@ def ingress_event(
     }
 
 
+def conflict_event(
+    ingress: Ingress, warnings: Iterable[str], now: str, component: str = COMPONENT
+) -> dict[str, Any]:
+    """A ``Warning``/``Conflict`` Event on a live ``ingress`` whose route another Ingress takes
+    first (the translation's warnings naming it): it serves, but part of it is never reached."""
+    event = ingress_event(ingress, translate.IngressOutcome(problems=(), routes=0), now, component)
+    message = _cut("; ".join(warnings))
+    digest = hashlib.sha256(f"{event['metadata']['name']}{message}".encode()).hexdigest()[:12]
+    event["metadata"]["name"] = f"{_event_prefix(ingress)}.{digest}"
+    event.update(type="Warning", reason="Conflict", message=message)
+    return event
+
+
+_NAMED = re.compile(r"Ingress ([^/\s]+)/(\S+) ")
+
+
+def warnings_by_ingress(warnings: Iterable[str]) -> dict[snap.ObjectKey, tuple[str, ...]]:
+    """The translation's warnings that concern one Ingress (they start ``Ingress ns/name ``),
+    by that Ingress."""
+    out: dict[snap.ObjectKey, list[str]] = {}
+    for text in warnings:
+        found = _NAMED.match(text)
+        if found is not None:
+            out.setdefault((found[1], found[2]), []).append(text)
+    return {key: tuple(sorted(texts)) for key, texts in out.items()}
+
+
 def published_addresses(
     service: Mapping[str, Any] | None = None, address: str | None = None
 ) -> list[dict[str, str]]:
@@ -130,15 +165,16 @@ def published_addresses(
     name, several comma-separated), else the ``--publish-service``'s load-balancer addresses,
     else its external IPs, else its cluster IP (what the Pomerium and nginx controllers do)."""
     if address:
-        return [_entry(a.strip()) for a in address.split(",") if a.strip()]
+        return parse_addresses(address)
     if service is None:
         return []
-    found = (service.get("status", {}).get("loadBalancer", {}) or {}).get("ingress") or []
+    found = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     if found:
-        return [
+        entries = [
             {k: str(v) for k, v in e.items() if k in ("ip", "hostname") and v} for e in found
         ]
-    spec = service.get("spec", {})
+        return [e for e in entries if e]
+    spec = service.get("spec") or {}
     if spec.get("externalIPs"):
         return [{"ip": str(ip)} for ip in spec["externalIPs"]]
     if spec.get("type") == "ExternalName" and spec.get("externalName"):
@@ -147,9 +183,31 @@ def published_addresses(
     return [{"ip": str(ip)}] if ip and ip != "None" else []
 
 
-def _entry(value: str) -> dict[str, str]:
-    is_ip = all(c in "0123456789." for c in value) or ":" in value
-    return {"ip": value} if is_ip else {"hostname": value}
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*",
+    re.IGNORECASE,
+)
+
+
+def status_address(value: str) -> dict[str, str]:
+    """One ``status.loadBalancer.ingress`` entry: ``{"ip": ...}`` for an IP address,
+    ``{"hostname": ...}`` for a DNS name; ValueError for anything else."""
+    try:
+        return {"ip": str(ipaddress.ip_address(value))}
+    except ValueError:
+        pass
+    if _HOSTNAME.fullmatch(value) and not value.replace(".", "").isdigit():
+        return {"hostname": value.lower()}
+    raise ValueError(f"{value!r} is neither an IP address nor a host name")
+
+
+def parse_addresses(text: str) -> list[dict[str, str]]:
+    """``--publish-status-address``: comma-separated IPs and host names (ValueError: which one
+    is neither)."""
+    out = [status_address(item.strip()) for item in text.split(",") if item.strip()]
+    if not out:
+        raise ValueError("expected IP addresses or host names separated by commas")
+    return out
 
 
 def load_balancer_patch(ingress: Ingress, addresses: list[dict[str, str]]) -> dict[str, Any] | None:
@@ -176,11 +234,18 @@ def plan(
     reported: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]],
     addresses: list[dict[str, str]] | None,
     now: str,
+    warned: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]] | None = None,
 ) -> Plan:
     """What to write after ``result``; ``reported`` remembers the outcome each Ingress last got
     an Event for (by generation and problems) and is updated, so an unchanged Ingress gets
-    no second Event. ``addresses`` ``None``: no load-balancer status is published."""
+    no second Event. ``addresses`` ``None``: no load-balancer status is published. With
+    ``warned`` (the same kind of memory), a live Ingress named by the result's warnings (a
+    route another Ingress takes first) gets a ``Warning``/``Conflict`` Event, once per change.
+
+    Every write goes to the namespace of the object it concerns, as the snapshot holds it:
+    nothing an Ingress or Policy says can direct a write elsewhere."""
     events: list[dict[str, Any]] = []
+    conflicts = warnings_by_ingress(result.warnings) if warned is not None else {}
     statuses: list[tuple[snap.ObjectKey, dict[str, Any]]] = []
     for key, outcome in sorted(result.ingresses.items()):
         ingress = snapshot.ingresses.get(key)
@@ -192,12 +257,21 @@ def plan(
         if reported.get(key) != seen:
             reported[key] = seen
             events.append(ingress_event(ingress, outcome, now))
+        if warned is not None:
+            mark = (seen[0], conflicts.get(key, ()) if not outcome.problems else ())
+            if warned.get(key) != mark:
+                warned[key] = mark
+                if mark[1]:
+                    events.append(conflict_event(ingress, mark[1], now))
         if addresses is not None and not outcome.problems:
             patch = load_balancer_patch(ingress, addresses)
             if patch is not None:
                 statuses.append((key, patch))
     for gone in set(reported) - set(result.ingresses):
         del reported[gone]
+    if warned is not None:
+        for gone in set(warned) - set(result.ingresses):
+            del warned[gone]
     policies = []
     for key, problems in sorted(result.policies.items()):
         obj = snapshot.policies.get(key)
@@ -227,12 +301,13 @@ class Reporter:
         self.networking = client.NetworkingV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.reported: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]] = {}
+        self.warned: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]] = {}
 
     def report(
         self, snapshot: snap.Snapshot, result: translate.Result,
         addresses: list[dict[str, str]] | None,
     ) -> Plan:
-        todo = plan(snapshot, result, self.reported, addresses, now_text())
+        todo = plan(snapshot, result, self.reported, addresses, now_text(), self.warned)
         for event in todo.events:
             involved = event["involvedObject"]
             if not self._try(
@@ -240,6 +315,7 @@ class Reporter:
                 lambda e=event: self.core.create_namespaced_event(e["metadata"]["namespace"], e),
             ):  # planned again after the next translation
                 self.reported.pop((involved["namespace"], involved["name"]), None)
+                self.warned.pop((involved["namespace"], involved["name"]), None)
         for (ns, name), body in todo.ingress_status:
             self._try(
                 "ingress status", f"{ns}/{name}",

@@ -23,8 +23,13 @@ collector's reach with ``gc.freeze()``; they are still freed by reference counti
 was made since.
 
 Start: nothing listens on ``--address`` until the first complete table (every kind listed)
-exists; meanwhile the admin listener answers ``/healthz`` 200 and ``/readyz`` 503, so a pod is
-alive but not ready while it syncs.
+exists and the sign-outs shared by the replicas are read; meanwhile the admin listener answers
+``/healthz`` 200 and ``/readyz`` 503, so a pod is alive but not ready while it syncs.
+
+Replicas (:mod:`vallum.operator.leadership`): every replica serves; the one holding the Lease
+(``--lease-namespace``/``--lease-name``) writes Events and status. Sign-outs are shared through
+ConfigMaps in the Lease's namespace (:mod:`vallum.operator.revocations`), plugged into the
+identity gate as its session state.
 """
 
 from __future__ import annotations
@@ -42,10 +47,11 @@ from typing import Any
 
 from vallum.core import config, errors, routing
 from vallum.operator import controller as controller_mod
+from vallum.operator import leadership, revocations, translate
 from vallum.operator import snapshot as snap
+from vallum.operator import status as status_mod
 from vallum.operator import store as store_mod
-from vallum.operator import translate
-from vallum.proxy import identity, logs, server
+from vallum.proxy import identity, logs, server, session_state
 
 log = logging.getLogger("vallum.controller")
 
@@ -99,11 +105,25 @@ def register(subparsers: Any) -> None:
     publish = parser.add_mutually_exclusive_group()
     publish.add_argument(
         "--publish-service", type=_service, metavar="NS/NAME",
-        help="copy this Service's load-balancer address into each Ingress's status",
+        help="copy this Service's addresses into each live Ingress's status.loadBalancer, "
+             "updated when the Service changes: its status.loadBalancer.ingress, else (no "
+             "load balancer) its spec.externalIPs, else its clusterIP",
     )
     publish.add_argument(
-        "--publish-status-address", metavar="ADDR[,ADDR]",
-        help="write these addresses (IPs or host names) into each Ingress's status",
+        "--publish-status-address", type=_addresses, metavar="ADDR[,ADDR]",
+        help="write these addresses (IPs or host names) into each live Ingress's "
+             "status.loadBalancer",
+    )
+    parser.add_argument(
+        "--lease-namespace", metavar="NS",
+        help="namespace of the Lease that picks the one replica writing status and Events, "
+             "and of the ConfigMaps that share sign-outs between replicas (default: this "
+             "pod's namespace, else $POD_NAMESPACE, else default)",
+    )
+    parser.add_argument(
+        "--lease-name", metavar="NAME",
+        help="the Lease's name (default: derived from --controller-name, so controllers of "
+             "different classes do not share one)",
     )
     parser.add_argument(
         "--workers", "-w", type=_workers, default=1, metavar="N",
@@ -128,6 +148,13 @@ def _service(text: str) -> tuple[str, str]:
     if not namespace or not name or "/" in name:
         raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {text!r}")
     return namespace, name
+
+
+def _addresses(text: str) -> list[dict[str, str]]:
+    try:
+        return status_mod.parse_addresses(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _workers(text: str) -> int:
@@ -211,6 +238,14 @@ class Runner:
         self.status = 0
         self.kopf_stop = threading.Event()
         self.loop: asyncio.AbstractEventLoop | None = None
+        from vallum.operator import handlers
+
+        self.lease_namespace: str = args.lease_namespace or leadership.pod_namespace()
+        self.lease_name: str = args.lease_name or leadership.lease_name(args.controller_name)
+        # Sign-outs shared with the other replicas (ConfigMaps in the Lease's namespace).
+        self.session_state = revocations.ClusterState.connect(
+            session_state.LocalState(), handlers.api_client(client_config), self.lease_namespace
+        )
 
     async def main(self) -> int:
         self.loop = asyncio.get_running_loop()
@@ -221,12 +256,14 @@ class Runner:
         except OSError as exc:
             print(f"vallum controller: --metrics-address: {exc}", file=sys.stderr)
             return 1
+        self.session_state.start()
         thread = threading.Thread(target=self._operator_thread, name="vallum-operator")
         thread.start()
         await self.stop.wait()
         log.info("stopping", extra={"event": "draining"})
         self.kopf_stop.set()
         await asyncio.to_thread(thread.join)
+        self.session_state.close()
         if self.waiting_admin is not None:
             await self.waiting_admin.cleanup()
         if self.server is not None:
@@ -257,7 +294,9 @@ class Runner:
         if self.waiting_admin is not None:
             await self.waiting_admin.cleanup()
             self.waiting_admin = None
-        candidate = server.Server(table, gate=identity.build_gate(table.settings))
+        candidate = server.Server(
+            table, gate=identity.build_gate(table.settings, state=self.session_state)
+        )
         if not await server.start_or_report(candidate, "vallum controller"):
             self.status = 1
             self.stop.set()
@@ -309,10 +348,21 @@ class Runner:
         async def read_secret(key: snap.ObjectKey) -> Mapping[str, Any] | None:
             return await asyncio.to_thread(handlers.get_secret, api, key)
 
+        lead = leadership.Leadership(
+            handlers.api_client(self.client_config),
+            namespace=self.lease_namespace, name=self.lease_name,
+            identity=leadership.identity(),
+            status_addresses=args.publish_status_address, publish_service=args.publish_service,
+            prune=self.session_state.prune_expired,
+        )
         loop_controller = controller_mod.Controller(
             store, translate.Translator(options), publish,
             list_objects=list_objects, list_keys=list_keys, read_secret=read_secret,
+            report=lead.report,
         )
+        if not await self._revocations_synced():
+            api.close()
+            return
         # Our own LIST first (the first table must be complete), then kopf's watches.
         await loop_controller.load_initial()
         registry = handlers.build_registry(store, self.client_config)
@@ -328,14 +378,17 @@ class Runner:
             name="vallum-kopf",
         )
         translating = asyncio.create_task(loop_controller.run(), name="vallum-controller")
+        leading = asyncio.create_task(lead.run(), name="vallum-leadership")
         stopped = asyncio.create_task(asyncio.to_thread(self.kopf_stop.wait))
         done, _ = await asyncio.wait(
-            {operator, translating, stopped}, return_when=asyncio.FIRST_COMPLETED
+            {operator, translating, leading, stopped}, return_when=asyncio.FIRST_COMPLETED
         )
         translating.cancel()
+        leading.cancel()  # hands the Lease back: another replica takes over at its next read
         self.kopf_stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await translating
+        for background in (translating, leading):
+            with contextlib.suppress(asyncio.CancelledError):
+                await background
         with contextlib.suppress(asyncio.CancelledError):
             await operator
         await stopped
@@ -345,3 +398,18 @@ class Runner:
                 raise RuntimeError(f"{task.get_name()} failed") from task.exception()
         if stopped not in done:
             raise RuntimeError("the operator stopped by itself")
+
+    async def _revocations_synced(self) -> bool:
+        """Wait until the shared sign-outs are read (a revoked session must not pass before),
+        saying why meanwhile; False when stopped first."""
+        waited = 0
+        while not await asyncio.to_thread(self.session_state.synced.wait, 5.0):
+            if self.kopf_stop.is_set():
+                return False
+            waited += 5
+            log.warning(
+                "not serving yet: cannot read the shared sign-outs (ConfigMaps labelled %s in "
+                "namespace %s) for %d s; see the warnings above", revocations.LABEL,
+                self.lease_namespace, waited, extra={"event": "revocations_unsynced"},
+            )
+        return True
