@@ -34,6 +34,9 @@ PolicyData = Any
 
 PathMatch = Literal["prefix", "exact", "regex"]
 
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+"""The only paths a route with ``acme_http01_solver`` serves over plain HTTP (RFC 8555 8.3)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:
@@ -114,6 +117,11 @@ class Route:
     """Why this route refuses every request (503, the reason on the error page), or None. Set
     by the operator on the routes of a broken Ingress (missing Secret, unknown Service, no
     ready endpoint), so they still take their host and path and fail closed."""
+    acme_http01_solver: bool = False
+    """Also served on the plain-HTTP listener (``http_redirect_addr``) instead of redirected, for
+    paths under :data:`ACME_CHALLENGE_PREFIX` only. Vallum's own flag, not a route option of
+    the file: the operator sets it on the routes of cert-manager's HTTP-01 solver Ingresses, so
+    that an ACME server's ``http://`` request for a token reaches the solver."""
 
     @property
     def path_match(self) -> PathMatch:
