@@ -193,6 +193,34 @@ def test_http01_solver_ingresses_are_public_whatever_their_annotations() -> None
     route = only_route(result)
     assert route.allow_public_unauthenticated_access and route.preserve_host_header
     assert route.allowed_users == ()
+    assert route.acme_http01_solver  # served on the plain-HTTP listener too
+
+
+def test_only_solver_ingresses_are_served_on_plain_http() -> None:
+    plain = translate.translate(backed(k8s.ingress()))
+    assert not only_route(plain).acme_http01_solver
+    # The flag is no route option: an annotation cannot ask for it.
+    asking = translate.translate(
+        backed(k8s.ingress(annotations={"ingress.vallum.dev/acme_http01_solver": "true"}))
+    )
+    (problem,) = asking.ingresses[APP].problems
+    assert "acme_http01_solver" in problem
+    assert not only_route(asking).acme_http01_solver
+    wrong_label = translate.translate(
+        backed(k8s.ingress(labels={"acme.cert-manager.io/http01-solver": "false"}))
+    )
+    assert not only_route(wrong_label).acme_http01_solver
+
+
+def test_a_broken_solver_ingress_answers_its_reason_on_plain_http_too() -> None:
+    solver = k8s.ingress(
+        "cm-acme-http-solver-y",
+        paths=[k8s.path("/.well-known/acme-challenge/tok", "ImplementationSpecific", "missing")],
+        labels={"acme.cert-manager.io/http01-solver": "true"},
+    )
+    route = only_route(translate.translate(backed(solver)))
+    assert route.unavailable is not None and "missing" in route.unavailable
+    assert route.acme_http01_solver
 
 
 # --- annotations --------------------------------------------------------------------------

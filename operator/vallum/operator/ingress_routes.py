@@ -98,7 +98,8 @@ def compile_ingress(
     labels = meta.get("labels") or {}
     raw = dict(meta.get("annotations") or {})
     allow_empty_host = _empty_host(ctx, raw)
-    if labels.get(SOLVER_LABEL) == "true":
+    solver = labels.get(SOLVER_LABEL) == "true"
+    if solver:
         got = ingress_annotations.IngressAnnotations()
         options: dict[str, Any] = {
             "allow_public_unauthenticated_access": True,
@@ -122,6 +123,8 @@ def compile_ingress(
     if problems:
         reason = nodes.shorten(f"{source}: " + "; ".join(problems), MAX_REASON)
         built = _denying(source, paths, reason)
+    if solver:  # also served on plain HTTP, under /.well-known/acme-challenge/ only
+        built = [dataclasses.replace(r, acme_http01_solver=True) for r in built]
     return Compiled(
         routes=tuple(built),
         certificates=certificates,  # kept when broken: the 503 page is served over its own TLS
