@@ -65,7 +65,5 @@ def code_names(cell: str) -> list[str]:
 
 def blocks(text: str, label: str) -> list[str]:
     """The fenced code blocks preceded (on the line before the fence) by ``<!-- label -->``."""
-    pattern = re.compile(
-        r"<!-- " + re.escape(label) + r" -->\n```[a-z]*\n(.*?)\n```", re.DOTALL
-    )
+    pattern = re.compile(r"<!-- " + re.escape(label) + r" -->\n```[a-z]*\n(.*?)\n```", re.DOTALL)
     return pattern.findall(text)
