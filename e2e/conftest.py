@@ -2,8 +2,9 @@
 
 The suite runs against whatever ``KUBECONFIG`` points at (a kind cluster in CI); without it, it
 starts the local control plane (``e2e/control-plane up``, docs/e2e.md) and stops it at the end
-if it started it. When the Kubernetes binaries are missing and cannot be built (no ``go``), every
-test is skipped with the reason, never failed.
+if it started it. When the Kubernetes binaries are missing and cannot be built (no ``go``), or
+the upstream address cannot be added (not root), every test is skipped with the reason -- except
+in CI (``$CI`` set), where a suite that did not run must not pass: there they fail.
 
 Objects are written with ``kubectl apply -f -``, as users write them. Each test gets a namespace
 of its own and the session an IngressClass and controller name of its own
@@ -31,7 +32,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -45,6 +46,14 @@ READY_TIMEOUT = 60.0
 def _bin_dir() -> pathlib.Path:
     cache = os.environ.get("VALLUM_K8S_CACHE") or str(pathlib.Path.home() / ".cache/vallum/k8s")
     return pathlib.Path(cache) / K8S_VERSION / "bin"
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip with ``reason`` -- or, in CI (``$CI`` set), fail: a skipped e2e suite there would
+    look green while testing nothing."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: the e2e suite must run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -101,7 +110,7 @@ def _start_local_control_plane() -> tuple[str, str, bool]:
     bin_dir = _bin_dir()
     needed = ("kube-apiserver", "kubectl")
     if not all((bin_dir / name).exists() for name in needed) and shutil.which("go") is None:
-        pytest.skip(
+        unavailable(
             f"e2e: no KUBECONFIG, the Kubernetes {K8S_VERSION} binaries are not in {bin_dir} and "
             "cannot be built here (no go); run e2e/build-k8s or set KUBECONFIG"
         )
@@ -112,13 +121,13 @@ def _start_local_control_plane() -> tuple[str, str, bool]:
         [str(E2E / "control-plane"), "up"], capture_output=True, text=True, timeout=1200
     )
     if up.returncode != 0:
-        pytest.skip(f"e2e: e2e/control-plane up failed: {up.stderr.strip()[-2000:]}")
+        unavailable(f"e2e: e2e/control-plane up failed: {up.stderr.strip()[-2000:]}")
     kubeconfig = ""
     for line in up.stdout.splitlines():
         if line.startswith("export KUBECONFIG="):
             kubeconfig = line.split("=", 1)[1]
     if not kubeconfig:
-        pytest.skip(f"e2e: e2e/control-plane up printed no KUBECONFIG: {up.stdout!r}")
+        unavailable(f"e2e: e2e/control-plane up printed no KUBECONFIG: {up.stdout!r}")
     return kubeconfig, str(bin_dir / "kubectl"), not running
 
 
@@ -130,7 +139,7 @@ def cluster() -> Iterator[Cluster]:
         local = _bin_dir() / "kubectl"
         kubectl = str(local) if local.exists() else (shutil.which("kubectl") or "")
         if not kubectl:
-            pytest.skip("e2e: KUBECONFIG is set but there is no kubectl")
+            unavailable("e2e: KUBECONFIG is set but there is no kubectl")
     else:
         kubeconfig, kubectl, started = _start_local_control_plane()
     found = Cluster(kubeconfig, kubectl)
@@ -157,7 +166,7 @@ def upstream_address() -> Iterator[str]:
         done = subprocess.run(["ip", "addr", "add", f"{UPSTREAM_IP}/32", "dev", "lo"],
                               capture_output=True, text=True)
         if done.returncode != 0:
-            pytest.skip(f"e2e: cannot add {UPSTREAM_IP}/32 to lo (needs root): "
+            unavailable(f"e2e: cannot add {UPSTREAM_IP}/32 to lo (needs root): "
                         f"{done.stderr.strip()}")
         added = True
     try:
@@ -239,8 +248,10 @@ class Controller:
     """A ``vallum controller`` process on free ports (plain HTTP), and an HTTP client for it."""
 
     def __init__(self, cluster: Cluster, controller_name: str, log_path: pathlib.Path,
-                 extra: tuple[str, ...] = ()) -> None:
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
         self.cluster = cluster
+        self.env = env or {}
+        """Extra environment (e.g. ``POD_NAME``: the replica's identity in the Lease)."""
         self.controller_name = controller_name
         self.port = _free_port()
         self.admin_port = _free_port()
@@ -259,7 +270,13 @@ class Controller:
     def start(self) -> None:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
-                                        cwd=ROOT)
+                                        cwd=ROOT, env={**os.environ, **self.env})
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown (the Lease is not handed back)."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
 
     def stop(self) -> int | None:
         if self.process is None:
@@ -283,6 +300,23 @@ class Controller:
     def request(self, host: str, path: str = "/") -> tuple[int, dict[str, Any]]:
         """GET ``path`` on the proxy with this Host header: (status, JSON body or {})."""
         return _get(f"http://127.0.0.1:{self.port}{path}", {"Host": host})
+
+    def send(self, method: str, host: str, path: str = "/",
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+        """``method`` ``path`` on the proxy with this Host and ``headers``: (status, response
+        headers), redirects not followed."""
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request(method, path, headers={"Host": host, **(headers or {})})
+            response = conn.getresponse()
+            response.read()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}
+        except OSError:
+            return 0, {}
+        finally:
+            conn.close()
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -330,6 +364,48 @@ def _get(url: str, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
     except ValueError:
         data = {"text": body.decode("utf-8", "replace")}
     return response.status, data if isinstance(data, dict) else {"json": data}
+
+
+@contextlib.contextmanager
+def own_ingress_class(cluster: Cluster) -> Iterator[tuple[str, str]]:
+    """An IngressClass and controller name no other controller of the run handles:
+    (class name, controller name)."""
+    suffix = secrets.token_hex(4)
+    name, controller_name = f"vallum-e2e-{suffix}", f"vallum.dev/e2e-{suffix}"
+    cluster.apply(f"""
+        apiVersion: networking.k8s.io/v1
+        kind: IngressClass
+        metadata: {{name: {name}}}
+        spec: {{controller: {controller_name}}}
+    """)
+    try:
+        yield name, controller_name
+    finally:
+        with contextlib.suppress(AssertionError):
+            cluster.delete("ingressclass", name)
+
+
+def events_about(cluster: Cluster, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+    """The core/v1 Events in ``namespace`` whose involvedObject is ``kind`` ``name``."""
+    found = json.loads(cluster.kubectl(
+        "get", "events", "-n", namespace, "-o", "json",
+        "--field-selector", f"involvedObject.kind={kind},involvedObject.name={name}",
+    ))
+    items: list[dict[str, Any]] = found.get("items", [])
+    return items
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "",
+               interval: float = 0.1) -> Any:
+    """Poll ``check()`` until it returns something true (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"not within {timeout} s: {what} (last: {last!r})")
 
 
 @pytest.fixture(scope="session")

@@ -190,7 +190,7 @@ class Leadership:
         self.service: ServiceAddresses | None = None
         self.prune = prune
         self.prune_seconds = prune_seconds
-        self.make_reporter = reporter or (lambda: status.Reporter(api_client))
+        self.make_reporter = reporter or (lambda: status.Reporter(api_client, identity))
         if elector is None:
             from kubernetes import client
 

@@ -94,9 +94,11 @@ def _event_prefix(ingress: Ingress) -> str:
 
 
 def ingress_event(
-    ingress: Ingress, outcome: translate.IngressOutcome, now: str, component: str = COMPONENT
+    ingress: Ingress, outcome: translate.IngressOutcome, now: str, component: str = COMPONENT,
+    instance: str = COMPONENT,
 ) -> dict[str, Any]:
-    """A core/v1 Event on ``ingress`` for its outcome (Pomerium's reasons)."""
+    """A core/v1 Event on ``ingress`` for its outcome (Pomerium's reasons); ``instance`` names
+    the replica that wrote it (``reportingInstance``)."""
     meta = ingress.get("metadata", {})
     ok = not outcome.problems
     message = (
@@ -124,7 +126,7 @@ def ingress_event(
         "message": _cut(message),
         "source": {"component": component},
         "reportingComponent": component,
-        "reportingInstance": component,
+        "reportingInstance": instance[:128],
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
@@ -132,11 +134,14 @@ def ingress_event(
 
 
 def conflict_event(
-    ingress: Ingress, warnings: Iterable[str], now: str, component: str = COMPONENT
+    ingress: Ingress, warnings: Iterable[str], now: str, component: str = COMPONENT,
+    instance: str = COMPONENT,
 ) -> dict[str, Any]:
     """A ``Warning``/``Conflict`` Event on a live ``ingress`` whose route another Ingress takes
     first (the translation's warnings naming it): it serves, but part of it is never reached."""
-    event = ingress_event(ingress, translate.IngressOutcome(problems=(), routes=0), now, component)
+    event = ingress_event(
+        ingress, translate.IngressOutcome(problems=(), routes=0), now, component, instance
+    )
     message = _cut("; ".join(warnings))
     digest = hashlib.sha256(f"{event['metadata']['name']}{message}".encode()).hexdigest()[:12]
     event["metadata"]["name"] = f"{_event_prefix(ingress)}.{digest}"
@@ -235,6 +240,7 @@ def plan(
     addresses: list[dict[str, str]] | None,
     now: str,
     warned: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]] | None = None,
+    instance: str = COMPONENT,
 ) -> Plan:
     """What to write after ``result``; ``reported`` remembers the outcome each Ingress last got
     an Event for (by generation and problems) and is updated, so an unchanged Ingress gets
@@ -256,13 +262,13 @@ def plan(
         seen = (str(ingress.get("metadata", {}).get("generation", "")), outcome.problems)
         if reported.get(key) != seen:
             reported[key] = seen
-            events.append(ingress_event(ingress, outcome, now))
+            events.append(ingress_event(ingress, outcome, now, instance=instance))
         if warned is not None:
             mark = (seen[0], conflicts.get(key, ()) if not outcome.problems else ())
             if warned.get(key) != mark:
                 warned[key] = mark
                 if mark[1]:
-                    events.append(conflict_event(ingress, mark[1], now))
+                    events.append(conflict_event(ingress, mark[1], now, instance=instance))
         if addresses is not None and not outcome.problems:
             patch = load_balancer_patch(ingress, addresses)
             if patch is not None:
@@ -294,9 +300,10 @@ class Reporter:
     logged; the next translation plans it again (statuses are compared with the objects as
     read, and an Event that could not be written is forgotten as reported)."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, instance: str = COMPONENT) -> None:
         from kubernetes import client
 
+        self.instance = instance
         self.core = client.CoreV1Api(api_client)
         self.networking = client.NetworkingV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
@@ -307,7 +314,9 @@ class Reporter:
         self, snapshot: snap.Snapshot, result: translate.Result,
         addresses: list[dict[str, str]] | None,
     ) -> Plan:
-        todo = plan(snapshot, result, self.reported, addresses, now_text(), self.warned)
+        todo = plan(
+            snapshot, result, self.reported, addresses, now_text(), self.warned, self.instance
+        )
         for event in todo.events:
             involved = event["involvedObject"]
             if not self._try(
