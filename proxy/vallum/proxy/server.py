@@ -6,8 +6,9 @@ One worker (:class:`Server`) runs, on one event loop (uvloop when installed):
   :mod:`vallum.proxy.tls` (client certificates verified but judged by the identity gate in the
   ``downstream_mtls`` policy modes, see :func:`server_context`), or plain HTTP with
   ``insecure_server`` -- the hot path of :mod:`vallum.proxy.http1`;
-* the HTTP listener on ``http_redirect_addr`` that answers every request with a ``301`` to the same
-  URL over HTTPS (as Pomerium does);
+* the plain-HTTP listener on ``http_redirect_addr`` (:mod:`vallum.proxy.plain_http`): a ``301``
+  to the same URL over HTTPS for every request (as Pomerium does), except the ACME HTTP-01
+  challenges of ``acme_http01_solver`` routes, which it forwards through the same pipeline;
 * the admin listener on ``metrics_address`` (``/healthz``, ``/readyz``, ``/metrics``), in worker 0;
 * the :class:`~vallum.proxy.reload.Reloader`: a changed file or ``SIGHUP`` compiles a new table
   beside the old one (with every check of the start, :func:`compile_file`) and swaps it in. A
@@ -40,9 +41,7 @@ import ssl
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, cast
-
-import httptools
+from typing import Any
 
 from vallum.core import config, configfile, errors, routing
 from vallum.core.configfile import values
@@ -53,6 +52,7 @@ from vallum.proxy import (
     identity,
     metrics,
     pipeline,
+    plain_http,
     reload,
     state,
     tls,
@@ -204,61 +204,6 @@ class Observer:
             self.metrics.observe(ex.route_name, ex.method, status, duration)
 
 
-class RedirectToHTTPS(asyncio.Protocol):
-    """The ``http_redirect_addr`` listener: every request gets a 301 to its HTTPS URL."""
-
-    def __init__(self, https_port: int) -> None:
-        self.suffix = "" if https_port == 443 else f":{https_port}"
-        self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport | None = None
-        self.url = b""
-        self.host = b""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self._answer(400, "", close=True)
-
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.host = b""
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"host":
-            self.host = value
-
-    def on_message_complete(self) -> None:
-        host = routing.normalize_host(self.host.decode("latin-1")) if self.host else ""
-        target = self.url.decode("latin-1")
-        if not host or not target.startswith("/"):
-            self._answer(400, "", close=True)
-            return
-        keep = self.parser.should_keep_alive()
-        self._answer(301, f"https://{host}{self.suffix}{target}", close=not keep)
-
-    def _answer(self, status: int, location: str, *, close: bool) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        page = pages.page(status, pages.new_request_id(), message="Use HTTPS.")
-        head = [exchange.status_line(status)]
-        headers = [*page.headers, ("Content-Length", str(len(page.body)))]
-        if location:
-            headers.append(("Location", location))
-        if close:
-            headers.append(("Connection", "close"))
-        head.extend(f"{k}: {v}\r\n".encode("latin-1", "replace") for k, v in headers)
-        self.transport.write(b"".join(head) + b"\r\n" + page.body)
-        if close:
-            self.transport.close()
-
-
 class Server:
     """One worker's listeners, pools and reloader."""
 
@@ -292,6 +237,7 @@ class Server:
         self.want_admin = admin
         self.main: asyncio.Server | None = None
         self.redirect: asyncio.Server | None = None
+        self.plain: http1.Context | None = None  # the plain-HTTP listener's connections
         self.admin: Any = None
         self.reloader: reload.Reloader | None = None
         self.ready = False
@@ -319,10 +265,16 @@ class Server:
         if settings.http_redirect_addr and not settings.insecure_server:
             address = parse_address(settings.http_redirect_addr, "http_redirect_addr")
             loop = asyncio.get_running_loop()
-            https_port = self.port
+            self.plain = http1.Context(
+                self.holder,
+                plain_http.PlainHTTPGate(self.ctx.gate, self.port),
+                self.pool,
+                scheme="http",
+                observer=self.ctx.observer,
+            )
             self.redirect = _listening(
                 await loop.create_server(
-                    lambda: RedirectToHTTPS(https_port),
+                    self.plain.protocol,
                     address[0],
                     address[1],
                     reuse_port=True,
@@ -524,13 +476,17 @@ class Server:
         for server in (self.main, self.redirect):
             if server is not None:
                 server.close()
-        self.ctx.close()
+        contexts = [self.ctx] if self.plain is None else [self.ctx, self.plain]
+        for ctx in contexts:
+            ctx.close()
         deadline = time.monotonic() + drain
-        while self.ctx.connections and time.monotonic() < deadline:
+        while any(ctx.connections for ctx in contexts) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-            self.ctx.close()
-        for conn in list(self.ctx.connections):
-            conn.abort()
+            for ctx in contexts:
+                ctx.close()
+        for ctx in contexts:
+            for conn in list(ctx.connections):
+                conn.abort()
         self.pool.close()
         if self.admin is not None:
             await self.admin.cleanup()
