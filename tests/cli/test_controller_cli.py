@@ -26,6 +26,7 @@ def test_help_names_every_option() -> None:
         "--kubeconfig", "--address", "--http-redirect-address", "--metrics-address",
         "--controller-name", "--settings", "--namespaces", "--publish-service",
         "--publish-status-address", "--workers", "--insecure-server",
+        "--lease-namespace", "--lease-name",
     ):
         assert option in done.stdout
 
@@ -37,6 +38,7 @@ def test_help_names_every_option() -> None:
         (["--publish-service", "no-slash"], "expected NAMESPACE/NAME"),
         (["--publish-service", "a/b", "--publish-status-address", "1.2.3.4"], "not allowed with"),
         (["--namespaces", " , "], "expected namespace names"),
+        (["--publish-status-address", "10.0.0.1,http://lb"], "'http://lb' is neither an IP"),
     ],
 )
 def test_refused_flags_say_why(args: list[str], message: str, capsys: pytest.CaptureFixture[str]
@@ -76,3 +78,37 @@ def test_a_bad_address_is_a_message(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "--address" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_status_addresses_are_read_as_the_flag_is_parsed() -> None:
+    args = main.build_parser().parse_args([
+        "controller", "--address", ":8443", "--publish-status-address", "192.0.2.1, lb.example",
+    ])
+    assert args.publish_status_address == [{"ip": "192.0.2.1"}, {"hostname": "lb.example"}]
+    assert (args.lease_namespace, args.lease_name, args.publish_service) == (None, None, None)
+
+
+def test_the_lease_defaults_to_the_pods_namespace_and_a_name_of_the_controller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from kubernetes import client
+
+    from vallum.operator import leadership
+
+    monkeypatch.setenv("POD_NAMESPACE", "ingress")
+    parse = main.build_parser().parse_args
+    runner = controller.Runner(
+        parse(["controller", "--address", ":8443", "--controller-name", "example.com/x"]),
+        client.Configuration(),
+    )
+    if not Path(leadership.SERVICE_ACCOUNT_NAMESPACE).exists():  # outside a pod
+        assert runner.lease_namespace == "ingress"
+    assert runner.lease_name == leadership.lease_name("example.com/x")
+    assert runner.session_state.namespace == runner.lease_namespace  # sign-outs shared there
+    chosen = controller.Runner(
+        parse(["controller", "--address", ":8443", "--lease-namespace", "vallum",
+               "--lease-name", "mine"]),
+        client.Configuration(),
+    )
+    assert (chosen.lease_namespace, chosen.lease_name) == ("vallum", "mine")
+    assert chosen.session_state.namespace == "vallum"

@@ -101,3 +101,53 @@ async def test_revocations_expire_with_their_sessions_so_their_number_stays_boun
     assert [revocations.read(i) for i in left] == [("running", float(int(now + 3600) + 1))]
     assert a.is_revoked("running", now) and not a.is_revoked("other", now)
     a.close()
+
+
+@needs_cluster
+async def test_configmaps_written_by_others_neither_crash_the_watch_nor_get_deleted(
+    namespace: str,
+) -> None:
+    """Anyone who may write ConfigMaps there can label one: malformed ones revoke nothing and
+    the watch goes on (a later sign-out still arrives); a well-formed one revokes (fail-safe);
+    pruning deletes only the revocations this module names."""
+    core = _core()
+    state = revocations.ClusterState(session_state.LocalState(), core, namespace)
+    state.start()
+    try:
+        assert await asyncio.to_thread(state.synced.wait, 10)
+        junk: list[dict[str, Any]] = [
+            {"binaryData": {"session": "eA=="}},
+            {"data": {"session": "x"}},
+            {"data": {"until": "9999999999"}},
+            {"data": {"session": "nan-session", "until": "nan"}},
+            {"data": {"session": "", "until": "soon"}},
+            {"data": {"session": "theirs", "until": str(int(time.time()) + 3600)}},
+        ]
+        for index, body in enumerate(junk):
+            core.create_namespaced_config_map(namespace, {
+                "metadata": {"name": f"foreign-{index}", "labels": {revocations.LABEL: "x"}},
+                **body,
+            })
+        started = time.monotonic()
+        await state.revoke("after-junk", time.time() + 3600)
+        other = revocations.ClusterState(session_state.LocalState(), core, namespace)
+        other.start()
+        try:
+            assert await asyncio.to_thread(other.synced.wait, 10)
+            while not other.is_revoked("theirs", time.time()):
+                assert time.monotonic() - started < 5
+                await asyncio.sleep(0.05)
+            assert other.is_revoked("after-junk", time.time())
+            assert not other.is_revoked("nan-session", time.time())
+            assert not other.is_revoked("x", time.time())
+            await state.revoke("later", time.time() + 3600)  # the watch still runs
+            while not other.is_revoked("later", time.time()):
+                assert time.monotonic() - started < 5, "the watch stopped"
+                await asyncio.sleep(0.05)
+        finally:
+            other.close()
+        assert await asyncio.to_thread(state.prune_expired) == 0
+        names = {i.metadata.name for i in core.list_namespaced_config_map(namespace).items}
+        assert {f"foreign-{i}" for i in range(len(junk))} <= names
+    finally:
+        state.close()

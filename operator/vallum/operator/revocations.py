@@ -203,8 +203,9 @@ class ClusterState:
             self._revoked = {k: v for k, v in self._revoked.items() if v > now}
 
     def prune_expired(self, now: float | None = None) -> int:
-        """Delete the revocation ConfigMaps whose session has ended (blocking; the Lease
-        holder calls this now and then). Returns how many were deleted."""
+        """Delete the revocation ConfigMaps whose session has ended, and ours that are not
+        well formed (blocking; the Lease holder calls this now and then). Only names this
+        module gives (:data:`PREFIX`) are deleted. Returns how many were deleted."""
         from kubernetes.client.exceptions import ApiException
 
         now = time.time() if now is None else now
@@ -213,6 +214,8 @@ class ClusterState:
             self.namespace, label_selector=LABEL
         ).items:
             got = read(item)
+            if not str(item.metadata.name).startswith(PREFIX):
+                continue  # labelled by someone else: read (revoking is fail-safe), never deleted
             if got is None or got[1] <= now:
                 with contextlib.suppress(ApiException):
                     self.core.delete_namespaced_config_map(item.metadata.name, self.namespace)
