@@ -40,7 +40,7 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vallum.core import config, configfile, errors, routing
@@ -122,11 +122,12 @@ def _compile(
     return table, check_table(table)
 
 
-def check_table(table: config.RouteTable) -> ssl.SSLContext | None:
+def check_table(table: config.RouteTable, *, upstream: bool = True) -> ssl.SSLContext | None:
     """What ``vallum serve`` builds from a table before it listens, built once to see that it
     can be: the listener addresses, the listener's TLS context (every certificate with its key,
     the ``downstream_mtls`` CA and CRL) and each route's upstream TLS context (``tls_custom_ca``,
-    ``certificate_authority``, ``tls_client_cert`` with its key). Raises ``ConfigError`` listing
+    ``certificate_authority``, ``tls_client_cert`` with its key; ``upstream=False`` skips them,
+    for a table :func:`isolate_upstream_tls` has checked). Raises ``ConfigError`` listing
     every problem. Logs nothing (``config check`` prints only problems and warnings).
 
     Returns the listener's TLS context when certificates are configured (the reload keeps it for
@@ -153,7 +154,7 @@ def check_table(table: config.RouteTable) -> ssl.SSLContext | None:
         else:
             context = built if settings.certificates else None
     checker = upstream_tls.UpstreamTLS(settings.certificate_authority_pem)
-    for route in settings.routes:
+    for route in settings.routes if upstream else ():
         try:
             checker.context_for(route)
         except errors.ConfigError as exc:
@@ -161,6 +162,57 @@ def check_table(table: config.RouteTable) -> ssl.SSLContext | None:
     if problems:
         raise errors.ConfigError(problems)
     return context
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RouteProblem:
+    """A route :func:`isolate_upstream_tls` made unavailable, and why."""
+
+    route_index: int
+    """Its position in ``settings.routes`` (the same in the table given and the one returned)."""
+    source: str
+    """Where it came from (``Route.source``: ``Ingress ns/name spec.rules[0]...``)."""
+    problem: str
+
+
+def isolate_upstream_tls(
+    table: config.RouteTable,
+) -> tuple[config.RouteTable, tuple[RouteProblem, ...]]:
+    """``table`` with every route whose own upstream TLS material cannot be loaded (a bad
+    ``tls_custom_ca`` or ``tls_client_cert``/``tls_client_key`` PEM) made ``unavailable`` --
+    503 with the reason, its TLS material dropped -- and the list of those routes.
+
+    For ``vallum controller``: there each Ingress brings its own Secrets, and one bad Secret
+    must not keep every other change from going live (a file, written by one author, is still
+    refused whole by :func:`check_table`). A bad global ``certificate_authority`` concerns every
+    route: it raises ``ConfigError`` (the table is rejected, the current one keeps serving).
+    Returns ``table`` itself when every route is fine; otherwise a rebuilt table (a new
+    checksum and index: that costs what :func:`vallum.core.routing.build_table` costs).
+    Builds one context per distinct TLS profile; run it in a worker thread.
+    """
+    settings = table.settings
+    checker = upstream_tls.UpstreamTLS(settings.certificate_authority_pem)
+    if settings.certificate_authority_pem:  # the global CA alone, on a route of no TLS options
+        probe = config.Route(from_url="", host=config.Host(""), to=(), source="settings")
+        checker.context_for(probe)
+    found: list[RouteProblem] = []
+    routes = list(settings.routes)
+    for index, route in enumerate(routes):
+        try:
+            checker.context_for(route)
+        except errors.ConfigError as exc:
+            problem = "; ".join(exc.problems)
+            found.append(RouteProblem(index, route.source or route.from_url, problem))
+            reason = f"its upstream TLS material cannot be loaded ({problem})"
+            if route.unavailable is not None:
+                reason = f"{route.unavailable}; {reason}"
+            routes[index] = dataclasses.replace(
+                route, unavailable=reason, tls_custom_ca_pem=None, tls_client_cert_pem=None,
+                tls_client_key_pem=None,
+            )
+    if not found:
+        return table, ()
+    return routing.build_table(dataclasses.replace(settings, routes=tuple(routes))), tuple(found)
 
 
 @functools.cache
@@ -248,6 +300,9 @@ class Server:
             None  # made by _before_swap for _swapped: the new context and, for mTLS, listener
         )
         self._address = parse_address(settings.address, "address")
+        self.route_problems: tuple[RouteProblem, ...] = ()
+        """The routes the last ``publish(..., isolate_routes=True)`` made unavailable."""
+        self._isolated: tuple[str, config.RouteTable] | None = None  # offered checksum, served
 
     @property
     def port(self) -> int:
@@ -310,20 +365,43 @@ class Server:
             self._prepared = (key, context)
         return table
 
-    async def publish(self, table: config.RouteTable) -> bool:
+    async def publish(self, table: config.RouteTable, *, isolate_routes: bool = False) -> bool:
         """Serve ``table``, built outside this server (``vallum controller`` translates
         Kubernetes objects into it), through a file reload's steps: :func:`check_table` and the
         TLS context in a worker thread, the ``before_swap`` step, the swap and its callbacks. A
         table that fails them is rejected like a bad file (``holder.reject``, the failure
         metric, ``/readyz``'s ``last_error``) and the current one keeps serving. Returns whether
-        ``table`` is what is served now. Callers publish one table at a time."""
+        ``table`` is what is served now. Callers publish one table at a time.
+
+        With ``isolate_routes`` a route whose own upstream TLS material cannot be loaded does
+        not reject the table: :func:`isolate_upstream_tls` makes it unavailable (503 with the
+        reason), the rest is served, and :attr:`route_problems` lists those routes (logged
+        once per table)."""
+        if isolate_routes and self._isolated is not None and self._isolated[0] == table.checksum:
+            table = self._isolated[1]  # offered again: isolated the same way as last time
+        elif isolate_routes:
+            offered = table
+            try:
+                table, problems = await asyncio.to_thread(isolate_upstream_tls, offered)
+            except errors.ConfigError as exc:
+                return self._rejected(exc.problems)
+            self._isolated = (offered.checksum, table)
+            self.route_problems = problems
+            for found in problems:
+                log.warning(
+                    "route unavailable: %s", found.problem,
+                    extra={"event": "route_isolated", "route": found.source,
+                           "problem": found.problem},
+                )
+        else:
+            self.route_problems = ()
         if table.checksum == self.holder.current.checksum:
             self.holder.last_error = None
             return True
         key = _tls_key(table.settings)
 
         def check() -> None:
-            checked = check_table(table)
+            checked = check_table(table, upstream=not isolate_routes)
             if key != self._tls_key and not table.settings.insecure_server:
                 context = checked if checked is not None else server_context(table.settings)
                 self._prepared = (key, context)
@@ -332,19 +410,24 @@ class Server:
             await asyncio.to_thread(check)
             await self._before_swap(table)
         except (errors.ConfigError, OSError) as exc:
-            problems = exc.problems if isinstance(exc, errors.ConfigError) else [str(exc)]
-            message = "\n".join(problems)
-            log.error(
-                "table rejected, keeping the current one: %s", message,
-                extra={"event": "publish_failed", "problem": message},
+            return self._rejected(
+                exc.problems if isinstance(exc, errors.ConfigError) else [str(exc)]
             )
-            self.holder.reject(message)
-            self.metrics.reload_failed(message)
-            return False
         self.holder.swap(table)
         self.upstream_tls.retain(table)
         self._swapped(table)
         return True
+
+    def _rejected(self, problems: Sequence[str]) -> bool:
+        """:meth:`publish`'s answer to a table it refuses (the current one keeps serving)."""
+        message = "\n".join(problems)
+        log.error(
+            "table rejected, keeping the current one: %s", message,
+            extra={"event": "publish_failed", "problem": message},
+        )
+        self.holder.reject(message)
+        self.metrics.reload_failed(message)
+        return False
 
     def _context_for(self, settings: config.Settings) -> ssl.SSLContext:
         """The context :meth:`compile` prepared for ``settings``, else a fresh one."""
