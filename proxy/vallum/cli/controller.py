@@ -56,6 +56,7 @@ from vallum.proxy import identity, logs, server, session_state
 log = logging.getLogger("vallum.controller")
 
 DEFAULT_CONTROLLER_NAME = "vallum.dev/ingress-controller"
+MAX_WORKERS = 256
 
 
 def register(subparsers: Any) -> None:
@@ -107,7 +108,8 @@ def register(subparsers: Any) -> None:
         "--publish-service", type=_service, metavar="NS/NAME",
         help="copy this Service's addresses into each live Ingress's status.loadBalancer, "
              "updated when the Service changes: its status.loadBalancer.ingress, else (no "
-             "load balancer) its spec.externalIPs, else its clusterIP",
+             "load balancer yet) its spec.externalIPs, else its externalName, else its "
+             "clusterIP",
     )
     publish.add_argument(
         "--publish-status-address", type=_addresses, metavar="ADDR[,ADDR]",
@@ -127,7 +129,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--workers", "-w", type=_workers, default=1, metavar="N",
-        help="worker processes (only 1 for now)",
+        help="processes that serve (default 1); with more, this process watches and "
+             "translates, and sends every worker each new table",
     )
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error"),
@@ -162,11 +165,8 @@ def _workers(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value != 1:
-        raise argparse.ArgumentTypeError(
-            f"{value}: vallum controller runs one worker for now (sharing each new table with "
-            "more worker processes is not built yet); use --workers 1"
-        )
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value}: expected 1 to {MAX_WORKERS} workers")
     return value
 
 
@@ -203,18 +203,27 @@ def _run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(f"vallum controller: {problem}", file=sys.stderr)
         return 1
-    from vallum.operator import handlers  # kopf and kubernetes: loaded by this command only
+    workers = None
+    if args.workers > 1:  # forked before credentials are read and before any thread starts
+        from vallum.cli import controller_workers
 
+        workers = controller_workers.Workers(args.workers)
     try:
-        client_config = handlers.load_client_config(args.kubeconfig)
-    except Exception as exc:  # the client's ConfigException, a missing or unreadable file
-        print(f"vallum controller: no Kubernetes credentials: {exc}", file=sys.stderr)
-        return 1
-    try:
-        status = _run_loop(Runner(args, client_config))
-    except KeyboardInterrupt:
-        return 0
-    return status
+        from vallum.operator import handlers  # kopf and kubernetes: loaded by this command only
+
+        try:
+            client_config = handlers.load_client_config(args.kubeconfig)
+        except Exception as exc:  # the client's ConfigException, a missing or unreadable file
+            print(f"vallum controller: no Kubernetes credentials: {exc}", file=sys.stderr)
+            return 1
+        try:
+            status = _run_loop(Runner(args, client_config, workers))
+        except KeyboardInterrupt:
+            return 0
+        return status
+    finally:
+        if workers is not None:
+            workers.cleanup()
 
 
 def _run_loop(runner: Runner) -> int:
@@ -229,10 +238,13 @@ def _run_loop(runner: Runner) -> int:
 class Runner:
     """The proxy side (this thread's loop) and the operator thread, wired together."""
 
-    def __init__(self, args: argparse.Namespace, client_config: Any) -> None:
+    def __init__(
+        self, args: argparse.Namespace, client_config: Any, workers: Any = None
+    ) -> None:
         self.args = args
         self.client_config = client_config
         self.server: server.Server | None = None
+        self.workers = workers  # controller_workers.Workers with --workers N > 1, else None
         self.waiting_admin: Any = None  # the admin listener until the Server has its own
         self.stop = asyncio.Event()
         self.status = 0
@@ -252,7 +264,10 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop.set)
         try:
-            await self._start_waiting_admin()
+            if self.workers is not None:
+                await self._start_workers()
+            else:
+                await self._start_waiting_admin()
         except OSError as exc:
             print(f"vallum controller: --metrics-address: {exc}", file=sys.stderr)
             return 1
@@ -268,7 +283,20 @@ class Runner:
             await self.waiting_admin.cleanup()
         if self.server is not None:
             await self.server.close()
+        if self.workers is not None:
+            await self.workers.close()
         return self.status
+
+    async def _start_workers(self) -> None:
+        """Fork the serving processes (they wait for the first table) and open the admin
+        listener on the workers' readiness (controller_workers)."""
+        def failed(reason: str) -> None:
+            print(f"vallum controller: {reason}", file=sys.stderr)
+            self.status = 1
+            self.stop.set()
+
+        self.workers.on_fatal = failed
+        await self.workers.start(self.args.metrics_address)
 
     async def _start_waiting_admin(self) -> None:
         if not self.args.metrics_address:
@@ -285,7 +313,13 @@ class Runner:
     # -- the proxy's side (this loop) -----------------------------------------------------------
 
     async def serve(self, table: config.RouteTable) -> bool:
-        """Serve ``table``: start the server with the first one, swap in the later ones."""
+        """Serve ``table``: start the server with the first one, swap in the later ones (or
+        send it to every worker)."""
+        if self.workers is not None:
+            sent: bool = await self.workers.publish(table)
+            if sent:
+                gc.freeze()
+            return sent
         if self.server is not None:
             published = await self.server.publish(table)
             if published:
