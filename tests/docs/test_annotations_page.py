@@ -177,3 +177,44 @@ def test_the_value_form_deviations_the_page_states() -> None:
         ingress = k8s.ingress(host=None, annotations={pomerium + ingress_routes.EMPTY_HOST: value})
         result = translate.translate(k8s.snapshot(k8s.service(), k8s.endpoint_slice(), ingress))
         assert bool(result.ingresses[("default", "app")].problems) is problems
+
+
+def _routes(annotations: dict[str, str], *objs: dict[str, Any], regex: str = "/v1") -> list[Any]:
+    ingress = k8s.ingress(
+        annotations=annotations,
+        paths=[
+            k8s.path("/exact", "Exact"),
+            k8s.path("/prefix", "Prefix"),
+            k8s.path(regex, "ImplementationSpecific"),
+        ],
+    )
+    objects = objs or (k8s.service(), k8s.endpoint_slice())
+    result = translate.translate(k8s.snapshot(*objects, ingress))
+    assert result.table is not None and result.ingresses[("default", "app")].problems == ()
+    return list(result.table.settings.routes)
+
+
+def test_path_regex_changes_only_implementation_specific_paths() -> None:
+    routes = _routes({"ingress.pomerium.io/path_regex": "true"}, regex="^/v[0-9]+$")
+    assert [(r.path_match, r.path_value) for r in routes] == [
+        ("exact", "/exact"),
+        ("prefix", "/prefix"),
+        ("regex", "^/v[0-9]+$"),
+    ]
+    plain = _routes({})
+    assert [r.path_match for r in plain] == ["exact", "prefix", "prefix"]
+
+
+def test_secure_upstream_checks_the_service_name_on_pod_addresses_only() -> None:
+    secure = {"ingress.pomerium.io/secure_upstream": "true"}
+    (pods, *_) = _routes(secure)
+    assert pods.to[0].url.startswith("https://10.0.0.1:")
+    assert pods.tls_server_name == "app.default.svc.cluster.local"
+    named = _routes({**secure, "ingress.pomerium.io/tls_server_name": "app.internal"})[0]
+    assert named.tls_server_name == "app.internal"
+    proxied = _routes({**secure, "ingress.pomerium.io/service_proxy_upstream": "true"})[0]
+    assert proxied.to[0].url == "https://app.default.svc.cluster.local:80"
+    assert proxied.tls_server_name is None
+    external = k8s.service(type="ExternalName", externalName="wiki.example.org")
+    (ext, *_) = _routes(secure, external)
+    assert ext.to[0].url == "https://wiki.example.org:80" and ext.tls_server_name is None
