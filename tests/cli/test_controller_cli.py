@@ -34,7 +34,7 @@ def test_help_names_every_option() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--workers", "2"], "runs one worker for now"),
+        (["--workers", "0"], "expected 1 to 256 workers"),
         (["--publish-service", "no-slash"], "expected NAMESPACE/NAME"),
         (["--publish-service", "a/b", "--publish-status-address", "1.2.3.4"], "not allowed with"),
         (["--namespaces", " , "], "expected namespace names"),

@@ -22,6 +22,10 @@ collector's reach with ``gc.freeze()``; they are still freed by reference counti
 (tables, objects and snapshots hold no reference cycles), and collections then walk only what
 was made since.
 
+Workers: with ``--workers N`` (N > 1) this process serves nothing itself; it forks N processes
+that do, before it reads credentials or starts a thread, and sends each of them every new
+table (:mod:`vallum.cli.controller_workers`). ``/readyz`` is then this process's.
+
 Start: nothing listens on ``--address`` until the first complete table (every kind listed)
 exists and the sign-outs shared by the replicas are read; meanwhile the admin listener answers
 ``/healthz`` 200 and ``/readyz`` 503, so a pod is alive but not ready while it syncs.
@@ -45,6 +49,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from vallum.cli import controller_workers
 from vallum.core import config, errors, routing
 from vallum.operator import controller as controller_mod
 from vallum.operator import leadership, revocations, translate
@@ -205,8 +210,6 @@ def _run(args: argparse.Namespace) -> int:
         return 1
     workers = None
     if args.workers > 1:  # forked before credentials are read and before any thread starts
-        from vallum.cli import controller_workers
-
         workers = controller_workers.Workers(args.workers)
     try:
         from vallum.operator import handlers  # kopf and kubernetes: loaded by this command only
@@ -239,12 +242,13 @@ class Runner:
     """The proxy side (this thread's loop) and the operator thread, wired together."""
 
     def __init__(
-        self, args: argparse.Namespace, client_config: Any, workers: Any = None
+        self, args: argparse.Namespace, client_config: Any,
+        workers: controller_workers.Workers | None = None,
     ) -> None:
         self.args = args
         self.client_config = client_config
         self.server: server.Server | None = None
-        self.workers = workers  # controller_workers.Workers with --workers N > 1, else None
+        self.workers = workers  # with --workers N > 1: this process only watches and sends
         self.waiting_admin: Any = None  # the admin listener until the Server has its own
         self.stop = asyncio.Event()
         self.status = 0
@@ -295,6 +299,7 @@ class Runner:
             self.status = 1
             self.stop.set()
 
+        assert self.workers is not None
         self.workers.on_fatal = failed
         await self.workers.start(self.args.metrics_address)
 
@@ -316,7 +321,7 @@ class Runner:
         """Serve ``table``: start the server with the first one, swap in the later ones (or
         send it to every worker)."""
         if self.workers is not None:
-            sent: bool = await self.workers.publish(table)
+            sent = await self.workers.publish(table)
             if sent:
                 gc.freeze()
             return sent

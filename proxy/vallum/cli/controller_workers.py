@@ -113,13 +113,17 @@ class Zygote:
         return int(message), socket.socket(fileno=fds[0])
 
     def close(self) -> None:
-        """End the zygote (it waits for its workers first) and reap it."""
+        """End the zygote (it waits for its workers first) and reap it; again: nothing."""
+        if self.control.fileno() < 0:
+            return
         self.control.close()
         deadline = time.monotonic() + STOP_SECONDS + 2.0
         while time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
+            try:
                 if os.waitpid(self.pid, os.WNOHANG)[0]:
                     return
+            except ChildProcessError:  # reaped already
+                return
             time.sleep(0.05)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
@@ -283,6 +287,10 @@ class _WorkerFeed:
 # -- the parent's side ---------------------------------------------------------------------------
 
 
+def _log_fatal(reason: str) -> None:
+    log.error("the workers cannot go on: %s", reason, extra={"event": "workers_failed"})
+
+
 @dataclass(eq=False)
 class _Worker:
     index: int
@@ -298,12 +306,15 @@ class _Worker:
 class Workers:
     """The parent's side: the zygote, the workers, the tables sent to them, readiness."""
 
-    def __init__(self, count: int, on_fatal: Callable[[str], None],
+    def __init__(self, count: int, on_fatal: Callable[[str], None] | None = None,
                  target: WorkerMain = worker_main) -> None:
         """Prepare the shared directories (metrics, sign-outs) and fork the zygote: call before
-        any thread starts (see the module doc)."""
+        any thread starts and before credentials are read -- a forked process holds a copy of
+        its parent's memory, and the workers face the network (see the module doc).
+        ``on_fatal(reason)`` is called when the workers cannot go on (a worker ended before it
+        served its first table); the caller stops."""
         self.count = count
-        self.on_fatal = on_fatal
+        self.on_fatal: Callable[[str], None] = on_fatal or _log_fatal
         self._metrics_dir = metrics.enable_multiprocess()
         self._sessions_dir = session_state.enable_shared_directory()
         self.zygote = Zygote.fork(target)
@@ -494,6 +505,8 @@ class Workers:
             self.admin = None
 
     def cleanup(self) -> None:
-        """Remove the shared directories (after :meth:`close`, at exit)."""
+        """End the zygote if :meth:`close` did not run, and remove the shared directories (at
+        exit)."""
+        self.zygote.close()
         shutil.rmtree(self._metrics_dir, ignore_errors=True)
         session_state.disable_shared_directory(self._sessions_dir)
