@@ -55,6 +55,8 @@ class Compiled:
     problems: tuple[str, ...]
     used: Mapping[snap.Dependency, object]
     secrets_used: frozenset[snap.ObjectKey]
+    prepared: tuple[routing.Prepared, ...] = ()
+    """``routes`` checked for the index (:func:`vallum.core.routing.prepare`), in order."""
 
 
 class _Problems(nodes.Context):
@@ -131,6 +133,7 @@ def compile_ingress(
         problems=problems,
         used=dict(lookups.used),
         secrets_used=lookups.secrets_used(),
+        prepared=tuple(routing.prepare(route, route.source) for route in built),
     )
 
 
@@ -405,11 +408,12 @@ def _routes(
             )
         )
     if not ctx.problems:
-        try:  # the index's own checks, so the whole table never fails for one Ingress
-            routing.build_index(config.Settings(routes=tuple(out)))
-        except errors.ConfigError as exc:
-            for problem in exc.problems:
-                ctx.add(problem)
+        for route in out:  # the index's own checks, so the whole table never fails for one
+            try:
+                routing.prepare(route, route.source)
+            except errors.ConfigError as exc:
+                for problem in exc.problems:
+                    ctx.add(problem)
     return out
 
 
@@ -457,11 +461,12 @@ def _denying(source: str, paths: list[_Path], reason: str) -> list[config.Route]
         route = routes.read_route(scratch, node, item.place, 30.0)
         if not isinstance(route, config.Route):
             continue
+        route = dataclasses.replace(route, source=f"{source} {item.place}", unavailable=reason)
         try:
-            routing.build_index(config.Settings(routes=(route,)))
+            routing.prepare(route, route.source)
         except errors.ConfigError:
             continue
-        out.append(dataclasses.replace(route, source=f"{source} {item.place}", unavailable=reason))
+        out.append(route)
     return out
 
 

@@ -67,22 +67,63 @@ _last_index: tuple[Objects, Mapping[ObjectKey, tuple[ObjectKey, ...]]] | None = 
 
 
 def slices_index(slices: Objects) -> Mapping[ObjectKey, tuple[ObjectKey, ...]]:
-    """EndpointSlice keys by Service. The last answer is kept for the same mapping object:
-    the store hands out the same mapping until a slice changes, so most snapshots (an Ingress
-    or Secret changed) do not index every slice again."""
+    """EndpointSlice keys by Service. The last answer is kept with its mapping: the store hands
+    out the same mapping until a slice changes, so most snapshots (an Ingress or Secret
+    changed) reuse it, and one changed slice re-indexes only its Service (slices are compared
+    by identity: the store replaces an object on every change)."""
     global _last_index
     last = _last_index
     if last is not None and last[0] is slices:
         return last[1]
-    out: dict[ObjectKey, list[ObjectKey]] = {}
-    for key, obj in slices.items():
-        labels = (obj.get("metadata") or {}).get("labels") or {}
-        service = labels.get(SERVICE_NAME_LABEL)
-        if isinstance(service, str) and service:
-            out.setdefault((key[0], service), []).append(key)
-    index = types.MappingProxyType({k: tuple(sorted(v)) for k, v in out.items()})
+    if last is None or abs(len(last[0]) - len(slices)) > 64:
+        index = _index_all(slices)
+    else:
+        old, held = last
+        changed = {key for key, obj in slices.items() if old.get(key) is not obj}
+        changed.update(key for key in old if key not in slices)
+        services = {
+            (key[0], service)
+            for key in changed
+            for service in (_service_of(old.get(key)), _service_of(slices.get(key)))
+            if service is not None
+        }
+        if len(services) > 64:
+            index = _index_all(slices)
+        else:
+            out = dict(held)
+            for service in services:
+                keys = tuple(
+                    sorted(
+                        key
+                        for key in {*held.get(service, ()), *changed}
+                        if key[0] == service[0] and _service_of(slices.get(key)) == service[1]
+                    )
+                )
+                if keys:
+                    out[service] = keys
+                else:
+                    out.pop(service, None)
+            index = types.MappingProxyType(out)
     _last_index = (slices, index)
     return index
+
+
+def _index_all(slices: Objects) -> Mapping[ObjectKey, tuple[ObjectKey, ...]]:
+    out: dict[ObjectKey, list[ObjectKey]] = {}
+    for key, obj in slices.items():
+        service = _service_of(obj)
+        if service is not None:
+            out.setdefault((key[0], service), []).append(key)
+    return types.MappingProxyType({k: tuple(sorted(v)) for k, v in out.items()})
+
+
+def _service_of(obj: Mapping[str, Any] | None) -> str | None:
+    """The Service an EndpointSlice names in its label, or None."""
+    if obj is None:
+        return None
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    service = labels.get(SERVICE_NAME_LABEL)
+    return service if isinstance(service, str) and service else None
 
 
 def key_of(obj: Mapping[str, Any]) -> ObjectKey:

@@ -5,35 +5,59 @@ build from the same routes-file document, and must report what is wrong on the o
 Settings object (through :mod:`vallum.operator.settings_crd`) and the CLI's settings become a
 routes-file settings document read by :func:`vallum.core.configfile.settings.read_settings`;
 each Ingress becomes routes read by the routes file's route reader
-(:mod:`vallum.operator.ingress_routes`); the table is built by
-:func:`vallum.core.routing.build_table`. Nothing here reads a value form of its own.
+(:mod:`vallum.operator.ingress_routes`) and checked as the index checks them
+(:func:`vallum.core.routing.prepare`). Nothing here reads a value form of its own.
 
 Which Ingresses: those whose ``spec.ingressClassName`` (or legacy annotation
 ``kubernetes.io/ingress.class``) names an IngressClass whose ``spec.controller`` is ours, and
 those with neither when one of our IngressClasses is marked default
 (``ingressclass.kubernetes.io/is-default-class: "true"``). Others are left alone.
 
-Order and determinism: Ingresses are taken in ``(namespace, name)`` order, their routes in rule
-and path order (``spec.defaultBackend`` last), the denying routes of broken Ingresses after all
-others, certificates after the Settings' ones in the same order; so the same snapshot gives the
-same table and checksum. Where two Ingresses claim the same host and path, the first in that
-order wins (the core's rule: the first route wins), so a broken Ingress never shadows a live one.
+Who owns a host (a security rule: an Ingress must not take another team's traffic): a host
+belongs to the namespace of its **oldest** Ingress (``metadata.creationTimestamp``, then
+namespace and name, so the answer is still a function of the snapshot). Ingresses of other
+namespaces get none of that host: not the same path, and not another one either (longest prefix
+first would give them ``/admin`` under the owner's ``/``); each is told so in a warning naming
+the owner. Within the owning namespace Ingresses share the host, and where two have the same
+path the live one wins over a broken one, then the older one; the loser's warning names both
+routes (a broken Ingress, which has its problems to report, gets none). An Ingress refused a
+host also has its ``spec.tls`` certificates left out, so it cannot put its own certificate in
+front of another namespace's host. Hosts are compared as the index keys them (``*.example.com``
+and ``a.example.com`` are two hosts). A broken Ingress keeps the hosts it owns (its routes deny
+with the reason), so breaking one's own Ingress hands nothing to anyone.
 
-Incremental: :class:`Translator` remembers each Ingress's routes with the versions of the
-Ingress and of every object its translation read (Services, EndpointSlices, Secrets, Policies,
-found or not) and of the settings it used; the next snapshot recompiles only the Ingresses for
-which one of these changed. Policy objects are checked once per version.
+Order and determinism: the table's routes come host by host (sorted), within a host in the
+order above, an Ingress's routes in rule and path order (``spec.defaultBackend`` last);
+certificates after the Settings' ones by Ingress; so the same snapshot gives the same table and
+checksum, whatever the order of the changes that led to it (tested against fresh translations).
+The checksum is a digest of per-host digests (not :meth:`vallum.core.config.Settings.checksum`,
+which encodes everything on every call): equal tables, equal checksums.
+
+Incremental, so a change costs in proportion to what it touches (issue 12, item 7):
+:class:`Translator` remembers each Ingress's routes with the versions of the Ingress and of
+every object its translation read (Services, EndpointSlices, Secrets, Policies, found or not)
+and of the settings it used, with the reverse map (object -> Ingresses that read it). The next
+snapshot is compared with the last one by identity (the store replaces an object on every change
+and shares the rest), and only the changed Ingresses and the readers of changed objects are
+checked again. Each host's share of the table (its settled routes, their index entries and
+digest) is kept too, and only the hosts of Ingresses that changed are settled again; the index
+is assembled from the hosts' parts (:func:`vallum.core.routing.assemble`), its routes numbered
+from a counter so every number is unique in its table. Policy objects are checked once per
+version.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import hashlib
+import itertools
 import os
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from vallum.core import config, errors, routing
+from vallum.core import config, routing
 from vallum.core.configfile import nodes, settings
 from vallum.operator import checksum, ingress_routes, settings_crd
 from vallum.operator import snapshot as snap
@@ -56,10 +80,13 @@ class Options:
 
 @dataclasses.dataclass(frozen=True)
 class IngressOutcome:
-    """One handled Ingress: its problems (empty: live; else its routes deny) and route count."""
+    """One handled Ingress: its problems (empty: live; else its routes deny), how many of its
+    routes the table serves, and why some are not (another namespace owns the host, or an
+    older Ingress takes the same path first): each warning also in ``Result.warnings``."""
 
     problems: tuple[str, ...]
     routes: int
+    warnings: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,84 +139,339 @@ class _SettingsProblems(nodes.Context):
         return self.add(f"{where}: {message}")
 
 
+Claim = tuple[str, str, str]
+"""``(creationTimestamp, namespace, name)`` of an Ingress: the smaller, the older claim."""
+
+_Rule = tuple[str, str]  # (path kind, normalised value): what two routes of one host share
+
+
 @dataclasses.dataclass(frozen=True)
 class _Memo:
+    key: ObjectKey
     version: object
     settings_key: object
     compiled: ingress_routes.Compiled
-    route_texts: tuple[str, ...]  # its routes and certificates encoded for the checksum
-    certificate_texts: tuple[str, ...]
+    claim: Claim
+    by_host: Mapping[str, tuple[tuple[routing.Prepared, str], ...]]
+    """Its routes by host key, each with its digest for the checksum, in rule order."""
+    certificate_digests: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostPart:
+    """What one host gives the table once its claims are settled (see the module docstring)."""
+
+    prepared: tuple[routing.Prepared, ...]
+    routes: routing.HostRoutes
+    digest: str
+    warnings: Mapping[ObjectKey, tuple[str, ...]]
+    served: Mapping[ObjectKey, int]  # routes of each Ingress served on this host
 
 
 class Translator:
-    """Translates snapshots, memoising each Ingress's routes by the versions it used."""
+    """Translates snapshots, memoising each Ingress's routes by the versions it used, and each
+    host's share of the table; see the module docstring."""
 
     def __init__(self, options: Options) -> None:
         self.options = options
         self._ingresses: dict[ObjectKey, _Memo] = {}
         self._policies: dict[ObjectKey, tuple[object, tuple[str, ...]]] = {}
+        self._dependents: dict[snap.Dependency, set[ObjectKey]] = {}
+        self._claims: dict[str, set[ObjectKey]] = {}  # host -> Ingresses with routes for it
+        self._parts: dict[str, _HostPart] = {}
+        self._hosts: list[str] = []  # sorted keys of _parts
+        self._host_routes: dict[str, routing.HostRoutes] = {}
+        self._warned: set[str] = set()  # hosts with warnings
+        self._secret_users: dict[ObjectKey, int] = {}  # Secrets read, by how many Ingresses
+        self._cert_holders: set[ObjectKey] = set()  # Ingresses with SNI certificates
+        self._outcomes: dict[ObjectKey, IngressOutcome] = {}
+        self._last: snap.Snapshot | None = None
+        self._route_ids = itertools.count()  # route_index: unique in every table, never reused
+        self._last_settings_key: object = None
         self.last_compiled: tuple[ObjectKey, ...] = ()
         """The Ingresses the last :meth:`translate` compiled (the others came from memory)."""
 
     def translate(self, snapshot: snap.Snapshot) -> Result:
         """The table for ``snapshot``: same snapshot, same table, same checksum."""
+        try:
+            return self._translate(snapshot)
+        except BaseException:
+            self._last = None  # the memory may be half updated: check everything next time
+            raise
+
+    def _translate(self, snapshot: snap.Snapshot) -> Result:
         read = settings_crd.read(snapshot.settings, snapshot.secrets)
-        secrets_used = set(read.secrets_used)
         settings_problems = list(read.problems)
         warnings = [NO_SETTINGS] if snapshot.settings is None else list(read.warnings)
         base = None if settings_problems else self._settings(read.values, settings_problems)
         timeout = base.default_upstream_timeout if base is not None else 30.0
         mtls = base.downstream_mtls if base is not None else None
-        live: list[_Memo] = []
-        broken: list[_Memo] = []
-        certificates: dict[config.Certificate, str] = {}
-        if base is not None:
-            own = base.certificates
-            certificates.update(zip(own, checksum.texts(own), strict=True))
-        outcomes: dict[ObjectKey, IngressOutcome] = {}
+        settings_key = (timeout, mtls)
         compiled_now: list[ObjectKey] = []
-        for key in sorted(snapshot.ingresses):
-            ingress = snapshot.ingresses[key]
-            if not handles(ingress, snapshot.ingress_classes, self.options.controller_name):
-                continue
-            memo = self._ingress(snapshot, key, ingress, timeout, mtls, compiled_now)
-            compiled = memo.compiled
-            (broken if compiled.problems else live).append(memo)
-            for cert, text in zip(compiled.certificates, memo.certificate_texts, strict=True):
-                certificates.setdefault(cert, text)
-            secrets_used |= compiled.secrets_used
-            outcomes[key] = IngressOutcome(compiled.problems, len(compiled.routes))
-        # A broken Ingress's denying routes come last: where a live Ingress has the same host
-        # and path, the live route wins, so a broken Ingress cannot take another's requests.
-        routes = [route for memo in live + broken for route in memo.compiled.routes]
-        route_texts = [text for memo in live + broken for text in memo.route_texts]
-        warnings.extend(_shadowed(live))
-        for gone in set(self._ingresses) - set(outcomes):
-            del self._ingresses[gone]
+        touched_hosts: set[str] = set()
+        touched: set[ObjectKey] = set()
+        for key in sorted(self._candidates(snapshot, settings_key)):
+            ingress = snapshot.ingresses.get(key)
+            old = self._ingresses.get(key)
+            new = None
+            if ingress is not None and handles(
+                ingress, snapshot.ingress_classes, self.options.controller_name
+            ):
+                new = self._ingress(snapshot, key, ingress, settings_key, mtls, compiled_now)
+            if new is not old:
+                self._replace(key, old, new, touched_hosts)
+                touched.add(key)
+        self._last, self._last_settings_key = snapshot, settings_key
         self.last_compiled = tuple(compiled_now)
+        for host in sorted(touched_hosts):
+            touched |= self._settle(host)
+        for key in touched:
+            self._outcome(key)
         policies = self._check_policies(snapshot)
+        secrets_used = set(read.secrets_used)
+        secrets_used.update(self._secret_users)
+        for host in sorted(self._warned):
+            for texts in self._parts[host].warnings.values():
+                warnings.extend(texts)
         table = None
         if base is not None:
-            full = dataclasses.replace(base, routes=tuple(routes), certificates=tuple(certificates))
-            lists: dict[str, Iterable[str]] = {
-                "routes": route_texts,
-                "certificates": certificates.values(),
-            }
-            try:  # routing.build_table, with the checksum from the routes encoded once
-                index = routing.build_index(full)
-            except errors.ConfigError as exc:  # each Ingress's routes were checked: a bug
-                settings_problems.extend(exc.problems)
-            else:
-                total = checksum.table_checksum(full, lists)
-                table = config.RouteTable(settings=full, checksum=total, index=index)
+            table = self._table(base, settings_problems)
         return Result(
             table=table,
             settings_problems=tuple(settings_problems),
-            ingresses=types.MappingProxyType(outcomes),
+            ingresses=types.MappingProxyType(dict(self._outcomes)),
             policies=types.MappingProxyType(policies),
             secrets_used=frozenset(secrets_used),
             warnings=tuple(warnings),
         )
+
+    # -- which Ingresses to look at ----------------------------------------------------------
+
+    def _candidates(self, snapshot: snap.Snapshot, settings_key: object) -> set[ObjectKey]:
+        """The Ingresses whose memo may no longer hold: every one on the first round or when
+        the IngressClasses or the settings the routes read changed; else the changed Ingresses
+        and those that read a changed object. The others were checked against the last
+        snapshot, and nothing they read differs from it (objects are compared by identity:
+        the store replaces an object on every change and shares the unchanged ones)."""
+        last = self._last
+        if (
+            last is None
+            or settings_key != self._last_settings_key
+            or not _same(last.ingress_classes, snapshot.ingress_classes)
+        ):
+            return set(snapshot.ingresses) | set(self._ingresses)
+        out = _changed(last.ingresses, snapshot.ingresses)
+        deps: set[snap.Dependency] = set()
+        for kind, old, new in (
+            ("Service", last.services, snapshot.services),
+            ("Secret", last.secrets, snapshot.secrets),
+            ("Policy", last.policies, snapshot.policies),
+        ):
+            deps.update((kind, key) for key in _changed(old, new))
+        for key in _changed(last.endpoint_slices, snapshot.endpoint_slices):
+            for objects in (last.endpoint_slices, snapshot.endpoint_slices):
+                service = _service_of(objects.get(key))
+                if service is not None:
+                    deps.add(("EndpointSlices", (key[0], service)))
+        for dep in deps:
+            out.update(self._dependents.get(dep, ()))
+        return out
+
+    def _ingress(
+        self,
+        snapshot: snap.Snapshot,
+        key: ObjectKey,
+        ingress: Mapping[str, Any],
+        settings_key: tuple[float, config.DownstreamMTLS | None],
+        mtls: config.DownstreamMTLS | None,
+        compiled_now: list[ObjectKey],
+    ) -> _Memo:
+        version = snap.spec_version(ingress)
+        memo = self._ingresses.get(key)
+        if (
+            memo is not None
+            and memo.version == version
+            and memo.settings_key == settings_key
+            and all(snap.fingerprint(snapshot, dep) == fp for dep, fp in memo.compiled.used.items())
+        ):
+            return memo
+        compiled = ingress_routes.compile_ingress(
+            snap.Lookups(snapshot), key, ingress, default_timeout=settings_key[0], mtls=mtls
+        )
+        by_host: dict[str, list[tuple[routing.Prepared, str]]] = {}
+        for prepared, text in zip(
+            compiled.prepared, checksum.texts(compiled.routes), strict=True
+        ):
+            by_host.setdefault(prepared.host, []).append((prepared, _digest(text)))
+        compiled_now.append(key)
+        return _Memo(
+            key,
+            version,
+            settings_key,
+            compiled,
+            _claim(key, ingress),
+            types.MappingProxyType({h: tuple(v) for h, v in by_host.items()}),
+            tuple(_digest(t) for t in checksum.texts(compiled.certificates)),
+        )
+
+    def _replace(
+        self, key: ObjectKey, old: _Memo | None, new: _Memo | None, hosts: set[str]
+    ) -> None:
+        """Put ``new`` in place of ``old`` (either may be None) in the memory and its indexes,
+        adding the hosts either claims to ``hosts``."""
+        if old is not None:
+            self._cert_holders.discard(key)
+            for dep in old.compiled.used:
+                if dep[0] == "Secret":
+                    self._count_secret(dep[1], -1)
+                users = self._dependents.get(dep)
+                if users is not None:
+                    users.discard(key)
+                    if not users:
+                        del self._dependents[dep]
+            for host in old.by_host:
+                self._claims[host].discard(key)
+                hosts.add(host)
+        if new is None:
+            self._ingresses.pop(key, None)
+            self._outcomes.pop(key, None)
+            return
+        self._ingresses[key] = new
+        if new.certificate_digests:
+            self._cert_holders.add(key)
+        for dep in new.compiled.used:
+            if dep[0] == "Secret":
+                self._count_secret(dep[1], 1)
+            self._dependents.setdefault(dep, set()).add(key)
+        for host in new.by_host:
+            self._claims.setdefault(host, set()).add(key)
+            hosts.add(host)
+
+    def _count_secret(self, key: ObjectKey, step: int) -> None:
+        count = self._secret_users.get(key, 0) + step
+        if count > 0:
+            self._secret_users[key] = count
+        else:
+            self._secret_users.pop(key, None)
+
+    # -- hosts: who owns one, which routes it serves ------------------------------------------
+
+    def _settle(self, host: str) -> set[ObjectKey]:
+        """Settle ``host``'s claims again (see the module docstring); returns its claimants,
+        whose outcomes may have changed."""
+        claimants = self._claims.get(host) or set()
+        memos = [self._ingresses[key] for key in claimants]
+        if not memos:
+            self._claims.pop(host, None)
+            if self._parts.pop(host, None) is not None:
+                del self._hosts[bisect.bisect_left(self._hosts, host)]
+                del self._host_routes[host]
+                self._warned.discard(host)
+            return set()
+        owner = min(memos, key=lambda m: m.claim)
+        namespace = owner.key[0]
+        order = sorted(memos, key=lambda m: (bool(m.compiled.problems), m.claim))
+        taken: dict[_Rule, tuple[_Memo, config.Route]] = {}
+        prepared: list[routing.Prepared] = []
+        digests: list[str] = []
+        warnings: dict[ObjectKey, tuple[str, ...]] = {}
+        served: dict[ObjectKey, int] = {}
+        for memo in order:
+            name = _name(memo.key)
+            if memo.key[0] != namespace:
+                warnings[memo.key] = (
+                    f"{name}: host {host} belongs to namespace {namespace} (its oldest "
+                    f"Ingress, {_name(owner.key)}); this Ingress's routes for it are not "
+                    "served",
+                )
+                continue
+            count = 0
+            mine: list[str] = []
+            for item, digest in memo.by_host[host]:
+                rule = (item.kind, item.value)
+                first = taken.get(rule)
+                if first is None:
+                    taken[rule] = (memo, item.route)
+                    prepared.append(item)
+                    digests.append(digest)
+                    count += 1
+                elif first[0] is not memo and not memo.compiled.problems:
+                    # An older Ingress (a live one before a broken one) has this path; the
+                    # same path twice in one Ingress is its first rule's, without a word.
+                    mine.append(
+                        f"{item.route.source}: {host} {item.route.path_value} is taken by "
+                        f"{first[1].source}"
+                    )
+            if mine:
+                warnings[memo.key] = tuple(mine)
+            served[memo.key] = count
+        part = _HostPart(
+            tuple(prepared),
+            routing.index_host(zip(self._route_ids, prepared, strict=False)),
+            _digest("\n".join([host, *digests])),
+            types.MappingProxyType(warnings),
+            types.MappingProxyType(served),
+        )
+        if host not in self._parts:
+            bisect.insort(self._hosts, host)
+        self._parts[host] = part
+        self._host_routes[host] = part.routes
+        if warnings:
+            self._warned.add(host)
+        else:
+            self._warned.discard(host)
+        return set(claimants)
+
+    def _outcome(self, key: ObjectKey) -> None:
+        memo = self._ingresses.get(key)
+        if memo is None:
+            self._outcomes.pop(key, None)
+            return
+        routes = 0
+        warnings: list[str] = []
+        for host in sorted(memo.by_host):
+            part = self._parts[host]
+            routes += part.served.get(key, 0)
+            warnings.extend(part.warnings.get(key, ()))
+        self._outcomes[key] = IngressOutcome(memo.compiled.problems, routes, tuple(warnings))
+
+    # -- the table -----------------------------------------------------------------------------
+
+    def _table(self, base: config.Settings, problems: list[str]) -> config.RouteTable | None:
+        """The table: routes host by host (sorted), certificates (the Settings' own, then each
+        Ingress's by key, leaving out those of an Ingress refused a host), one checksum."""
+        certificates: dict[config.Certificate, str] = dict(
+            zip(base.certificates, map(_digest, checksum.texts(base.certificates)), strict=True)
+        )
+        for key in sorted(self._cert_holders):
+            if self._refused_a_host(key):
+                continue
+            memo = self._ingresses[key]
+            for cert, digest in zip(
+                memo.compiled.certificates, memo.certificate_digests, strict=True
+            ):
+                certificates.setdefault(cert, digest)
+        parts = [self._parts[host] for host in self._hosts]
+        full = dataclasses.replace(
+            base,
+            routes=tuple(item.route for part in parts for item in part.prepared),
+            certificates=tuple(certificates),
+        )
+        index = routing.assemble(self._host_routes)
+        emptied = checksum.encode(dataclasses.replace(base, routes=(), certificates=()))
+        total = "\n".join(
+            [emptied, "routes", *(p.digest for p in parts), "certificates", *certificates.values()]
+        )
+        return config.RouteTable(settings=full, checksum=_digest(total)[:16], index=index)
+
+    def _refused_a_host(self, key: ObjectKey) -> bool:
+        memo = self._ingresses[key]
+        return any(
+            key in self._parts[host].warnings and self._parts[host].served.get(key) is None
+            for host in memo.by_host
+        )
+
+    # -- settings and policies ------------------------------------------------------------------
 
     def _settings(self, values: Mapping[str, Any], problems: list[str]) -> config.Settings | None:
         """The Settings object's values under the CLI's, read as a routes file's settings."""
@@ -204,38 +486,6 @@ class Translator:
             problems.extend(ctx.report(ctx.problems) or ["Settings: not readable"])
             return None
         return result if not problems else None
-
-    def _ingress(
-        self,
-        snapshot: snap.Snapshot,
-        key: ObjectKey,
-        ingress: Mapping[str, Any],
-        timeout: float,
-        mtls: config.DownstreamMTLS | None,
-        compiled_now: list[ObjectKey],
-    ) -> _Memo:
-        version = snap.spec_version(ingress)
-        settings_key = (timeout, mtls)
-        memo = self._ingresses.get(key)
-        if (
-            memo is not None
-            and memo.version == version
-            and memo.settings_key == settings_key
-            and all(snap.fingerprint(snapshot, dep) == fp for dep, fp in memo.compiled.used.items())
-        ):
-            return memo
-        compiled = ingress_routes.compile_ingress(
-            snap.Lookups(snapshot), key, ingress, default_timeout=timeout, mtls=mtls
-        )
-        memo = self._ingresses[key] = _Memo(
-            version,
-            settings_key,
-            compiled,
-            checksum.texts(compiled.routes),
-            checksum.texts(compiled.certificates),
-        )
-        compiled_now.append(key)
-        return memo
 
     def _check_policies(self, snapshot: snap.Snapshot) -> dict[ObjectKey, tuple[str, ...]]:
         out: dict[ObjectKey, tuple[str, ...]] = {}
@@ -252,19 +502,42 @@ class Translator:
         return out
 
 
-def _shadowed(live: list[_Memo]) -> list[str]:
-    """Routes of live Ingresses that another Ingress's route with the same host and path rule
-    takes first (the first in order wins): worth a word, as one of them is never reached."""
-    first: dict[tuple[str, str, str], str] = {}
-    out: list[str] = []
-    for memo in live:
-        for route in memo.compiled.routes:
-            rule = (route.host, route.path_match, route.path_value)
-            owner = first.setdefault(rule, route.source)
-            ingress = route.source.split(" spec.", 1)[0]
-            if owner != route.source and not owner.startswith(ingress + " "):
-                out.append(f"{route.source}: {rule[0]} {rule[2]} is taken by {owner}")
+def _claim(key: ObjectKey, ingress: Mapping[str, Any]) -> Claim:
+    created = (ingress.get("metadata") or {}).get("creationTimestamp")
+    return (created if isinstance(created, str) else "", key[0], key[1])
+
+
+def _name(key: ObjectKey) -> str:
+    return f"Ingress {key[0]}/{key[1]}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _same(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> bool:
+    """Whether two mappings hold the very same objects under the same keys."""
+    return a is b or (len(a) == len(b) and all(b.get(k, _MISSING) is v for k, v in a.items()))
+
+
+_MISSING = object()
+
+
+def _changed(old: snap.Objects, new: snap.Objects) -> set[ObjectKey]:
+    """Keys whose object differs (by identity) between ``old`` and ``new``, or is in one only."""
+    if old is new:
+        return set()
+    out = {key for key, obj in new.items() if old.get(key) is not obj}
+    out.update(key for key in old if key not in new)
     return out
+
+
+def _service_of(obj: Mapping[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    service = labels.get(snap.SERVICE_NAME_LABEL)
+    return service if isinstance(service, str) and service else None
 
 
 def translate(snapshot: snap.Snapshot, options: Options | None = None) -> Result:

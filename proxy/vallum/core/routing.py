@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from vallum.core import config, errors, regex
@@ -219,6 +219,10 @@ class _Host:
         return [*exact, *(e for _, e in self.regex), *prefix]
 
 
+HostRoutes = _Host
+"""The routes of one host, ready to match (built by :func:`index_host`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Index:
     """The host index: exact hosts, wildcards keyed by parent domain, the catch-all."""
@@ -235,6 +239,8 @@ class Match:
     route: config.Route
     path: str
     route_index: int
+    """A number unique to the route in its table (per-table caches key on it): its position in
+    ``settings.routes`` when the table was built by :func:`build_table`."""
 
 
 def build_table(settings: config.Settings) -> config.RouteTable:
@@ -246,47 +252,96 @@ def build_table(settings: config.Settings) -> config.RouteTable:
 def build_index(settings: config.Settings) -> Index:
     """The host index alone (what :func:`build_table` checks, without the checksum)."""
     problems: list[str] = []
-    exact: dict[str, _Host] = {}
-    wildcard: dict[str, _Host] = {}
-    default: _Host | None = None
+    prepared: list[Prepared] = []
     for index, route in enumerate(settings.routes):
-        place = route.source or f"routes[{index}]"
-        entry_problems: list[str] = []
-        host = normalize_host(route.host) if route.host not in ("", "*") else "*"
-        problem = host_problem(host)
-        if problem:
-            entry_problems.append(f"{place}: from: {problem}")
-        if not route.to:
-            entry_problems.append(f"{place}: to: a route needs at least one upstream")
-        rules = [k for k in ("prefix", "path", "regex") if getattr(route, k) is not None]
-        if len(rules) > 1:
-            entry_problems.append(f"{place}: only one of prefix, path, regex may be set: {rules}")
-        entry = _entry(route, index, place, entry_problems)
-        entry_problems.extend(_rewrite_problems(route, place))
-        if (route.regex_rewrite_pattern is None) != (route.regex_rewrite_substitution is None):
-            entry_problems.append(
-                f"{place}: regex_rewrite_pattern and regex_rewrite_substitution go together"
-            )
-        if entry_problems or entry is None:
-            problems.extend(entry_problems)
-            continue
-        if host == "*":
-            default = default or _Host()
-            vhost = default
-        elif host.startswith("*."):
-            vhost = wildcard.setdefault(host[2:], _Host())
-        else:
-            vhost = exact.setdefault(host, _Host())
-        match route.path_match:
-            case "exact":
-                vhost.exact.setdefault(entry.value, entry)
-            case "prefix":
-                vhost.prefix.setdefault(entry.value, entry)
-            case "regex":
-                if entry.pattern is not None:
-                    vhost.regex.append((entry.pattern, entry))
+        try:
+            prepared.append(prepare(route, route.source or f"routes[{index}]"))
+        except errors.ConfigError as exc:
+            problems.extend(exc.problems)
     if problems:
         raise errors.ConfigError(problems)
+    return index_prepared(prepared)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """One route checked and ready to index: its host key (normalised: ``*``, ``*.parent`` or
+    exact), its rule's normalised value and compiled regex. What :func:`build_index` does per
+    route, so a producer that keeps routes between tables (the operator, per Ingress) checks
+    each route once and :func:`index_prepared` only files them."""
+
+    route: config.Route
+    host: str
+    kind: config.PathMatch
+    value: str
+    pattern: regex.Pattern | None = None
+
+
+def prepare(route: config.Route, place: str) -> Prepared:
+    """``route`` checked as :func:`build_index` checks it; ``ConfigError`` with its problems."""
+    entry_problems: list[str] = []
+    host = normalize_host(route.host) if route.host not in ("", "*") else "*"
+    problem = host_problem(host)
+    if problem:
+        entry_problems.append(f"{place}: from: {problem}")
+    if not route.to:
+        entry_problems.append(f"{place}: to: a route needs at least one upstream")
+    rules = [k for k in ("prefix", "path", "regex") if getattr(route, k) is not None]
+    if len(rules) > 1:
+        entry_problems.append(f"{place}: only one of prefix, path, regex may be set: {rules}")
+    entry = _entry(route, 0, place, entry_problems)
+    entry_problems.extend(_rewrite_problems(route, place))
+    if (route.regex_rewrite_pattern is None) != (route.regex_rewrite_substitution is None):
+        entry_problems.append(
+            f"{place}: regex_rewrite_pattern and regex_rewrite_substitution go together"
+        )
+    if entry_problems or entry is None:
+        raise errors.ConfigError(entry_problems or [f"{place}: cannot be indexed"])
+    return Prepared(route, host, route.path_match, entry.value, entry.pattern)
+
+
+def index_prepared(prepared: Iterable[Prepared]) -> Index:
+    """The host index of routes already checked by :func:`prepare`, in table order (their
+    positions are the routes' indexes: pass them in the order of ``settings.routes``)."""
+    by_host: dict[str, list[tuple[int, Prepared]]] = {}
+    for index, item in enumerate(prepared):
+        by_host.setdefault(item.host, []).append((index, item))
+    return assemble({host: index_host(items) for host, items in by_host.items()})
+
+
+def index_host(items: Iterable[tuple[int, Prepared]]) -> HostRoutes:
+    """The routes of one host (all with the same :attr:`Prepared.host`), ready to match, each
+    with its ``route_index``: a number unique to the route in its table (its position in
+    ``settings.routes`` for :func:`build_index`; the operator, which keeps the hosts of
+    unchanged Ingresses between tables, numbers routes from a counter instead). The first
+    route with a given exact path or prefix takes it; regex routes are tried in order."""
+    vhost = HostRoutes()
+    for index, item in items:
+        entry = _Entry(item.route, index, item.value, item.pattern)
+        kind = item.kind
+        if kind == "prefix":
+            vhost.prefix.setdefault(entry.value, entry)
+        elif kind == "exact":
+            vhost.exact.setdefault(entry.value, entry)
+        elif entry.pattern is not None:
+            vhost.regex.append((entry.pattern, entry))
+    return vhost
+
+
+def assemble(hosts: Mapping[str, HostRoutes]) -> Index:
+    """The index of hosts built by :func:`index_host`, keyed by their host key (``*``,
+    ``*.parent`` or an exact host). ``hosts`` may be shared between indexes (they are never
+    changed once built); a producer that changes one host builds it again."""
+    exact: dict[str, HostRoutes] = {}
+    wildcard: dict[str, HostRoutes] = {}
+    default: HostRoutes | None = None
+    for host, vhost in hosts.items():
+        if host == "*":
+            default = vhost
+        elif host.startswith("*."):
+            wildcard[host[2:]] = vhost
+        else:
+            exact[host] = vhost
     return Index(exact=exact, wildcard=wildcard, default=default)
 
 
