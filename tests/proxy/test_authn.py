@@ -375,3 +375,45 @@ async def test_decide_now_answers_as_decide_or_defers_to_it() -> None:
                 assert now == later, req
     finally:
         await g.close()  # the bearer case opened the provider's client
+
+
+async def test_what_sign_in_lacks_is_logged_when_it_changes_not_per_table(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def public(host: str, **settings: Any) -> config.RouteTable:
+        return routing.build_table(config.Settings(
+            routes=(_route(host, allow_public_unauthenticated_access=True),), **settings))
+
+    def lines() -> list[str]:
+        found = [r.getMessage() for r in caplog.records if r.name == "vallum.identity"]
+        caplog.clear()
+        return found
+
+    caplog.set_level("INFO", logger="vallum.identity")
+    g = build_gate()
+    g.context_for(public("a.example.test"))
+    assert lines() == ["identity: sign-in is not configured; every route is public"]
+    for host in ("b.example.test", "c.example.test"):  # new tables, the same state: quiet
+        g.context_for(public(host))
+        assert lines() == []
+    wanting = public("d.example.test", idp_provider_url="https://idp.example.test")
+    g.context_for(wanting)
+    warned = lines()
+    assert warned and all(line.startswith("identity: ") for line in warned)
+    assert "identity: sign-in is not configured; every route is public" not in warned
+    g.context_for(public("e.example.test", idp_provider_url="https://idp.example.test"))
+    assert lines() == []  # the same problems
+    g.context_for(_table())  # complete: nothing to say
+    assert lines() == []
+    g.context_for(public("f.example.test"))
+    assert lines() == ["identity: sign-in is not configured; every route is public"]
+    await g.close()
+
+
+def test_the_gate_strips_the_same_names_whatever_its_first_table() -> None:
+    """The table's own claim headers are the data plane's to strip, per table
+    (``tests/proxy/test_server_claim_headers.py``): nothing here depends on the first one."""
+    assert build_gate(_table().settings).strip_request_headers() == (
+        build_gate().strip_request_headers()
+    ) == gate.strip_names(None)
+    assert "cookie" in gate.strip_names(None)

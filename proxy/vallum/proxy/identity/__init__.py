@@ -20,7 +20,9 @@ from vallum.proxy.identity import gate
 def build_gate(
     settings: config.Settings | None = None, state: session_state.SessionState | None = None,
 ) -> gate.IdentityGate:
-    """The identity gate; ``settings`` (the first configuration) names the claim headers that
-    are stripped from client requests. ``state`` shares sign-outs and refreshes with other
-    processes (default: :func:`vallum.proxy.session_state.from_environment`)."""
+    """The identity gate. It derives everything from the table of each request (keys,
+    provider, policies, the claim headers stripped from clients), so ``settings``, the first
+    configuration (a :data:`vallum.proxy.server.GateFactory` gets it), shapes nothing that a
+    later table could change. ``state`` shares sign-outs and refreshes with other processes
+    (default: :func:`vallum.proxy.session_state.from_environment`)."""
     return gate.IdentityGate(settings, state)

@@ -36,7 +36,12 @@ BASE_STRIP = frozenset(
 
 def strip_names(settings: config.Settings | None) -> frozenset[str]:
     """Header names a client may never send upstream: assertions of both prefixes, and every
-    claim header these settings (and common ones) produce, under both prefixes."""
+    claim header these settings (and common ones) produce, under both prefixes.
+
+    The gate strips ``strip_names(None)``, the names no table changes; the names a table's
+    ``jwt_claims_headers`` adds are stripped by the data plane for that very table
+    (:class:`vallum.proxy.forward.Plans`, with every ``X-Vallum-*``/``X-Pomerium-*`` header),
+    so a claim header added by a reload or a published table is never taken from a client."""
     names = set(BASE_STRIP) | {"cookie"}
     for header, claim in settings.jwt_claims_headers if settings else ():
         names.add(header.lower())
@@ -58,14 +63,20 @@ def _sign_in_wanted(settings: config.Settings) -> bool:
 
 
 class IdentityGate:
-    """The real :class:`~vallum.proxy.pipeline.Gate` (see module doc)."""
+    """The real :class:`~vallum.proxy.pipeline.Gate` (see module doc).
+
+    Everything it knows of the configuration comes from the table of each request
+    (:meth:`context_for`); ``settings``, the first configuration, is accepted for the
+    :func:`~vallum.proxy.identity.build_gate` signature and shapes nothing."""
 
     def __init__(
         self, settings: config.Settings | None = None,
         state: session_state.SessionState | None = None,
     ) -> None:
+        del settings  # (see the class doc: a later table must not be judged by the first)
         self._ctx: context.Context | None = None
-        self._strip = strip_names(settings)
+        self._strip = strip_names(None)  # (the table's claim headers: see strip_names)
+        self._announced: tuple[bool, tuple[str, ...]] | None = None
         self.resolver = authenticate.Resolver()
         self.state = state if state is not None else session_state.from_environment()
         """Revocations and refreshes shared by this Vallum's processes (kept across reloads)."""
@@ -75,11 +86,7 @@ class IdentityGate:
         ctx = self._ctx
         if ctx is None or ctx.checksum != table.checksum:
             ctx = context.Context.build(table, ctx, self.state)
-            if _sign_in_wanted(table.settings):
-                for problem in ctx.problems:
-                    log.warning("identity: %s", problem)
-            elif ctx.problems:
-                log.info("identity: sign-in is not configured; every route is public")
+            self._announce(_sign_in_wanted(table.settings), tuple(ctx.problems))
             if ctx.retired is not None:
                 task = asyncio.get_running_loop().create_task(ctx.retired.close())
                 self._closing.add(task)
@@ -87,6 +94,18 @@ class IdentityGate:
                 ctx.retired = None
             self._ctx = ctx
         return ctx
+
+    def _announce(self, wanted: bool, problems: tuple[str, ...]) -> None:
+        """Log what sign-in lacks when that changes, not for every table (``vallum
+        controller`` publishes one per batch of Kubernetes changes)."""
+        if self._announced == (wanted, problems):
+            return
+        self._announced = (wanted, problems)
+        if wanted:
+            for problem in problems:
+                log.warning("identity: %s", problem)
+        elif problems:
+            log.info("identity: sign-in is not configured; every route is public")
 
     async def close(self) -> None:
         if self._ctx is not None and self._ctx.provider is not None:
