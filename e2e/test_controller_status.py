@@ -80,6 +80,8 @@ def test_a_live_ingress_gets_one_updated_event_and_the_published_addresses(
 ) -> None:
     host = f"live.{namespace}.e2e.test"
     test_controller.backend(cluster, namespace, upstream)
+    test_controller.ingress(cluster, namespace, "someone-else", f"theirs.{namespace}.e2e.test",
+                            name="theirs")
     test_controller.ingress(cluster, namespace, own[0], host)
     writer.wait_for(host, test_controller.reached)
     updated = conftest.wait_until(lambda: events(cluster, namespace, "web", "Updated"),
@@ -97,6 +99,10 @@ def test_a_live_ingress_gets_one_updated_event_and_the_published_addresses(
     again = events(cluster, namespace, "web", "Updated")
     assert len(again) == 1 and again[0].get("count", 1) == 1, again
     assert not events(cluster, namespace, "web", "UpdateError")
+    # An Ingress of another class is not ours to write about.
+    assert conftest.events_about(cluster, namespace, "Ingress", "theirs") == []
+    assert not cluster.get("ingress", "theirs", namespace).get("status", {}).get(
+        "loadBalancer", {}).get("ingress")
 
 
 def test_a_missing_policy_is_a_warning_event_with_the_reason_then_updated_once_fixed(
