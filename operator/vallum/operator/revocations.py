@@ -31,6 +31,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -106,6 +107,10 @@ class ClusterState:
         self._watch: Any = None
         self.synced = threading.Event()
         """Set once the first list of revocations is in."""
+        self.on_revoked: Callable[[str, float], None] | None = None
+        """Called with (session id, until) for each live revocation the watch reads, on the
+        watch's thread (``vallum controller --workers N`` passes them on to its workers); the
+        same one may come again."""
 
     @classmethod
     def connect(cls, local: Local, api_client: Any, namespace: str) -> ClusterState:
@@ -195,6 +200,8 @@ class ClusterState:
         got = read(item)
         if got is not None and got[1] > now:
             self._revoked[got[0]] = got[1]
+            if self.on_revoked is not None:
+                self.on_revoked(*got)
         self._prune(now)
 
     def _prune(self, now: float) -> None:
