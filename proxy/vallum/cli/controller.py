@@ -49,7 +49,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from vallum.cli import controller_workers
+from vallum.cli import controller_workers, revocation_bridge
 from vallum.core import config, errors, routing
 from vallum.operator import controller as controller_mod
 from vallum.operator import leadership, revocations, translate
@@ -249,6 +249,7 @@ class Runner:
         self.client_config = client_config
         self.server: server.Server | None = None
         self.workers = workers  # with --workers N > 1: this process only watches and sends
+        self.bridge: tuple[revocation_bridge.Bridge, asyncio.Task[None]] | None = None
         self.waiting_admin: Any = None  # the admin listener until the Server has its own
         self.stop = asyncio.Event()
         self.status = 0
@@ -289,6 +290,9 @@ class Runner:
             await self.server.close()
         if self.workers is not None:
             await self.workers.close()
+        if self.bridge is not None:
+            self.bridge[1].cancel()
+            self.bridge[0].close()
         return self.status
 
     async def _start_workers(self) -> None:
@@ -302,6 +306,12 @@ class Runner:
         assert self.workers is not None
         self.workers.on_fatal = failed
         await self.workers.start(self.args.metrics_address)
+        # Sign-outs: the workers' shared directory <-> the replicas' ConfigMaps.
+        bridge = revocation_bridge.Bridge(
+            self.session_state, self.workers.sessions_directory, asyncio.get_running_loop()
+        )
+        self.session_state.on_revoked = bridge.from_cluster
+        self.bridge = bridge, asyncio.create_task(bridge.run(), name="vallum-revocation-bridge")
 
     async def _start_waiting_admin(self) -> None:
         if not self.args.metrics_address:

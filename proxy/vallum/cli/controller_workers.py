@@ -61,6 +61,8 @@ STOP_SECONDS = server.DRAIN_SECONDS + 5.0
 RESTART_SECONDS = 1.0
 RESTART_MAX_SECONDS = 30.0
 _PR_SET_PDEATHSIG = 1
+STOPPING = "stopping"
+"""A worker's last word when a signal stops it (result of table 0)."""
 
 
 def die_with_parent(sig: int) -> None:
@@ -211,7 +213,9 @@ async def _worker(index: int, sock: socket.socket) -> int:
     code = 0
     if reading.done():
         code = reading.result()
-    else:
+    else:  # a signal: say so, so the parent does not take this for a crash
+        with contextlib.suppress(ConnectionError):
+            writer.write(table_feed.pack_result(table_feed.Result(0, False, STOPPING)))
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
@@ -299,6 +303,7 @@ class _Worker:
     started: float
     holds: int = 0  # the table this worker decoded last, as far as the parent knows
     served: bool = False
+    signalled: bool = False  # it said it stops on a signal
     answers: dict[int, asyncio.Future[table_feed.Result]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
 
@@ -428,6 +433,9 @@ class Workers:
             while chunk := await reader.read(1 << 16):
                 for frame in frames.feed(chunk):
                     result = table_feed.read_result(frame)
+                    if result.seq == 0:
+                        worker.signalled = result.message == STOPPING
+                        continue
                     if result.need_full:
                         worker.holds = 0
                     if result.ok:
@@ -471,9 +479,13 @@ class Workers:
         recent = [t for t in self._deaths.get(worker.index, []) if now - t < 60.0] + [now]
         self._deaths[worker.index] = recent
         delay = min(RESTART_SECONDS * 2 ** (len(recent) - 1), RESTART_MAX_SECONDS)
-        log.error("worker %d (pid %d) ended (%s); starting a new one in %.0f s",
-                  worker.index, worker.pid, why, delay,
-                  extra={"event": "worker_restart", "worker": worker.index, "pid": worker.pid})
+        if worker.signalled:
+            why, level = "stopped by a signal", logging.INFO
+        else:
+            level = logging.ERROR
+        log.log(level, "worker %d (pid %d) ended (%s); starting a new one in %.0f s unless "
+                "stopping", worker.index, worker.pid, why, delay,
+                extra={"event": "worker_restart", "worker": worker.index, "pid": worker.pid})
         asyncio.get_running_loop().call_later(
             delay, lambda: asyncio.ensure_future(self._respawn(worker.index))
         )
