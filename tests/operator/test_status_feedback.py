@@ -92,3 +92,33 @@ def test_event_names_stay_valid_for_the_longest_ingress_names() -> None:
     conflict = status.conflict_event(long, [SHADOWED], NOW, instance="i" * 300)
     assert len(conflict["metadata"]["name"]) <= 253
     assert len(conflict["reportingInstance"]) == 128
+
+
+def test_a_round_plans_only_the_ingresses_whose_object_or_outcome_changed() -> None:
+    keys = [("team", f"app{i}") for i in range(3)]
+    addresses = [{"ip": "192.0.2.1"}]
+    objects = {key: ingress(key[1], lb=addresses) for key in keys}
+    res = result(ingresses={key: LIVE for key in keys})
+    reported: dict[Any, Any] = {}
+    planned: dict[Any, Any] = {}
+    first = status.plan(snapshot(ingresses=objects), res, reported, addresses, NOW,
+                        planned=planned)
+    assert len(first.events) == 3 and set(planned) == set(keys)
+    # The same objects again: nothing is even looked at (an emptied memory would re-plan).
+    reported.clear()
+    assert status.plan(snapshot(ingresses=objects), res, reported, addresses, NOW,
+                       planned=planned) == status.Plan()
+    # One Ingress replaced (its status was reset by someone): only it is planned, and fixed.
+    objects[keys[1]] = ingress(keys[1][1], lb=[])
+    again = status.plan(snapshot(ingresses=objects), res, reported, addresses, NOW,
+                        planned=planned)
+    assert [key for key, _ in again.ingress_status] == [keys[1]]
+    assert [e["involvedObject"]["name"] for e in again.events] == ["app1"]
+    # Its outcome changes while the object stays: planned again.
+    broken = result(ingresses={**res.ingresses, keys[2]: translate.IngressOutcome(("x",), 1)})
+    third = status.plan(snapshot(ingresses=objects), broken, reported, addresses, NOW,
+                        planned=planned)
+    assert [(e["involvedObject"]["name"], e["reason"]) for e in third.events] == [
+        ("app2", "UpdateError")]
+    status.plan(snapshot(), result(), reported, addresses, NOW, planned=planned)
+    assert planned == {} and reported == {}

@@ -41,6 +41,7 @@ MAX_MESSAGE = 1024
 """Condition and Event messages are cut here (the API server refuses very long ones)."""
 
 Ingress = Mapping[str, Any]
+Planned = tuple[Ingress, translate.IngressOutcome, tuple[str, ...]]
 
 
 def _cut(text: str) -> str:
@@ -241,6 +242,7 @@ def plan(
     now: str,
     warned: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]] | None = None,
     instance: str = COMPONENT,
+    planned: dict[snap.ObjectKey, Planned] | None = None,
 ) -> Plan:
     """What to write after ``result``; ``reported`` remembers the outcome each Ingress last got
     an Event for (by generation and problems) and is updated, so an unchanged Ingress gets
@@ -248,15 +250,30 @@ def plan(
     ``warned`` (the same kind of memory), a live Ingress named by the result's warnings (a
     route another Ingress takes first) gets a ``Warning``/``Conflict`` Event, once per change.
 
+    ``planned`` (optional) remembers the Ingress object, outcome and warnings each Ingress was
+    last planned with; an Ingress with the very same ones is skipped (the store replaces an
+    object on every change, never mutates it), so a round costs what changed, not the whole
+    cluster. Whoever keeps it must forget an entry whose write failed, and all of them when
+    ``addresses`` change.
+
     Every write goes to the namespace of the object it concerns, as the snapshot holds it:
     nothing an Ingress or Policy says can direct a write elsewhere."""
     events: list[dict[str, Any]] = []
     conflicts = warnings_by_ingress(result.warnings) if warned is not None else {}
     statuses: list[tuple[snap.ObjectKey, dict[str, Any]]] = []
-    for key, outcome in sorted(result.ingresses.items()):
+    todo: list[tuple[snap.ObjectKey, Ingress, translate.IngressOutcome]] = []
+    for key, outcome in result.ingresses.items():
         ingress = snapshot.ingresses.get(key)
         if ingress is None:
             continue
+        if planned is not None:
+            entry = (ingress, outcome, conflicts.get(key, ()))
+            if planned.get(key) == entry:  # the same object first: an identity check
+                continue
+            planned[key] = entry
+        todo.append((key, ingress, outcome))
+    todo.sort(key=lambda item: item[0])
+    for key, ingress, outcome in todo:
         # By generation, which only a spec change moves: our own status write bumps the
         # resourceVersion, and must not make the next translation report the Ingress again.
         seen = (str(ingress.get("metadata", {}).get("generation", "")), outcome.problems)
@@ -273,11 +290,10 @@ def plan(
             patch = load_balancer_patch(ingress, addresses)
             if patch is not None:
                 statuses.append((key, patch))
-    for gone in set(reported) - set(result.ingresses):
-        del reported[gone]
-    if warned is not None:
-        for gone in set(warned) - set(result.ingresses):
-            del warned[gone]
+    for memory in (reported, warned, planned):
+        if memory is not None:
+            for gone in memory.keys() - result.ingresses.keys():
+                del memory[gone]
     policies = []
     for key, problems in sorted(result.policies.items()):
         obj = snapshot.policies.get(key)
@@ -309,13 +325,19 @@ class Reporter:
         self.custom = client.CustomObjectsApi(api_client)
         self.reported: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]] = {}
         self.warned: dict[snap.ObjectKey, tuple[str, tuple[str, ...]]] = {}
+        self.planned: dict[snap.ObjectKey, Planned] = {}
+        self._addresses: list[dict[str, str]] | None = None
 
     def report(
         self, snapshot: snap.Snapshot, result: translate.Result,
         addresses: list[dict[str, str]] | None,
     ) -> Plan:
+        if addresses != self._addresses:  # every Ingress's status is to be checked again
+            self.planned.clear()
+            self._addresses = addresses
         todo = plan(
-            snapshot, result, self.reported, addresses, now_text(), self.warned, self.instance
+            snapshot, result, self.reported, addresses, now_text(), self.warned, self.instance,
+            self.planned,
         )
         for event in todo.events:
             involved = event["involvedObject"]
@@ -323,14 +345,15 @@ class Reporter:
                 "event", f"{involved['namespace']}/{involved['name']}",
                 lambda e=event: self.core.create_namespaced_event(e["metadata"]["namespace"], e),
             ):  # planned again after the next translation
-                self.reported.pop((involved["namespace"], involved["name"]), None)
-                self.warned.pop((involved["namespace"], involved["name"]), None)
+                for memory in (self.reported, self.warned, self.planned):
+                    memory.pop((involved["namespace"], involved["name"]), None)
         for (ns, name), body in todo.ingress_status:
-            self._try(
+            if not self._try(
                 "ingress status", f"{ns}/{name}",
                 lambda ns=ns, name=name, body=body:
                     self.networking.patch_namespaced_ingress_status(name, ns, body),
-            )
+            ):
+                self.planned.pop((ns, name), None)
         for (ns, name), body in todo.policy_status:
             self._try(
                 "policy status", f"{ns}/{name}",
