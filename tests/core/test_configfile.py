@@ -638,3 +638,49 @@ def test_regexes_re2_cannot_run_are_refused_with_file_line_and_key() -> None:
         "routes.yaml:12: routes[2].regex_rewrite_substitution: invalid substitution: \\2 refers "
         "to group 2, but the pattern has 1 group(s)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "place"),
+    [
+        ("set_request_headers", '{"X Team": blue}', "set_request_headers: 'X Team'"),
+        ("set_request_headers", '{"X-Team:": blue}', "set_request_headers: 'X-Team:'"),
+        ("set_request_headers", '{"X-A\\r\\nHost": evil}',
+         "set_request_headers: 'X-A\\r\\nHost'"),
+        ("set_request_headers", '{"": empty}', "set_request_headers: ''"),
+        ("set_response_headers", '{"X-Frame (old)": DENY}', "set_response_headers: 'X-Frame"),
+        ("remove_request_headers", '["X-Ok", "X Bad"]', "remove_request_headers[1]: 'X Bad'"),
+        ("remove_request_headers", '"X-Ok, Bad:Name"', "remove_request_headers[1]: 'Bad:Name'"),
+    ],
+)
+def test_header_names_must_be_tokens(option: str, value: str, place: str) -> None:
+    """(A line break in a name is shown escaped: problems go to logs and Kubernetes Events.)"""
+    (problem,) = problems(
+        f"""\
+        routes:
+          - from: https://a
+            to: http://127.0.0.1:1
+            {option}: {value}
+        """
+    )
+    assert problem.startswith(f"routes.yaml:4: routes[0].{place}"), problem
+    assert "is not a header name" in problem
+
+
+def test_header_names_with_every_token_character_load() -> None:
+    s = load(
+        """\
+        jwt_claims_headers: {"X-Email.v2": email}
+        routes:
+          - from: https://a
+            to: http://127.0.0.1:1
+            set_request_headers: {"X-A_b.c!#$%&'*+^`|~9": v, X-Team: "a: b"}
+            remove_request_headers: X-Debug, X_Old
+        """
+    )
+    (route,) = s.routes
+    assert route.set_request_headers == (("X-A_b.c!#$%&'*+^`|~9", "v"), ("X-Team", "a: b"))
+    assert route.remove_request_headers == ("X-Debug", "X_Old")
+    assert s.jwt_claims_headers == (("X-Email.v2", "email"),)
+    (problem,) = problems('jwt_claims_headers: {"X Email": email}\n')
+    assert problem.startswith("routes.yaml:1: jwt_claims_headers: 'X Email' is not a header")

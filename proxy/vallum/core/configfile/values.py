@@ -60,6 +60,48 @@ def r_str_map(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
     return nodes.MISSING if any(v is nodes.MISSING for _, v in pairs) else tuple(pairs)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header field name: an RFC 9110 token (no space, colon, CR, LF or other separator)."""
+
+
+def header_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a header name, or ``None`` when it can."""
+    if isinstance(name, str) and _HEADER_NAME.fullmatch(name):
+        return None
+    return (
+        f"{nodes.shown(name)} is not a header name (letters, digits and "
+        "!#$%&'*+-.^_`|~ only: no space, colon or line break)"
+    )
+
+
+def r_header_map(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    """A mapping of header names (RFC 9110 tokens) to strings."""
+    pairs = r_str_map(ctx, node, path)
+    if pairs is nodes.MISSING:
+        return pairs
+    bad = False
+    for name, _ in pairs:
+        problem = header_name_problem(name)
+        if problem is not None:
+            bad = True
+            ctx.problem(node.line, path, problem)  # (the name, escaped, is in the message)
+    return nodes.MISSING if bad else pairs
+
+
+def r_header_list(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
+    """A list of header names (RFC 9110 tokens), or one comma-separated string."""
+    names = r_str_list(ctx, node, path)
+    if names is nodes.MISSING:
+        return names
+    bad = False
+    for index, name in enumerate(names):
+        problem = header_name_problem(name)
+        if problem is not None:
+            bad = True
+            ctx.problem(node.line, f"{path}[{index}]", problem)
+    return nodes.MISSING if bad else names
+
+
 def r_enum(*choices: str) -> nodes.Reader:
     def read(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
         if node.value not in choices:
@@ -220,7 +262,7 @@ def r_claims_headers(ctx: nodes.Context, node: nodes.Node, path: str) -> Any:
     """``jwt_claims_headers``: ``{header: claim}``, or a list (or comma string) of claims whose
     headers are ``X-Pomerium-Claim-<Claim>`` (Pomerium's forms)."""
     if isinstance(node.value, dict):
-        return r_str_map(ctx, node, path)
+        return r_header_map(ctx, node, path)
     if isinstance(node.value, str):  # Pomerium splits on commas and spaces
         node = nodes.Node(node.value.replace(" ", ",").replace("\t", ","), node.line)
     claims = r_str_list(ctx, node, path)
