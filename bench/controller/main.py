@@ -68,6 +68,8 @@ def _apply_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--applies", type=_positive(int), default=50, help="(50)")
     parser.add_argument("--poll-ms", type=_positive(float), default=5.0,
                         help="apply-latency: ms between requests to the new host (5)")
+    parser.add_argument("--warmup-applies", type=int, default=2,
+                        help="apply-latency: applies before the measured ones, shown apart (2)")
     parser.add_argument("--gap-ms", type=_positive(float), default=500.0,
                         help="apply-latency: ms of quiet before each create (500)")
 
@@ -148,7 +150,8 @@ def _run_one(name: str, run: benchmarks.Run, args: argparse.Namespace) -> benchm
     if name == "apply-latency":
         return benchmarks.apply_latency(run, count, applies=args.applies,
                                         interval_s=args.poll_ms / 1000,
-                                        gap_s=args.gap_ms / 1000)
+                                        gap_s=args.gap_ms / 1000,
+                                        warmup=max(0, args.warmup_applies))
     if name == "cold-start":
         return benchmarks.cold_start(run, count, settle_s=args.settle)
     if name == "churn":

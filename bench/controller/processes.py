@@ -12,6 +12,7 @@ JSON log in the run's folder; its memory is read from ``/proc/<pid>/status`` (``
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -105,6 +106,14 @@ def memory_mb(pid: int) -> tuple[float, float]:
         if key in found:
             found[key] = int(value.split()[0]) * 1024 / 1e6  # kB (KiB) -> MB
     return found["VmRSS"], found["VmHWM"]
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) ``pid`` has used, from ``/proc/<pid>/stat``:
+    beside wall time it tells whether a figure was long because the controller worked or
+    because it waited for a core (other work on the machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Controller:
