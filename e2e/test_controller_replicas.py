@@ -12,6 +12,7 @@ in signed-in requests nor in the revocation.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import time
@@ -150,8 +151,12 @@ def test_a_sign_out_on_one_replica_is_refused_on_the_other_within_two_seconds(
     one, two = replicas.running["replica-a"], replicas.running["replica-b"]
     cookie = cookie_for(replicas.cookie_secret, f"e2e-{os.urandom(8).hex()}")
     headers = {"Cookie": cookie, "Accept": "application/json"}
+
+    def serves(running: conftest.Controller) -> bool:
+        return running.send("GET", host, "/", headers)[0] == 200
+
     for running in (one, two):
-        conftest.wait_until(lambda r=running: r.send("GET", host, "/", headers)[0] == 200,
+        conftest.wait_until(functools.partial(serves, running),
                             what="the signed-in request served")
     assert one.send("GET", host, "/", {"Accept": "application/json"})[0] == 401  # no cookie
     status, answer = one.send("POST", host, "/.pomerium/sign_out",

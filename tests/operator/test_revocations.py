@@ -151,3 +151,34 @@ async def test_configmaps_written_by_others_neither_crash_the_watch_nor_get_dele
         assert {f"foreign-{i}" for i in range(len(junk))} <= names
     finally:
         state.close()
+
+
+@needs_cluster
+async def test_without_rights_to_the_configmaps_it_never_counts_as_synced_and_says_why(
+    namespace: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Fail-closed: a replica that cannot read the shared sign-outs must not serve (the CLI
+    waits for ``synced``); the reason is one short line, repeated less and less often."""
+    from kubernetes import client, config
+
+    core = _core()
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
+    token = core.create_namespaced_service_account_token(
+        "nobody", namespace, {"spec": {"expirationSeconds": 600}}
+    ).status.token
+    conf = client.Configuration()
+    config.load_kube_config(client_configuration=conf)
+    conf.api_key = {"authorization": f"Bearer {token}"}
+    conf.cert_file = conf.key_file = None
+    state = revocations.ClusterState.connect(
+        session_state.LocalState(), client.ApiClient(conf), namespace
+    )
+    state.start()
+    try:
+        assert not await asyncio.to_thread(state.synced.wait, 3.5)
+    finally:
+        state.close()
+    lines = [r.getMessage() for r in caplog.records if "revocations watch" in r.getMessage()]
+    assert 2 <= len(lines) <= 3, lines  # after 1 s, then 2 s: backing off
+    assert all("403 Forbidden" in line and "\n" not in line for line in lines), lines
+    assert "retrying in 1 s" in lines[0] and "retrying in 2 s" in lines[1]

@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vallum.operator import lease, status, translate
+from vallum.operator import lease, revocations, status, translate
 from vallum.operator import snapshot as snap
 
 log = logging.getLogger("vallum.operator.leadership")
@@ -126,6 +126,7 @@ class ServiceAddresses:
         from kubernetes import watch
 
         selector = f"metadata.name={self.name}"
+        pause = 1.0
         while not self._stop.is_set():
             try:
                 listed = self.core.list_namespaced_service(
@@ -134,6 +135,7 @@ class ServiceAddresses:
                 items = [self._plain(item) for item in listed.items]
                 version = listed.metadata.resource_version if listed.metadata else None
                 self._set(items[0] if items else None)
+                pause = 1.0
                 self._watch = watch.Watch()  # type: ignore[no-untyped-call]
                 for event in self._watch.stream(
                     self.core.list_namespaced_service, self.namespace,
@@ -149,9 +151,10 @@ class ServiceAddresses:
             except Exception as exc:
                 if self._stop.is_set():
                     break
-                log.warning("--publish-service %s/%s: %s; retrying", self.namespace, self.name,
-                            exc)
-                self._stop.wait(2.0)
+                log.warning("--publish-service %s/%s: %s; retrying in %.0f s", self.namespace,
+                            self.name, revocations.brief(exc), pause)
+                self._stop.wait(pause)
+                pause = min(pause * 2, 30.0)
 
     def _plain(self, obj: Any) -> Mapping[str, Any]:
         if isinstance(obj, Mapping):

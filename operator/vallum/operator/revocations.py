@@ -89,6 +89,14 @@ def read(configmap: Any) -> tuple[str, float] | None:
         return None
 
 
+def brief(exc: BaseException) -> str:
+    """An API error in one line (the client's text carries every response header)."""
+    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+    if status is not None:
+        return f"{status} {reason or ''}".strip()
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
 class ClusterState:
     """Revocations shared by every replica (see the module doc); the rest is ``local``'s.
 
@@ -171,11 +179,13 @@ class ClusterState:
     def _run(self) -> None:
         from kubernetes import watch
 
+        pause = 1.0
         while not self._stop.is_set():
             try:
                 listed = self.core.list_namespaced_config_map(
                     self.namespace, label_selector=LABEL
                 )
+                pause = 1.0
                 now = time.time()
                 for item in listed.items:
                     self._add(item, now)
@@ -193,8 +203,12 @@ class ClusterState:
             except Exception as exc:
                 if self._stop.is_set():
                     break
-                log.warning("revocations watch: %s; retrying", exc)
-                self._stop.wait(1.0)
+                log.warning(
+                    "revocations watch (ConfigMaps labelled %s in namespace %s): %s; retrying "
+                    "in %.0f s", LABEL, self.namespace, brief(exc), pause,
+                )
+                self._stop.wait(pause)
+                pause = min(pause * 2, 30.0)  # e.g. no RBAC yet: not a warning every second
 
     def _add(self, item: Any, now: float) -> None:
         got = read(item)
