@@ -116,7 +116,8 @@ def test_the_plan_writes_an_event_once_per_outcome_and_only_changed_statuses() -
     addresses = [{"ip": "10.0.0.7"}]
     first = status.plan(snaps, res, reported, addresses, NOW)
     assert [e["reason"] for e in first.events] == ["Updated"]
-    assert first.ingress_status == ((key, {"status": {"loadBalancer": {"ingress": addresses}}}),)
+    assert first.ingress_status == ((key, {"metadata": {"uid": "uid-app"},
+                                           "status": {"loadBalancer": {"ingress": addresses}}}),)
     assert [k for k, _ in first.policy_status] == [("team", "admins")]
     again = status.plan(snaps, res, reported, addresses, LATER)
     assert again.events == ()  # same generation, same outcome: no second Event

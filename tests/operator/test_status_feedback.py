@@ -4,6 +4,8 @@ named on its Events, and every write confined to the namespace of the object it 
 
 from __future__ import annotations
 
+import os
+import uuid
 from typing import Any
 
 import pytest
@@ -122,3 +124,40 @@ def test_a_round_plans_only_the_ingresses_whose_object_or_outcome_changed() -> N
         ("app2", "UpdateError")]
     status.plan(snapshot(), result(), reported, addresses, NOW, planned=planned)
     assert planned == {} and reported == {}
+
+
+def test_status_patches_carry_the_uid_so_a_recreated_object_is_not_written_about() -> None:
+    patch = status.load_balancer_patch(ingress("web"), [{"ip": "192.0.2.1"}])
+    assert patch is not None and patch["metadata"] == {"uid": "uid-web"}
+    policy = {"metadata": {"name": "p", "uid": "uid-p", "generation": 2}}
+    body = status.status_patch(policy, (), NOW)
+    assert body is not None and body["metadata"] == {"uid": "uid-p"}
+    assert "metadata" not in (status.status_patch({"metadata": {"generation": 1}}, (), NOW) or {})
+
+
+@pytest.mark.skipif(not os.environ.get("KUBECONFIG"),
+                    reason="no KUBECONFIG: start one with eval \"$(e2e/control-plane up)\"")
+def test_a_recreated_ingress_does_not_get_the_old_ones_status() -> None:
+    from kubernetes import client, config
+
+    config.load_kube_config()
+    api = client.ApiClient()
+    networking = client.NetworkingV1Api(api)
+    name = f"recreated-{uuid.uuid4().hex[:8]}"
+    body = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
+            "spec": {"defaultBackend": {"service": {"name": "app", "port": {"number": 80}}}}}
+    old = api.sanitize_for_serialization(networking.create_namespaced_ingress("default", body))
+    networking.delete_namespaced_ingress(name, "default")
+    networking.create_namespaced_ingress("default", body)
+    try:
+        key = ("default", name)
+        reporter = status.Reporter(api)
+        todo = reporter.report(snapshot(ingresses={key: old}), result(ingresses={key: LIVE}),
+                               [{"ip": "192.0.2.1"}])
+        assert len(todo.ingress_status) == 1  # planned from the old snapshot ...
+        now = networking.read_namespaced_ingress_status(name, "default")
+        assert not (now.status and now.status.load_balancer
+                    and now.status.load_balancer.ingress)  # ... refused for the new object
+        assert key not in reporter.planned  # and planned again with the next snapshot
+    finally:
+        networking.delete_namespaced_ingress(name, "default")

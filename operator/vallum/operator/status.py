@@ -86,7 +86,15 @@ def status_patch(
     wanted = {"observedGeneration": generation, "conditions": [*others, ready]}
     if current.get("observedGeneration") == generation and conditions == wanted["conditions"]:
         return None
-    return {"status": wanted}
+    return _for_this_object(obj, {"status": wanted})
+
+
+def _for_this_object(obj: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """``patch`` with the object's uid: the API server refuses it (422, the uid is immutable)
+    when the name now belongs to another object -- deleted and created again since the
+    snapshot -- instead of writing about the old one on the new one."""
+    uid = (obj.get("metadata") or {}).get("uid")
+    return {"metadata": {"uid": uid}, **patch} if uid else patch
 
 
 def _event_prefix(ingress: Ingress) -> str:
@@ -221,7 +229,7 @@ def load_balancer_patch(ingress: Ingress, addresses: list[dict[str, str]]) -> di
     current = ((ingress.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     if current == addresses:
         return None
-    return {"status": {"loadBalancer": {"ingress": addresses}}}
+    return _for_this_object(ingress, {"status": {"loadBalancer": {"ingress": addresses}}})
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
