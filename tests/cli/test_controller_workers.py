@@ -122,6 +122,20 @@ async def test_every_worker_serves_and_the_parent_does_not_listen() -> None:
         assert all(json.loads(body)["name"] == "a" for _, body, _ in got)
         assert {pid for _, _, pid in got} == run.pids()  # both workers answered
 
+        # /metrics (the parent's) counts the requests of both (each flushes within a second).
+        async def counted() -> float:
+            async with aiohttp.ClientSession() as session, session.get(
+                f"http://127.0.0.1:{run.admin_port}/metrics"
+            ) as response:
+                text = await response.text()
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("vallum_requests_total{"))
+
+        deadline = time.monotonic() + 5
+        while await counted() < len(got) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert await counted() == len(got)
+
 
 async def test_a_new_table_reaches_every_worker_and_a_refused_one_changes_nothing() -> None:
     async with dp.upstream_app(dp.echo_app("a")) as url_a, dp.upstream_app(

@@ -237,3 +237,28 @@ def test_results_are_json_and_checked() -> None:
         tf.read_result(tf.Frame(tf.FULL, 3, b"{}"))
     with pytest.raises(tf.FeedError, match="expected a table"):
         tf.Decoder().decode(tf.Frame(tf.RESULT, 3, b"{}"))
+
+
+def test_the_index_built_from_deltas_routes_as_a_fresh_one() -> None:
+    import random
+
+    rng = random.Random(12)
+    pool = [
+        dp.route(f"h{i % 7}.test", f"http://127.0.0.1:{9000 + i}", prefix=f"/p{i % 5}")
+        for i in range(40)
+    ] + [dp.route(f"h{i}.test", f"http://127.0.0.1:{9100 + i}", regex=f"^/r{i}/[0-9]+$")
+         for i in range(5)] + [dp.route("*.wild.test", "http://127.0.0.1:9200")]
+    encoder, decoder = tf.Encoder(), tf.Decoder()
+    held = 0
+    for _ in range(30):
+        chosen = rng.sample(pool, rng.randint(1, len(pool)))
+        fresh = dp.table(*chosen)
+        got = decode(decoder, encoder.encode(fresh).frame_for(held))
+        held = decoder.seq
+        probes = [(f"h{i}.test", p) for i in range(8)
+                  for p in ("/", "/p1", "/p3/x", "/r2/7", "/r4/x")] + [("a.wild.test", "/")]
+        for host, path in probes:
+            want, have = routing.match(fresh, host, path), routing.match(got, host, path)
+            assert (want and want.route) == (have and have.route), (host, path)
+        indexes = [e.route_index for h in got.index.exact.values() for e in h.ordered()]
+        assert len(indexes) == len(set(indexes))  # unique in the table (the gate's caches)

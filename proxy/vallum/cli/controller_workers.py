@@ -392,8 +392,7 @@ class Workers:
             message = "\n".join(refused)
             log.error("table refused by a worker, which keeps its current one: %s", message,
                       extra={"event": "publish_failed", "problem": message})
-            self.holder.reject(message)
-            self.metrics.reload_failed(message)
+            self.holder.reject(message)  # (each worker counted its refusal in the metrics)
             return False
         if self._have_table:
             self.holder.swap(table)
