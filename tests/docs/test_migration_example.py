@@ -203,3 +203,75 @@ def test_without_the_policy_object_the_ingress_denies_and_says_why(test_ca: Test
 @pytest.mark.parametrize("label", ["before", "after", "after-policy"])
 def test_every_example_block_is_found(label: str) -> None:
     assert documents(label)
+
+
+# --- "A host belongs to one namespace", as the page says ------------------------------------
+
+
+def claimant(
+    name: str, namespace: str, created: str, path: str, *, broken: bool = False, tls: bool = False
+) -> dict[str, Any]:
+    annotations = {"ingress.pomerium.io/timout": "1m"} if broken else None
+    extra: dict[str, Any] = {}
+    if tls:
+        extra["tls"] = [{"hosts": ["app.example.com"], "secretName": "own-cert"}]
+    ingress = k8s.ingress(name, namespace, paths=[k8s.path(path)], annotations=annotations, **extra)
+    ingress["metadata"]["creationTimestamp"] = created
+    return ingress
+
+
+def backends(*namespaces: str) -> list[dict[str, Any]]:
+    return [
+        obj
+        for ns in namespaces
+        for obj in (k8s.service(namespace=ns), k8s.endpoint_slice(namespace=ns))
+    ]
+
+
+def served_by(result: translate.Result) -> list[tuple[str, str]]:
+    assert result.table is not None
+    return [
+        (r.path_value, (r.source or "").split(" spec.")[0]) for r in result.table.settings.routes
+    ]
+
+
+def test_a_host_belongs_to_the_namespace_of_its_oldest_ingress(test_ca: TestCA) -> None:
+    leaf = test_ca.issue("app.example.com")
+    cert = k8s.secret("own-cert", {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem}, "team-b")
+    owner = claimant("site", "team-a", "2026-01-01T00:00:00Z", "/")
+    intruder = claimant("admin", "team-b", "2026-02-01T00:00:00Z", "/admin", tls=True)
+    result = translate.translate(k8s.snapshot(*backends("team-a", "team-b"), owner, intruder, cert))
+    assert served_by(result) == [("/", "Ingress team-a/site")]  # not even a longer path
+    assert result.table is not None and result.table.settings.certificates == ()
+    (warning,) = result.ingresses[("team-b", "admin")].warnings
+    assert "belongs to namespace team-a" in warning and "Ingress team-a/site" in warning
+    # Created in the other order, the other namespace owns the host.
+    owner["metadata"]["creationTimestamp"] = "2026-03-01T00:00:00Z"
+    again = translate.translate(k8s.snapshot(*backends("team-a", "team-b"), owner, intruder, cert))
+    assert served_by(again) == [("/admin", "Ingress team-b/admin")]
+
+
+def test_within_the_namespace_the_live_then_the_older_ingress_wins_a_path() -> None:
+    older = claimant("older", "team-a", "2026-01-01T00:00:00Z", "/")
+    newer = claimant("newer", "team-a", "2026-02-01T00:00:00Z", "/")
+    shared = claimant("api", "team-a", "2026-03-01T00:00:00Z", "/api")
+    result = translate.translate(k8s.snapshot(*backends("team-a"), newer, older, shared))
+    assert sorted(served_by(result)) == [
+        ("/", "Ingress team-a/older"),
+        ("/api", "Ingress team-a/api"),
+    ]
+    (warning,) = result.ingresses[("team-a", "newer")].warnings
+    assert "is taken by Ingress team-a/older" in warning
+    broken_older = claimant("older", "team-a", "2026-01-01T00:00:00Z", "/", broken=True)
+    result = translate.translate(k8s.snapshot(*backends("team-a"), newer, broken_older))
+    assert served_by(result)[0] == ("/", "Ingress team-a/newer")
+
+
+def test_a_broken_ingress_keeps_the_host_it_owns() -> None:
+    owner = claimant("site", "team-a", "2026-01-01T00:00:00Z", "/", broken=True)
+    other = claimant("site", "team-b", "2026-02-01T00:00:00Z", "/")
+    result = translate.translate(k8s.snapshot(*backends("team-a", "team-b"), owner, other))
+    assert result.table is not None
+    (route,) = result.table.settings.routes
+    assert route.source and route.source.startswith("Ingress team-a/site")
+    assert route.unavailable and "timout" in route.unavailable
