@@ -267,3 +267,27 @@ def _alive(pid: int) -> bool:
             return file.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+async def test_a_hung_worker_is_killed_and_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(controller_workers, "ANSWER_SECONDS", 1.0)
+    async with dp.upstream_app(dp.echo_app("a")) as url_a, dp.upstream_app(
+        dp.echo_app("b")
+    ) as url_b, running(2) as run:
+        assert await run.workers.publish(run.table(dp.route("a.test", url_a)))
+        await eventually(run.workers.ready)
+        hung, survivor = run.workers.workers[0].pid, run.workers.workers[1].pid
+        os.kill(hung, signal.SIGSTOP)
+        started = time.monotonic()
+        assert await run.workers.publish(run.table(dp.route("b.test", url_b))) is False
+        assert time.monotonic() - started < 5
+        assert "no answer after 1 s" in (run.workers.holder.last_error or "")
+        await eventually(lambda: 0 in run.workers.workers
+                         and run.workers.workers[0].pid != hung
+                         and run.workers.workers[0].served)
+        assert not os.path.exists(f"/proc/{hung}") or not procnet.socket_inodes(hung)
+        assert run.workers.workers[1].pid == survivor
+        assert await run.workers.publish(run.table(dp.route("b.test", url_b)))
+        got = await run.answers("b.test")
+        assert {status for status, _, _ in got} == {200}
+        assert {pid for _, _, pid in got} == run.pids()

@@ -55,8 +55,9 @@ from vallum.proxy import identity, metrics, server, session_state, state, table_
 
 log = logging.getLogger("vallum.controller.workers")
 
-ANSWER_SECONDS = 30.0
-"""How long a publish waits for the workers' answers before it counts a silent one as refused."""
+ANSWER_SECONDS = 60.0
+"""How long a publish waits for a worker's answer; a worker silent that long is taken for hung:
+it is killed and replaced (and counted as refusing the table)."""
 STOP_SECONDS = server.DRAIN_SECONDS + 5.0
 RESTART_SECONDS = 1.0
 RESTART_MAX_SECONDS = 30.0
@@ -420,9 +421,12 @@ class Workers:
                 if result.seq:  # seq 0: the worker ended before it answered
                     out[worker] = result
             else:
-                out[worker] = table_feed.Result(
-                    0, False, f"no answer after {ANSWER_SECONDS:.0f} s (pid {worker.pid})"
-                )
+                message = f"no answer after {ANSWER_SECONDS:.0f} s (pid {worker.pid}): killed"
+                log.error("worker %d: %s", worker.index, message,
+                          extra={"event": "worker_hung", "worker": worker.index})
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
+                out[worker] = table_feed.Result(0, False, message)
         return out
 
     async def _read(self, worker: _Worker, reader: asyncio.StreamReader) -> None:
