@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -20,7 +21,7 @@ import aiohttp
 import pytest
 
 from tests.proxy import dataplane as dp
-from tests.support import procnet
+from tests.support import certs, procnet
 from tests.support.net import free_port
 from vallum.cli import controller_workers
 from vallum.core import config
@@ -291,3 +292,33 @@ async def test_a_hung_worker_is_killed_and_replaced(monkeypatch: pytest.MonkeyPa
         got = await run.answers("b.test")
         assert {status for status, _, _ in got} == {200}
         assert {pid for _, _, pid in got} == run.pids()
+
+
+async def _peer_certificate(port: int, ca_pem: str, name: str) -> bytes:
+    context = ssl.create_default_context(cadata=ca_pem)
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                              server_hostname=name)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return bytes(der)
+    finally:
+        writer.close()
+
+
+async def test_a_rotated_certificate_reaches_every_worker() -> None:
+    ca = certs.TestCA.create()
+    first, second = ca.issue("a.test", ["a.test"]), ca.issue("a.test", ["a.test"])
+    async with running(2) as run:
+        def table(leaf: certs.Leaf) -> config.RouteTable:
+            cert = config.Certificate(cert_pem=leaf.cert_pem, key_pem=leaf.key_pem)
+            return run.table(dp.route("a.test", "http://127.0.0.1:1"), insecure_server=False,
+                             certificates=(cert,))
+
+        assert await run.workers.publish(table(first))
+        seen = {await _peer_certificate(run.port, ca.cert_pem, "a.test") for _ in range(12)}
+        assert seen == {first.der}
+        assert await run.workers.publish(table(second))
+        for _ in range(3):  # new handshakes, spread over both workers, get the new one
+            seen = {await _peer_certificate(run.port, ca.cert_pem, "a.test") for _ in range(12)}
+            assert seen == {second.der}
+        assert run.fatal == []
