@@ -253,7 +253,7 @@ def _sweep(run: Run, port: int, count: int, threads: int = 4,
     return time.monotonic() - started, retried, protected
 
 
-def cold_start(run: Run, count: int, *, settle_s: float = 30.0) -> Result:
+def cold_start(run: Run, count: int, *, settle_s: float = 90.0) -> Result:
     run.ensure(count)
     result = Result("cold-start")
     last = count - 1
@@ -298,7 +298,10 @@ def cold_start(run: Run, count: int, *, settle_s: float = 30.0) -> Result:
         f"start it waited for a core); {cpu_settled:.1f} s CPU by {settled_after:.0f} s",
         f"  memory: RSS {rss_ready:.0f} MB when serving, peak (VmHWM) {peak:.0f} MB, "
         f"RSS {rss_settled:.0f} MB settled ({len(memory.samples)} samples, "
-        f"max sampled {max(r for _, r in memory.samples):.0f} MB)",
+        f"max sampled {max(r for _, r in memory.samples):.0f} MB); quiet "
+        f"{quiet:.0f} s after the sweep" + (" (limit: never quiet)" if quiet >= settle_s else ""),
+        "  RSS MB by second: " + " ".join(
+            f"{t:.0f}s:{r:.0f}" for t, r in _every(memory.samples, started, 5.0)),
     ]
     result.checks += [
         stats.at_most("cold start, all routes serving", all_s, COLD_START_S, "s",
@@ -316,6 +319,18 @@ def cold_start(run: Run, count: int, *, settle_s: float = 30.0) -> Result:
         "rss_curve": [(round(t - started, 2), round(r, 1)) for t, r in memory.samples],
     }
     return result
+
+
+def _every(samples: list[tuple[float, float]], started: float,
+           step_s: float) -> list[tuple[float, float]]:
+    """One (seconds since start, MB) sample per ``step_s``, the first and the last kept."""
+    kept: list[tuple[float, float]] = []
+    for at, rss in samples:
+        if not kept or at - started >= kept[-1][0] + step_s:
+            kept.append((at - started, rss))
+    if samples and kept[-1][0] != samples[-1][0] - started:
+        kept.append((samples[-1][0] - started, samples[-1][1]))
+    return kept
 
 
 # -- 3. churn ------------------------------------------------------------------------------------

@@ -75,9 +75,10 @@ def _apply_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _cold_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--settle", type=_positive(float), default=30.0,
+    parser.add_argument("--settle", type=_positive(float), default=90.0,
                         help="cold-start: at most this many seconds for the controller to go "
-                             "quiet before the settled RSS is read (30)")
+                             "quiet (status and Events written, kopf's own list done) before "
+                             "the settled RSS is read (90)")
 
 
 def _churn_options(parser: argparse.ArgumentParser) -> None:
