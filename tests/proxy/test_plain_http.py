@@ -94,12 +94,23 @@ async def test_everything_else_is_redirected_to_https(test_ca: TestCA) -> None:
             (dp.get(TOKEN, host="other.test"), f"https://other.test:{s.srv.port}{TOKEN}"),
             # No route at all: still a redirect (never a 404 on plain HTTP).
             (dp.get(TOKEN, host="nowhere.test"), f"https://nowhere.test:{s.srv.port}{TOKEN}"),
+            # An ACME server only GETs: nothing else reaches the solver in clear text.
+            (f"POST {TOKEN} HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nhi"
+             .encode(), f"https://app.test:{s.srv.port}{TOKEN}"),
+            (f"PUT {TOKEN} HTTP/1.1\r\nHost: app.test\r\nContent-Length: 0\r\n\r\n"
+             .encode(), f"https://app.test:{s.srv.port}{TOKEN}"),
             # Vallum's own endpoints are not served on plain HTTP.
             (dp.get("/.vallum/user"), f"https://app.test:{s.srv.port}/.vallum/user"),
         ]:
             status, headers, _ = await s.plain_request(raw)
             assert (status, headers.get("location")) == (301, location), raw
         assert s.solver.requests == [] and s.app.requests == []
+        reply = await dp.raw_request(
+            s.plain, f"HEAD {TOKEN} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"
+            .encode()
+        )
+        assert reply.startswith(b"HTTP/1.1 200") and reply.endswith(b"\r\n\r\n")
+        assert [r.method for r in s.solver.requests] == ["HEAD"]
 
 
 @pytest.mark.parametrize(

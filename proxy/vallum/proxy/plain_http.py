@@ -11,16 +11,17 @@ every other request, as before, with a ``301`` to the same URL over HTTPS.
 Pomerium itself does not do this: its plain-HTTP listener redirects everything (its autocert
 answers only its own challenges there), and cert-manager's challenges pass because ACME servers
 follow a redirect to ``https://`` on port 443 without checking the certificate. That fails when
-HTTPS is not on 443, and before any certificate can be served for a new name; serving the token
-on plain HTTP does not.
+HTTPS is not on port 443 (Let's Encrypt follows redirects to ports 80 and 443 only), with an
+ACME server that does not follow redirects, and with ``downstream_mtls`` (an ACME server has no
+client certificate); serving the token on plain HTTP does not.
 
-What is served is narrow, and decided on the path as it is matched (normalised: ``..``,
-``%2e``, ``//`` and backslashes resolved first, so no spelling reaches another route): the
-matched route must carry ``acme_http01_solver``, be public, and the normalised path must lie
-under ``/.well-known/acme-challenge/``. The request is forwarded without its ``Cookie`` header
-(a token fetch needs none) and without any sign-in or client-certificate check: plain HTTP has
-no client certificate, and the route is public by construction. Vallum's own endpoints
-(``/.vallum/*``, sign-in) are never served here.
+What is served is narrow: ``GET`` and ``HEAD`` only, decided on the path as it is matched
+(normalised: ``..``, ``%2e``, ``//`` and backslashes resolved first, so no spelling reaches
+another route). The matched route must carry ``acme_http01_solver``, be public, and the
+normalised path must lie under ``/.well-known/acme-challenge/``. The request is forwarded
+without its ``Cookie`` header (a token fetch needs none) and without any sign-in or
+client-certificate check: plain HTTP has no client certificate, and the route is public by
+construction. Vallum's own endpoints (``/.vallum/*``, sign-in) are never served here.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from vallum.proxy import pipeline
 
 def solver_match(req: RequestInfo, table: config.RouteTable) -> routing.Match | None:
     """The match of ``req`` when this listener serves it (see module doc), else ``None``."""
+    if req.method not in ("GET", "HEAD"):  # an ACME server only GETs (RFC 8555 8.3)
+        return None
     if "/.well-known/" not in req.path and "%" not in req.path and "\\" not in req.path:
         return None  # (cheap: every spelling of the prefix has one of these)
     found = routing.match(table, req.host, req.path)
