@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import json
 import secrets
 import threading
@@ -158,7 +159,7 @@ def apply_latency(run: Run, count: int, *, applies: int = 50, interval_s: float 
                 cpu_ms.append((processes.cpu_s(running.pid) - cpu_before) * 1000.0)
         finally:
             client.close()
-            run.kube.run_all([lambda ns=ns, n=n: run.kube.delete_ingress(ns, n)
+            run.kube.run_all([functools.partial(run.kube.delete_ingress, ns, n)
                               for ns, n in created])
     warm = latencies[:warmup]
     latencies, api_calls, cpu_ms = latencies[warmup:], api_calls[warmup:], cpu_ms[warmup:]
@@ -352,8 +353,8 @@ def churn(run: Run, count: int, *, changes: int = 1000, writers: int = 4,
         others = [i for i in range(1, count) if not run.pop.protected(i)]
         targets = [others[j % len(others)] for j in range(changes)]
         jobs = [
-            (lambda i=i, serial=serial: run.kube.patch_ingress(
-                run.pop.namespace(i), run.pop.name(i), run.pop.change(i, serial)))
+            functools.partial(run.kube.patch_ingress, run.pop.namespace(i), run.pop.name(i),
+                              run.pop.change(i, serial))
             for serial, i in enumerate(targets, start=1)
         ]
         stream_start = time.monotonic()
@@ -419,7 +420,8 @@ def throughput(run: Run, count: int, *, rounds: int = 3, duration_s: float = 10.
     env = scenarios.Env(run.folder / "throughput", 1, server_cores, load_cores,
                         Path("/nonexistent"), Path("/nonexistent"), upstream_cores, run.python)
     env.folder.mkdir(parents=True, exist_ok=True)
-    base = {"address": "127.0.0.1:1", "metrics_address": "127.0.0.1:2", "insecure_server": True}
+    base: dict[str, Any] = {"address": "127.0.0.1:1", "metrics_address": "127.0.0.1:2",
+                            "insecure_server": True}
     same = tables.difference(tables.controller_routes(run.pop, present, base),
                              tables.serve_routes(tables.serve_config(run.pop, present,
                                                                      base["address"])))

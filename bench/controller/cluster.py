@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 import os
 import subprocess
 import threading
@@ -105,32 +106,34 @@ class Kube:
     def _api(self) -> k8s.ApiClient:
         api: k8s.ApiClient | None = getattr(self._local, "api", None)
         if api is None:
-            api = k8s_config.new_client_from_config(config_file=self._kubeconfig)
+            api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=self._kubeconfig)
             self._local.api = api
         return api
 
     def create(self, obj: Mapping[str, Any], *, exist_ok: bool = True) -> None:
         """POST ``obj``; an object that already exists is fine when ``exist_ok``."""
         api = self._api()
+        body: Any = dict(obj)  # the client takes plain dicts as well as its models
         kind, meta = obj["kind"], obj["metadata"]
         namespace = meta.get("namespace", "")
         try:
             if kind == "Namespace":
-                k8s.CoreV1Api(api).create_namespace(obj, _preload_content=False)
+                k8s.CoreV1Api(api).create_namespace(body, _preload_content=False)
             elif kind == "Service":
-                k8s.CoreV1Api(api).create_namespaced_service(namespace, obj,
+                k8s.CoreV1Api(api).create_namespaced_service(namespace, body,
                                                              _preload_content=False)
             elif kind == "EndpointSlice":
                 k8s.DiscoveryV1Api(api).create_namespaced_endpoint_slice(
-                    namespace, obj, _preload_content=False)
+                    namespace, body, _preload_content=False)
             elif kind == "Ingress":
-                k8s.NetworkingV1Api(api).create_namespaced_ingress(namespace, obj,
+                k8s.NetworkingV1Api(api).create_namespaced_ingress(namespace, body,
                                                                    _preload_content=False)
             elif kind == "IngressClass":
-                k8s.NetworkingV1Api(api).create_ingress_class(obj, _preload_content=False)
+                k8s.NetworkingV1Api(api).create_ingress_class(body, _preload_content=False)
             elif kind == "Policy":
                 k8s.CustomObjectsApi(api).create_namespaced_custom_object(
-                    "vallum.dev", "v1alpha1", namespace, "policies", obj,
+                    "vallum.dev", "v1alpha1", namespace, "policies", body,
                     _preload_content=False)
             else:
                 raise ClusterError(f"the benchmark cannot write a {kind}")
@@ -141,8 +144,9 @@ class Kube:
                                f"{exc.status} {exc.reason}: {str(exc.body)[:300]}") from None
 
     def patch_ingress(self, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
+        body: Any = dict(patch)
         k8s.NetworkingV1Api(self._api()).patch_namespaced_ingress(
-            name, namespace, patch, _preload_content=False)
+            name, namespace, body, _preload_content=False)
 
     def delete_ingress(self, namespace: str, name: str) -> None:
         with contextlib.suppress(ApiException):
@@ -166,4 +170,4 @@ class Kube:
         return time.monotonic() - started
 
     def create_all(self, objects: Sequence[Mapping[str, Any]]) -> float:
-        return self.run_all([lambda obj=obj: self.create(obj) for obj in objects])
+        return self.run_all([functools.partial(self.create, obj) for obj in objects])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import secrets
@@ -220,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"(load average after: {_load()})", flush=True)
             finally:
                 if not api.own:
-                    kube.run_all([lambda ns=ns: kube.delete_namespace(ns)
+                    kube.run_all([functools.partial(kube.delete_namespace, ns)
                                   for ns in pop.namespace_names()])
                     kube.delete_ingress_class(pop.class_name)
     except (cluster.ClusterError, servers.ServerError, OSError) as exc:

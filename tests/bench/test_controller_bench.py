@@ -215,6 +215,9 @@ def test_load_records_every_request(answers: int) -> None:
     assert samples == sorted(samples, key=lambda s: s.sent)
 
 
-def test_memory_of_this_process() -> None:
+def test_memory_and_cpu_of_this_process() -> None:
     rss, peak = processes.memory_mb(os.getpid())
     assert 0 < rss <= peak
+    before = processes.cpu_s(os.getpid())
+    sum(n * n for n in range(3_000_000))  # some work: CPU time only grows
+    assert processes.cpu_s(os.getpid()) > before
