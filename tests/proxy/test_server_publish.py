@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -195,3 +196,27 @@ def test_isolate_returns_the_table_itself_when_every_route_is_fine(test_ca: Test
     (route,) = isolated.settings.routes
     assert route.unavailable is not None and route.tls_client_key_pem is None
     server.check_table(isolated)  # what remains passes the file's checks
+
+
+def test_a_profile_that_loaded_once_is_not_built_again(test_ca: TestCA) -> None:
+    """Every published table is checked; building a context reads the trust store (~20 ms), so
+    profiles that loaded before are remembered: a second check of the same routes costs a
+    fraction of the first. A bad one is still found every time."""
+    clients = [test_ca.issue(f"client-{i}", client=True) for i in range(12)]
+    routes = [
+        dp.route(f"r{i}.test", "https://127.0.0.1:1", tls_custom_ca_pem=test_ca.cert_pem,
+                 tls_client_cert_pem=c.cert_pem, tls_client_key_pem=c.key_pem)
+        for i, c in enumerate(clients)
+    ]
+    table = dp.table(*routes)
+    started = time.perf_counter()
+    server.check_table(table)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    server.check_table(dp.table(*reversed(routes)))  # another table, the same profiles
+    again = time.perf_counter() - started
+    assert again < first / 4, (first, again)
+    bad = dataclasses.replace(routes[0], tls_client_key_pem=clients[1].key_pem)
+    for _ in range(2):
+        _, problems = server.isolate_upstream_tls(dp.table(bad, *routes[1:]))
+        assert [p.route_index for p in problems] == [0]

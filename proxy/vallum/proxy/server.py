@@ -153,10 +153,10 @@ def check_table(table: config.RouteTable, *, upstream: bool = True) -> ssl.SSLCo
             problems.extend(exc.problems)
         else:
             context = built if settings.certificates else None
-    checker = upstream_tls.UpstreamTLS(settings.certificate_authority_pem)
+    checker = _Loads(settings.certificate_authority_pem)
     for route in settings.routes if upstream else ():
         try:
-            checker.context_for(route)
+            checker.check(route)
         except errors.ConfigError as exc:
             problems.extend(p for p in exc.problems if p not in problems)
     if problems:
@@ -191,15 +191,15 @@ def isolate_upstream_tls(
     Builds one context per distinct TLS profile; run it in a worker thread.
     """
     settings = table.settings
-    checker = upstream_tls.UpstreamTLS(settings.certificate_authority_pem)
+    checker = _Loads(settings.certificate_authority_pem)
     if settings.certificate_authority_pem:  # the global CA alone, on a route of no TLS options
         probe = config.Route(from_url="", host=config.Host(""), to=(), source="settings")
-        checker.context_for(probe)
+        checker.check(probe)
     found: list[RouteProblem] = []
     routes = list(settings.routes)
     for index, route in enumerate(routes):
         try:
-            checker.context_for(route)
+            checker.check(route)
         except errors.ConfigError as exc:
             problem = "; ".join(exc.problems)
             found.append(RouteProblem(index, route.source or route.from_url, problem))
@@ -213,6 +213,31 @@ def isolate_upstream_tls(
     if not found:
         return table, ()
     return routing.build_table(dataclasses.replace(settings, routes=tuple(routes))), tuple(found)
+
+
+class _Loads:
+    """Whether each route's upstream TLS context can be built, remembering the profiles (with
+    the global CA) that could: building one costs about 20 ms (the system trust store is read
+    each time), and every published table is checked, mostly with the same few profiles, so a
+    profile once loaded is not built again to know it loads. Failures are not remembered (the
+    message comes from building). Safe from worker threads (dictionary operations)."""
+
+    SIZE = 1024
+    _loaded: dict[tuple[object, ...], None] = {}
+
+    def __init__(self, certificate_authority_pem: str | None) -> None:
+        self.extra_ca = certificate_authority_pem
+        self.builder = upstream_tls.UpstreamTLS(certificate_authority_pem)
+
+    def check(self, route: config.Route) -> None:
+        """Raises ``ConfigError`` as :meth:`UpstreamTLS.context_for` does."""
+        key = (route.upstream_tls_profile, self.extra_ca)
+        if key in self._loaded:
+            return
+        self.builder.context_for(route)
+        if len(self._loaded) >= self.SIZE:
+            self._loaded.clear()
+        self._loaded[key] = None
 
 
 @functools.cache
