@@ -275,3 +275,18 @@ def test_a_broken_ingress_keeps_the_host_it_owns() -> None:
     (route,) = result.table.settings.routes
     assert route.source and route.source.startswith("Ingress team-a/site")
     assert route.unavailable and "timout" in route.unavailable
+
+
+def test_http01_solver_ingresses_are_public_keep_the_host_and_ignore_annotations() -> None:
+    solver = k8s.ingress(
+        "cm-acme-http-solver-abcde",
+        labels={"acme.cert-manager.io/http01-solver": "true"},
+        annotations={"ingress.pomerium.io/timout": "not even an option"},
+        paths=[k8s.path("/.well-known/acme-challenge/token", "Exact")],
+    )
+    result = translate.translate(k8s.snapshot(k8s.service(), k8s.endpoint_slice(), solver))
+    assert result.ingresses[("default", "cm-acme-http-solver-abcde")].problems == ()
+    assert result.table is not None
+    (route,) = result.table.settings.routes
+    assert route.allow_public_unauthenticated_access and route.preserve_host_header
+    assert route.acme_http01_solver  # also served on the plain-HTTP listener
