@@ -117,7 +117,9 @@ def test_login_handler_hands_kopf_the_client_credentials(tmp_path: Any) -> None:
     )
     config = handlers.load_client_config(str(kubeconfig))
     registry = handlers.build_registry(store_mod.Store(), config)
-    (login,) = registry._activities.get_all_handlers()
+    activities = {h.id: h for h in registry._activities.get_all_handlers()}
+    assert set(activities) == {"vallum-login", "vallum-watches", "vallum-watches-stop"}
+    login = activities["vallum-login"]
     info = login.fn()
     assert info.server == "https://10.0.0.1:6443"
     assert info.insecure is True

@@ -243,7 +243,7 @@ async def initial_list(
                 kind,
                 extra={"event": "kind_not_served", "kind": kind},
             )
-        store.load_listed(kind, objects or ())
+        store.load_listed(kind, objects if objects is not None else ())  # an empty LIST too
 
     await asyncio.gather(*(one(kind) for kind in kinds))
 

@@ -24,8 +24,10 @@ the store dropped) blocks: call these in a thread.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -34,6 +36,7 @@ import kubernetes
 
 from vallum.operator import snapshot as snap
 from vallum.operator import store as store_mod
+from vallum.operator import watches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,14 +68,28 @@ RESOURCES: Mapping[str, Resource] = {
 """Every kind of :data:`vallum.operator.store.KINDS` and its API resource."""
 
 
+log = logging.getLogger("vallum.operator.handlers")
+
+BULK: frozenset[str] = frozenset(
+    {store_mod.INGRESSES, store_mod.SERVICES, store_mod.ENDPOINT_SLICES, store_mod.SECRETS}
+)
+"""The kinds of thousands of objects: with credentials, watched by :mod:`vallum.operator.watches`
+from our LIST's resourceVersion, not by kopf (no second list, no raw bodies held per object)."""
+
+
 def build_registry(
     store: store_mod.Store, client_config: Any | None = None
 ) -> kopf.OperatorRegistry:
-    """A registry with one event handler per kind feeding ``store``; with ``client_config``
-    (a ``kubernetes.client.Configuration``, :func:`load_client_config`) also the login handler
-    that gives kopf the same credentials as our own LISTs."""
+    """A registry with one event handler per kind feeding ``store``. With ``client_config``
+    (a ``kubernetes.client.Configuration``, :func:`load_client_config`): the login handler
+    that gives kopf the same credentials as our own LISTs, and the :data:`BULK` kinds watched
+    by our own watches instead (started by a startup handler, from the resourceVersions the
+    store's initial LIST recorded; stopped by a cleanup handler)."""
     registry = kopf.OperatorRegistry()
+    own = BULK if client_config is not None else frozenset()
     for kind, resource in RESOURCES.items():
+        if kind in own:
+            continue
         kopf.on.event(
             group=resource.group,
             version=resource.version,
@@ -82,7 +99,44 @@ def build_registry(
         )(feeder(store, kind))
     if client_config is not None:
         kopf.on.login(id="vallum-login", registry=registry)(_login(client_config))
+        _own_watches(registry, store, client_config)
     return registry
+
+
+def _own_watches(registry: kopf.OperatorRegistry, store: store_mod.Store, config: Any) -> None:
+    held: list[watches.Watches] = []
+
+    async def start_watches(**_: Any) -> None:
+        api = api_client(config)
+
+        def lister(kind: str, scope: str | None) -> tuple[list[dict[str, Any]], str] | None:
+            listed = list_objects(api, kind, None if scope is None else [scope])
+            if listed is None:
+                return None
+            return list(listed), listed.versions.get(scope, "")
+
+        own = watches.Watches(
+            store,
+            asyncio.get_running_loop(),
+            watches.client_get(api),
+            lister,
+            lambda kind, scope: RESOURCES[kind].path(scope),
+        )
+        held.append(own)
+        for kind in sorted(BULK):
+            versions = store.list_versions.get(kind)
+            if not versions:  # not listed by us (not served?): nothing to go on from
+                log.warning("%s: no LIST resourceVersion, not watched", kind)
+                continue
+            for scope, version in sorted(versions.items(), key=lambda item: item[0] or ""):
+                own.start(kind, scope, version)
+
+    async def stop_watches(**_: Any) -> None:
+        for own in held:
+            own.stop()
+
+    kopf.on.startup(id="vallum-watches", registry=registry)(start_watches)
+    kopf.on.cleanup(id="vallum-watches-stop", registry=registry)(stop_watches)
 
 
 def feeder(store: store_mod.Store, kind: str) -> Callable[..., Awaitable[None]]:
@@ -167,9 +221,18 @@ def _login(config: Any) -> Callable[..., kopf.ConnectionInfo]:
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
 
 
+class Listed(list[dict[str, Any]]):
+    """The objects of a LIST, with the resourceVersion of each namespace scope listed (None:
+    all namespaces): where a watch of that scope starts without missing or repeating a change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[str | None, str] = {}
+
+
 def list_objects(
     api: Any, kind: str, namespaces: Iterable[str] | None = None, page: int = 500
-) -> list[dict[str, Any]] | None:
+) -> Listed | None:
     """Every ``kind`` object now (in pages of ``page``), in ``namespaces`` (None: all); None
     when the API server does not serve the kind (a CRD not installed). ``api`` is a
     ``kubernetes.client.ApiClient``. Blocks."""
@@ -187,12 +250,12 @@ def list_keys(
 
 def _list(
     api: Any, kind: str, namespaces: Iterable[str] | None, page: int, accept: str | None
-) -> list[dict[str, Any]] | None:
+) -> Listed | None:
     resource = RESOURCES[kind]
     scopes: list[str | None] = (
         list(namespaces) if namespaces is not None and resource.namespaced else [None]
     )
-    out: list[dict[str, Any]] = []
+    out = Listed()
     for namespace in scopes:
         cont: str | None = None
         while True:
@@ -204,7 +267,9 @@ def _list(
             except NotFound:
                 return None
             out.extend(body.get("items") or ())
-            cont = (body.get("metadata") or {}).get("continue")
+            meta = body.get("metadata") or {}
+            out.versions.setdefault(namespace, str(meta.get("resourceVersion") or ""))
+            cont = meta.get("continue")
             if not cont:
                 break
     return out

@@ -124,6 +124,9 @@ class Store:
         self._listed: set[str] = set()
         self._provisional: dict[str, set[ObjectKey]] = {k: set() for k in KINDS}
         self._spoken: dict[str, set[ObjectKey]] | None = {k: set() for k in KINDS}
+        self.list_versions: dict[str, dict[str | None, str]] = {}
+        """The resourceVersion of each kind's initial LIST, by namespace scope (None: all),
+        when the LIST gave one: our own watches start there (:mod:`vallum.operator.watches`)."""
         self.version = 0
         self.changed = asyncio.Event()
 
@@ -196,17 +199,40 @@ class Store:
 
     def load_listed(self, kind: str, objects: Iterable[Mapping[str, Any]]) -> None:
         """The initial LIST of ``kind``: objects the watches have not yet spoken about are added,
-        provisionally (see the module docstring); marks ``kind`` as listed."""
+        provisionally (see the module docstring); marks ``kind`` as listed. A LIST that carries
+        its resourceVersions (``objects.versions``, :class:`vallum.operator.handlers.Listed`)
+        is not provisional: our own watch goes on from exactly there."""
+        versions = getattr(objects, "versions", None)
+        exact = isinstance(versions, Mapping) and bool(versions)
+        if exact:
+            self.list_versions[kind] = dict(versions)  # type: ignore[arg-type]
         spoken = self._spoken[kind] if self._spoken is not None else set()
         for obj in objects:
             key = snap.key_of(obj)
             if key in spoken:
                 continue
             self._put(kind, key, obj)
-            self._provisional[kind].add(key)
+            if not exact:
+                self._provisional[kind].add(key)
         if kind not in self._listed:
             self._listed.add(kind)
             self._touch(kind)
+
+    def relisted(self, kind: str, scope: str | None, objects: Iterable[Mapping[str, Any]]) -> None:
+        """A new LIST of ``kind`` in namespace ``scope`` (None: all), taken whole: its objects
+        are applied and those of that scope it no longer has are removed (a watch that had to
+        list again, 410 Gone, missed their deletion)."""
+        present: set[ObjectKey] = set()
+        for obj in objects:
+            key = snap.key_of(obj)
+            present.add(key)
+            self.apply(kind, obj)
+        held = set(self._objects[kind])
+        if kind == SECRETS:
+            held |= set(self._secret_stubs)
+        for key in held - present:
+            if scope is None or key[0] == scope:
+                self.delete(kind, key)
 
     def prune_provisional(self, kind: str, present: Iterable[ObjectKey]) -> int:
         """After a later LIST of ``kind``: drop provisional objects it no longer has (deleted
