@@ -152,9 +152,9 @@ class Population:
         return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
 
     def routes(self, count: int) -> list[dict[str, Any]]:
-        """The routes-file routes of Ingresses 0..count-1, in the translation's order
-        (namespace, name, then path): what makes ``vallum serve`` build the controller's table."""
-        order = sorted(range(count), key=lambda i: (self.namespace(i), self.name(i)))
+        """The routes-file routes of Ingresses 0..count-1, in the translation's order (host by
+        host, sorted, then path): what makes ``vallum serve`` build the controller's table."""
+        order = sorted(range(count), key=self.host)
         return [route for i in order for route in self.ingress_routes(i)]
 
     def ingress_routes(self, i: int) -> list[dict[str, Any]]:
