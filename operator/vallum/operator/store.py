@@ -20,7 +20,11 @@ before publishing, so the new reference never shows as a missing Secret. A Secre
 exist yet needs no re-read: when it is created, its watch event arrives while it is referenced.
 
 Start-up ordering (why objects can be *provisional*): the controller LISTs every kind before
-kopf's watches deliver anything, so that the first table is complete. An object that the LIST
+any watch delivers anything, so that the first table is complete. The bulk kinds' LISTs carry
+their resourceVersion (:class:`vallum.operator.handlers.Listed`, kept in
+:attr:`Store.list_versions`): our own watches go on from exactly there
+(:mod:`vallum.operator.watches`), so those objects are never provisional. For the kinds kopf
+watches: An object that the LIST
 saw but that was deleted before kopf's own list would never get a DELETED event; so LISTed
 objects stay provisional until kopf speaks about their key, and later LISTs (keys only, repeated
 by the controller while any key is still provisional; :meth:`Store.prune_provisional`) drop the

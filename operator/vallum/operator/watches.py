@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -43,7 +44,8 @@ RETRY = 1.0
 
 Get = Callable[[str, list[tuple[str, Any]]], Any]
 """Opens a streaming GET of a path with a query: a response with ``status``, ``stream()``
-(byte chunks), ``read()``, ``close()`` (see :func:`client_get`)."""
+(byte chunks), ``read()``, ``close()`` and ``interrupt()`` (from another thread; see
+:func:`client_get`)."""
 Lister = Callable[[str, str | None], tuple[list[dict[str, Any]], str] | None]
 """LISTs ``kind`` in a namespace (None: all): the items and the list's resourceVersion."""
 
@@ -85,13 +87,15 @@ class Watches:
         thread.start()
 
     def stop(self) -> None:
-        """End every watch (closing the open responses wakes the threads reading them)."""
+        """End every watch: shutting down the sockets of the open responses wakes the threads
+        reading them (closing a response another thread reads would wait for its next byte,
+        up to a minute between bookmarks)."""
         self.stopping.set()
         with self._lock:
             responses = list(self._open)
         for response in responses:
             with contextlib.suppress(Exception):  # another thread reads it: it may complain
-                response.close()
+                response.interrupt()
 
     # -- in the watch thread --------------------------------------------------------------------
 
@@ -228,3 +232,10 @@ class _Stream:
     def close(self) -> None:
         self.raw.close()  # not back to the pool: the stream may be cut mid-event
         self.raw.release_conn()
+
+    def interrupt(self) -> None:
+        """Wake the thread reading this response (from another thread)."""
+        connection = getattr(self.raw, "connection", None)
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
