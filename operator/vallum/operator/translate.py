@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-import hashlib
 import itertools
 import os
 import types
@@ -302,7 +301,7 @@ class Translator:
         for prepared, text in zip(
             compiled.prepared, checksum.texts(compiled.routes), strict=True
         ):
-            by_host.setdefault(prepared.host, []).append((prepared, _digest(text)))
+            by_host.setdefault(prepared.host, []).append((prepared, checksum.digest(text)))
         compiled_now.append(key)
         return _Memo(
             key,
@@ -311,7 +310,7 @@ class Translator:
             compiled,
             _claim(key, ingress),
             types.MappingProxyType({h: tuple(v) for h, v in by_host.items()}),
-            tuple(_digest(t) for t in checksum.texts(compiled.certificates)),
+            tuple(checksum.digest(t) for t in checksum.texts(compiled.certificates)),
         )
 
     def _replace(
@@ -408,7 +407,7 @@ class Translator:
         part = _HostPart(
             tuple(prepared),
             routing.index_host(zip(self._route_ids, prepared, strict=False)),
-            _digest("\n".join([host, *digests])),
+            checksum.digest("\n".join([host, *digests])),
             types.MappingProxyType(warnings),
             types.MappingProxyType(served),
         )
@@ -440,8 +439,9 @@ class Translator:
     def _table(self, base: config.Settings, problems: list[str]) -> config.RouteTable | None:
         """The table: routes host by host (sorted), certificates (the Settings' own, then each
         Ingress's by key, leaving out those of an Ingress refused a host), one checksum."""
+        own = base.certificates
         certificates: dict[config.Certificate, str] = dict(
-            zip(base.certificates, map(_digest, checksum.texts(base.certificates)), strict=True)
+            zip(own, map(checksum.digest, checksum.texts(own)), strict=True)
         )
         for key in sorted(self._cert_holders):
             if self._refused_a_host(key):
@@ -458,11 +458,10 @@ class Translator:
             certificates=tuple(certificates),
         )
         index = routing.assemble(self._host_routes)
-        emptied = checksum.encode(dataclasses.replace(base, routes=(), certificates=()))
-        total = "\n".join(
-            [emptied, "routes", *(p.digest for p in parts), "certificates", *certificates.values()]
+        total = checksum.table_checksum(
+            base, (part.digest for part in parts), certificates.values()
         )
-        return config.RouteTable(settings=full, checksum=_digest(total)[:16], index=index)
+        return config.RouteTable(settings=full, checksum=total, index=index)
 
     def _refused_a_host(self, key: ObjectKey) -> bool:
         memo = self._ingresses[key]
@@ -509,10 +508,6 @@ def _claim(key: ObjectKey, ingress: Mapping[str, Any]) -> Claim:
 
 def _name(key: ObjectKey) -> str:
     return f"Ingress {key[0]}/{key[1]}"
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _same(a: Mapping[Any, Any], b: Mapping[Any, Any]) -> bool:
