@@ -289,3 +289,26 @@ def test_not_ready_and_not_listening_until_a_first_table(
     finally:
         assert running.stop() == 0, running.log()
         cluster.kubectl("delete", "settings", name, "--ignore-not-found", check=False)
+
+
+def test_the_workers_memory_holds_no_credential(setup: Setup) -> None:
+    """The workers are forked before the kubeconfig is read: its client key (or token) is in
+    the parent's memory, and in no worker's."""
+    import yaml
+
+    with open(setup.cluster.kubeconfig) as file:
+        user = yaml.safe_load(file)["users"][0]["user"]
+    secret = user.get("client-key-data") or user.get("token")
+    if not secret:
+        pytest.skip("the kubeconfig has neither client-key-data nor a token")
+    needles = [secret.encode()]
+    if "client-key-data" in user:
+        pem = base64.b64decode(secret).decode()
+        needles.append(pem.splitlines()[1].encode())  # a line of the key itself
+    parent, zygote, workers = processes(setup.workers)
+    try:
+        assert any(procnet.memory_contains(parent, n) for n in needles)  # the scan works
+    except PermissionError:
+        pytest.skip("cannot read another process's memory here (ptrace)")
+    for pid in (zygote, *workers):
+        assert not any(procnet.memory_contains(pid, n) for n in needles), pid

@@ -73,3 +73,22 @@ def children(pid: int) -> set[int]:
         except OSError:
             continue
     return out
+
+
+def memory_contains(pid: int, needle: bytes) -> bool:
+    """Whether ``needle`` is anywhere in the readable memory of ``pid`` (needs the right to
+    trace it: root, or the same user with ptrace allowed)."""
+    with open(f"/proc/{pid}/maps") as maps:
+        regions = [line.split() for line in maps]
+    with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+        for fields in regions:
+            if not fields[1].startswith("r") or (len(fields) > 5 and fields[5] == "[vvar]"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(start)
+                if needle in mem.read(end - start):
+                    return True
+            except (OSError, OverflowError, ValueError):
+                continue
+    return False
