@@ -35,7 +35,7 @@ from typing import Any
 from vallum.core import config, errors, policy, routing
 from vallum.core.configfile import nodes, routes, settings, values
 from vallum.operator import annotations as ingress_annotations
-from vallum.operator import backends
+from vallum.operator import backends, upstream_material
 from vallum.operator import snapshot as snap
 
 SOLVER_LABEL = "acme.cert-manager.io/http01-solver"
@@ -402,6 +402,8 @@ def _routes(
         if not isinstance(route, config.Route):
             continue
         routes.check_policy(ctx, node, item.place, route, mtls)
+        for problem in upstream_material.problems(route):
+            ctx.problem(1, item.place, problem + _from_secret(namespace, got, problem))
         out.append(
             dataclasses.replace(
                 route, source=f"{source} {item.place}", unavailable=backend.unavailable
@@ -415,6 +417,15 @@ def _routes(
                 for problem in exc.problems:
                     ctx.add(problem)
     return out
+
+
+def _from_secret(
+    namespace: str, got: ingress_annotations.IngressAnnotations, problem: str
+) -> str:
+    """`` (Secret ns/name)`` when the material of ``problem`` came from a Secret reference."""
+    field = "tls_custom_ca" if problem.startswith("tls_custom_ca") else "tls_client"
+    name = getattr(got.secrets, field)
+    return f" (Secret {namespace}/{name})" if name else ""
 
 
 def _check_backends(
