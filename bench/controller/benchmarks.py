@@ -462,7 +462,8 @@ def throughput(run: Run, count: int, *, rounds: int = 3, duration_s: float = 10.
                                run.python)
     outcomes: dict[str, list[report.Outcome]] = {s.name: [] for s in chosen}
     for n in range(rounds):
-        for scenario in chosen:
+        # A B, B A, A B, ...: a drift in the machine's load favours neither side.
+        for scenario in chosen if n % 2 == 0 else chosen[::-1]:
             outcome = bench_proxy.run_scenario(scenario, env, opts)
             outcomes[scenario.name].append(outcome)
             print(f"  [round {n + 1}/{rounds}] {report.progress_line(outcome)}", flush=True)
@@ -474,7 +475,8 @@ def throughput(run: Run, count: int, *, rounds: int = 3, duration_s: float = 10.
     ]
     result.lines += [
         f"throughput of the public route {host} (plain HTTP, wrk -t1 -c{connections} "
-        f"-d{duration_s:g}s, {rounds} interleaved round(s), median round shown); the same "
+        f"-d{duration_s:g}s, {rounds} round(s) interleaved A B, B A, ..., median round shown); "
+        f"the same "
         f"{routes:,} routes in both (checked before the run)",
         report.table(medians),
         f"  controller/serve per round: {' '.join(f'{p:.3f}' for p in pairs) or '-'}",
