@@ -197,3 +197,33 @@ def test_the_same_version_again_is_no_change() -> None:
     assert store.use_secrets({("default", "other")}) == {("default", "other")}
     store.apply(store_mod.SECRETS, o.secret("other", {"k": "v"}, rv="4"))
     assert ("default", "other") in store.snapshot().secrets
+
+
+def test_a_bulk_list_with_its_resource_version_is_not_provisional() -> None:
+    from vallum.operator import handlers
+
+    store = store_mod.Store()
+    for kind in (store_mod.SERVICES, store_mod.POLICIES):
+        listed = handlers.Listed()
+        listed.append({"metadata": {"name": "x", "namespace": "ns", "resourceVersion": "7"}})
+        listed.versions["ns"] = "42"
+        store.load_listed(kind, listed)
+    # Our own watch goes on from the Service LIST's resourceVersion: nothing to confirm.
+    assert store.list_versions == {store_mod.SERVICES: {"ns": "42"}}
+    assert not store.provisional(store_mod.SERVICES)
+    # kopf watches Policies and lists them again: one deleted in between must still go.
+    assert store.provisional(store_mod.POLICIES) == {("ns", "x")}
+
+
+def test_a_relist_replaces_its_scope_only() -> None:
+    store = store_mod.Store()
+    for ns, name in (("a", "kept"), ("a", "gone"), ("b", "other")):
+        store.apply(store_mod.SERVICES, {"metadata": {"name": name, "namespace": ns,
+                                                      "resourceVersion": "1"}})
+    fresh = {"metadata": {"name": "kept", "namespace": "a", "resourceVersion": "2"}}
+    store.relisted(store_mod.SERVICES, "a", [fresh])
+    services = store.snapshot().services
+    assert set(services) == {("a", "kept"), ("b", "other")}
+    assert services[("a", "kept")]["metadata"]["resourceVersion"] == "2"
+    store.relisted(store_mod.SERVICES, None, [])
+    assert not store.snapshot().services

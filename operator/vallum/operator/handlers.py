@@ -80,9 +80,7 @@ RESOURCES: Mapping[str, Resource] = {
 
 log = logging.getLogger("vallum.operator.handlers")
 
-BULK: frozenset[str] = frozenset(
-    {store_mod.INGRESSES, store_mod.SERVICES, store_mod.ENDPOINT_SLICES, store_mod.SECRETS}
-)
+BULK = store_mod.BULK
 """The kinds of thousands of objects: with credentials, watched by :mod:`vallum.operator.watches`
 from our LIST's resourceVersion, not by kopf (no second list, no raw bodies held per object)."""
 

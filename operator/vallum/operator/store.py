@@ -66,6 +66,10 @@ KINDS: tuple[str, ...] = (
 )
 """The kinds the store holds, named as the :class:`Snapshot` fields they fill."""
 
+BULK: frozenset[str] = frozenset({INGRESSES, SERVICES, ENDPOINT_SLICES, SECRETS})
+"""The kinds of thousands of objects, watched by our own watches from the resourceVersion of
+our LIST (:mod:`vallum.operator.watches`); kopf watches the others."""
+
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 _KEEP: Mapping[str, frozenset[str]] = {
@@ -205,9 +209,10 @@ class Store:
         """The initial LIST of ``kind``: objects the watches have not yet spoken about are added,
         provisionally (see the module docstring); marks ``kind`` as listed. A LIST that carries
         its resourceVersions (``objects.versions``, :class:`vallum.operator.handlers.Listed`)
-        is not provisional: our own watch goes on from exactly there."""
+        of a :data:`BULK` kind is not provisional: our own watch goes on from exactly there
+        (kopf's watches of the other kinds list again, and may miss a deletion in between)."""
         versions = getattr(objects, "versions", None)
-        exact = isinstance(versions, Mapping) and bool(versions)
+        exact = kind in BULK and isinstance(versions, Mapping) and bool(versions)
         if exact:
             self.list_versions[kind] = dict(versions)  # type: ignore[arg-type]
         spoken = self._spoken[kind] if self._spoken is not None else set()
