@@ -209,7 +209,9 @@ def test_a_namespace_sorted_first_cannot_take_an_older_ingress_s_host_and_path()
     lost = result.ingresses[ATTACKER]
     assert lost.routes == 0 and lost.problems == ()
     (warning,) = lost.warnings
-    assert warning.startswith("Ingress aaa/grab: host payroll.example.com belongs to namespace ")
+    assert warning.startswith(
+        "Ingress aaa/grab is refused host payroll.example.com: it belongs to namespace payroll "
+    )
     assert "Ingress payroll/web" in warning
     assert warning in result.warnings
 
@@ -220,7 +222,7 @@ def test_a_longer_path_in_another_namespace_is_refused_too() -> None:
     route = served(result, "payroll.example.com", "/admin/users")
     assert route is not None and route.source.startswith("Ingress payroll/web ")
     assert result.ingresses[ATTACKER].routes == 0
-    assert any(w.startswith("Ingress aaa/grab: host payroll.example.com") for w in result.warnings)
+    assert any(w.startswith("Ingress aaa/grab is refused host payroll") for w in result.warnings)
 
 
 def test_the_oldest_claim_owns_the_host_whatever_the_names() -> None:
@@ -300,3 +302,22 @@ def test_a_refused_ingress_s_certificates_are_left_out(test_ca: TestCA) -> None:
     assert result.table is not None and result.table.settings.certificates == ()
     alone = translate.translate(backed(grab, secret))
     assert alone.table is not None and len(alone.table.settings.certificates) == 1
+
+
+def test_a_certificate_for_another_namespace_s_host_is_left_out(test_ca: TestCA) -> None:
+    # aaa's Ingress owns its own host but brings a certificate naming payroll's: served, it
+    # would be chosen for payroll.example.com (exact names first) -- and be the default one.
+    leaf = test_ca.issue("payroll.example.com", ["payroll.example.com", "own.example.com"])
+    secret = k8s.secret("tls", {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem}, "aaa")
+    own = created(
+        k8s.ingress("own", "aaa", host="own.example.com", paths=[k8s.path("/")]),
+        "2026-03-01T00:00:00Z",
+    )
+    own["spec"]["tls"] = [{"hosts": ["own.example.com"], "secretName": "tls"}]
+    result = translate.translate(backed(payroll("/"), own, secret))
+    assert result.table is not None and result.table.settings.certificates == ()
+    assert result.ingresses[("aaa", "own")].routes == 1
+    assert (
+        "Ingress aaa/own spec.tls: a certificate for payroll.example.com is not served: that "
+        "host belongs to namespace payroll"
+    ) in result.warnings

@@ -21,17 +21,21 @@ first would give them ``/admin`` under the owner's ``/``); each is told so in a 
 the owner. Within the owning namespace Ingresses share the host, and where two have the same
 path the live one wins over a broken one, then the older one; the loser's warning names both
 routes (a broken Ingress, which has its problems to report, gets none). An Ingress refused a
-host also has its ``spec.tls`` certificates left out, so it cannot put its own certificate in
-front of another namespace's host. Hosts are compared as the index keys them (``*.example.com``
-and ``a.example.com`` are two hosts). A broken Ingress keeps the hosts it owns (its routes deny
-with the reason), so breaking one's own Ingress hands nothing to anyone.
+host also has its ``spec.tls`` certificates left out, and no Ingress's certificate naming a host
+another namespace owns is served (the proxy picks a certificate by exact name first), so no one
+can put their own certificate in front of another namespace's host. Ingress certificates come
+oldest Ingress first (the first certificate is the default one). Hosts are compared as the
+index keys them (``*.example.com`` and ``a.example.com`` are two hosts). A broken Ingress keeps
+the hosts it owns (its routes deny with the reason), so breaking one's own Ingress hands nothing
+to anyone.
 
 Order and determinism: the table's routes come host by host (sorted), within a host in the
 order above, an Ingress's routes in rule and path order (``spec.defaultBackend`` last);
-certificates after the Settings' ones by Ingress; so the same snapshot gives the same table and
-checksum, whatever the order of the changes that led to it (tested against fresh translations).
-The checksum is a digest of per-host digests (not :meth:`vallum.core.config.Settings.checksum`,
-which encodes everything on every call): equal tables, equal checksums.
+certificates after the Settings' ones, oldest Ingress first; so the same snapshot gives the
+same table and checksum, whatever the order of the changes that led to it (tested against
+fresh translations). The checksum is a digest of per-host digests
+(:mod:`vallum.operator.checksum`; not :meth:`vallum.core.config.Settings.checksum`, which
+encodes everything on every call): equal tables, equal checksums.
 
 Incremental, so a change costs in proportion to what it touches (issue 12, item 7):
 :class:`Translator` remembers each Ingress's routes with the versions of the Ingress and of
@@ -50,11 +54,15 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import itertools
 import os
 import types
 from collections.abc import Mapping
 from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from vallum.core import config, routing
 from vallum.core.configfile import nodes, settings
@@ -160,6 +168,7 @@ class _Memo:
 class _HostPart:
     """What one host gives the table once its claims are settled (see the module docstring)."""
 
+    owner: str  # the namespace the host belongs to
     prepared: tuple[routing.Prepared, ...]
     routes: routing.HostRoutes
     digest: str
@@ -234,7 +243,7 @@ class Translator:
                 warnings.extend(texts)
         table = None
         if base is not None:
-            table = self._table(base, settings_problems)
+            table = self._table(base, settings_problems, warnings)
         return Result(
             table=table,
             settings_problems=tuple(settings_problems),
@@ -379,9 +388,9 @@ class Translator:
             name = _name(memo.key)
             if memo.key[0] != namespace:
                 warnings[memo.key] = (
-                    f"{name}: host {host} belongs to namespace {namespace} (its oldest "
-                    f"Ingress, {_name(owner.key)}); this Ingress's routes for it are not "
-                    "served",
+                    f"{name} is refused host {host}: it belongs to namespace {namespace} (its "
+                    f"oldest Ingress is {_name(owner.key)}); this Ingress's routes for it are "
+                    "not served",
                 )
                 continue
             count = 0
@@ -405,6 +414,7 @@ class Translator:
                 warnings[memo.key] = tuple(mine)
             served[memo.key] = count
         part = _HostPart(
+            namespace,
             tuple(prepared),
             routing.index_host(zip(self._route_ids, prepared, strict=False)),
             checksum.digest("\n".join([host, *digests])),
@@ -436,20 +446,32 @@ class Translator:
 
     # -- the table -----------------------------------------------------------------------------
 
-    def _table(self, base: config.Settings, problems: list[str]) -> config.RouteTable | None:
+    def _table(
+        self, base: config.Settings, problems: list[str], warnings: list[str]
+    ) -> config.RouteTable | None:
         """The table: routes host by host (sorted), certificates (the Settings' own, then each
-        Ingress's by key, leaving out those of an Ingress refused a host), one checksum."""
+        Ingress's, oldest Ingress first: the first certificate is the default one, and the first
+        for a name is served for it), one checksum. Left out: the certificates of an Ingress
+        refused a host, and any certificate naming a host another namespace owns (it would be
+        served for that host: exact names are chosen first)."""
         own = base.certificates
         certificates: dict[config.Certificate, str] = dict(
             zip(own, map(checksum.digest, checksum.texts(own)), strict=True)
         )
-        for key in sorted(self._cert_holders):
+        for key in sorted(self._cert_holders, key=lambda k: self._ingresses[k].claim):
             if self._refused_a_host(key):
                 continue
             memo = self._ingresses[key]
             for cert, digest in zip(
                 memo.compiled.certificates, memo.certificate_digests, strict=True
             ):
+                foreign = self._foreign_name(key[0], cert)
+                if foreign is not None:
+                    warnings.append(
+                        f"{_name(key)} spec.tls: a certificate for {foreign[0]} is not served: "
+                        f"that host belongs to namespace {foreign[1]}"
+                    )
+                    continue
                 certificates.setdefault(cert, digest)
         parts = [self._parts[host] for host in self._hosts]
         full = dataclasses.replace(
@@ -462,6 +484,16 @@ class Translator:
             base, (part.digest for part in parts), certificates.values()
         )
         return config.RouteTable(settings=full, checksum=total, index=index)
+
+    def _foreign_name(
+        self, namespace: str, cert: config.Certificate
+    ) -> tuple[str, str] | None:
+        """A name of ``cert`` that is a host another namespace owns, with that namespace."""
+        for name in _certificate_names(cert.cert_pem):
+            part = self._parts.get(name)
+            if part is not None and part.owner != namespace:
+                return name, part.owner
+        return None
 
     def _refused_a_host(self, key: ObjectKey) -> bool:
         memo = self._ingresses[key]
@@ -499,6 +531,22 @@ class Translator:
         for gone in set(self._policies) - set(out):
             del self._policies[gone]
         return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _certificate_names(cert_pem: str) -> tuple[str, ...]:
+    """The lower-case SAN DNS names of the first certificate (its CN without SAN), as the
+    proxy's SNI selection reads them; () when it does not load (the proxy reports that)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError:
+        return ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [str(n) for n in san.get_values_for_type(x509.DNSName)]
+    except x509.ExtensionNotFound:
+        names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return tuple(name.lower().rstrip(".") for name in names)
 
 
 def _claim(key: ObjectKey, ingress: Mapping[str, Any]) -> Claim:
