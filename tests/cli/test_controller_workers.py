@@ -322,3 +322,16 @@ async def test_a_rotated_certificate_reaches_every_worker() -> None:
             seen = {await _peer_certificate(run.port, ca.cert_pem, "a.test") for _ in range(12)}
             assert seen == {second.der}
         assert run.fatal == []
+
+
+async def test_the_parent_process_is_left_as_it_was() -> None:
+    from prometheus_client import values
+
+    from vallum.proxy import metrics, session_state
+
+    before = (dict(os.environ), values.ValueClass)
+    async with running(1) as run:
+        directories = (os.environ[metrics.MULTIPROC_ENV], run.workers.sessions_directory)
+        assert os.environ[session_state.ENV] == directories[1]
+    assert (dict(os.environ), values.ValueClass) == before
+    assert not any(os.path.exists(path) for path in directories)

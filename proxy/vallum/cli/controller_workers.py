@@ -49,6 +49,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client import values
+
 from vallum.core import config, errors, routing
 from vallum.proxy import errors as pages
 from vallum.proxy import identity, metrics, server, session_state, state, table_feed
@@ -321,6 +323,7 @@ class Workers:
         served its first table); the caller stops."""
         self.count = count
         self.on_fatal: Callable[[str], None] = on_fatal or _log_fatal
+        self._metrics_before = (os.environ.get(metrics.MULTIPROC_ENV), values.ValueClass)
         self._metrics_dir = metrics.enable_multiprocess()
         self._sessions_dir = session_state.enable_shared_directory()
         self.zygote = Zygote.fork(target)
@@ -524,4 +527,11 @@ class Workers:
         exit)."""
         self.zygote.close()
         shutil.rmtree(self._metrics_dir, ignore_errors=True)
+        # This process's metrics as they were (prometheus_client picks its value class from
+        # the environment; a directory that is gone must not be inherited or written to).
+        env, values.ValueClass = self._metrics_before
+        if env is None:
+            os.environ.pop(metrics.MULTIPROC_ENV, None)
+        else:
+            os.environ[metrics.MULTIPROC_ENV] = env
         session_state.disable_shared_directory(self._sessions_dir)
