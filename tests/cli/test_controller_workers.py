@@ -335,3 +335,13 @@ async def test_the_parent_process_is_left_as_it_was() -> None:
         assert os.environ[session_state.ENV] == directories[1]
     assert (dict(os.environ), values.ValueClass) == before
     assert not any(os.path.exists(path) for path in directories)
+
+
+async def test_a_killed_zygote_ends_the_workers_and_stops_the_controller() -> None:
+    async with running(2) as run:
+        assert await run.workers.publish(run.table(dp.route("a.test", "http://127.0.0.1:1")))
+        workers = run.pids()
+        os.kill(run.workers.zygote.pid, signal.SIGKILL)
+        await eventually(lambda: bool(run.fatal))
+        assert "cannot be started again" in run.fatal[0]
+        await eventually(lambda: not any(_alive(pid) for pid in workers))
