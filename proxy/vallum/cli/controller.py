@@ -84,7 +84,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--http-redirect-address", metavar="HOST:PORT",
-        help="an HTTP listener that redirects every request to HTTPS, e.g. :80",
+        help="a plain-HTTP listener: redirects to HTTPS, except the challenges of cert-manager's "
+             "HTTP-01 solver Ingresses, which it serves, e.g. :80",
     )
     parser.add_argument(
         "--metrics-address", metavar="HOST:PORT",
@@ -248,6 +249,7 @@ class Runner:
         self.args = args
         self.client_config = client_config
         self.server: server.Server | None = None
+        self._isolated: tuple[str, config.RouteTable] | None = None  # offered checksum, served
         self.workers = workers  # with --workers N > 1: this process only watches and sends
         self.bridge: tuple[revocation_bridge.Bridge, asyncio.Task[None]] | None = None
         self.waiting_admin: Any = None  # the admin listener until the Server has its own
@@ -330,16 +332,20 @@ class Runner:
     async def serve(self, table: config.RouteTable) -> bool:
         """Serve ``table``: start the server with the first one, swap in the later ones (or
         send it to every worker)."""
+        if self.server is not None:
+            published = await self.server.publish(table, isolate_routes=True)
+            if published:
+                gc.freeze()
+            return published
+        isolated = await self._isolate(table)
+        if isolated is None:
+            return False
+        table = isolated
         if self.workers is not None:
             sent = await self.workers.publish(table)
             if sent:
                 gc.freeze()
             return sent
-        if self.server is not None:
-            published = await self.server.publish(table)
-            if published:
-                gc.freeze()
-            return published
         if self.waiting_admin is not None:
             await self.waiting_admin.cleanup()
             self.waiting_admin = None
@@ -357,6 +363,32 @@ class Runner:
                               "routes": len(table.settings.routes)},
         )
         return True
+
+    async def _isolate(self, table: config.RouteTable) -> config.RouteTable | None:
+        """``table`` with each route whose own upstream TLS material cannot be loaded made
+        unavailable (:func:`server.isolate_upstream_tls`): one bad Secret must not keep every
+        other change from going live. Done here, once, for the first table and for the workers
+        (they then get a table that already says so, the same on all of them); later tables of
+        one process go through ``Server.publish(isolate_routes=True)``. None: the table cannot
+        be served at all (a bad global ``certificate_authority``), the current one stays."""
+        if self._isolated is not None and self._isolated[0] == table.checksum:
+            return self._isolated[1]
+        try:
+            isolated, problems = await asyncio.to_thread(server.isolate_upstream_tls, table)
+        except errors.ConfigError as exc:
+            log.error(
+                "table refused: %s", "; ".join(exc.problems),
+                extra={"event": "publish_failed", "problem": "; ".join(exc.problems)},
+            )
+            return None
+        for found in problems:
+            log.warning(
+                "route unavailable: %s", found.problem,
+                extra={"event": "route_isolated", "route": found.source,
+                       "problem": found.problem},
+            )
+        self._isolated = (table.checksum, isolated)
+        return isolated
 
     # -- the operator's side (its own thread and loop) ------------------------------------------
 
