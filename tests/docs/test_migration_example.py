@@ -290,3 +290,23 @@ def test_http01_solver_ingresses_are_public_keep_the_host_and_ignore_annotations
     (route,) = result.table.settings.routes
     assert route.allow_public_unauthenticated_access and route.preserve_host_header
     assert route.acme_http01_solver  # also served on the plain-HTTP listener
+
+
+def test_no_certificate_naming_another_namespaces_host_is_served(test_ca: TestCA) -> None:
+    leaf = test_ca.issue("app.example.com", ["app.example.com", "b.example.com"])
+    data = {"tls.crt": leaf.cert_pem, "tls.key": leaf.key_pem}
+    owner = claimant("site", "team-a", "2026-01-01T00:00:00Z", "/")
+    other = k8s.ingress(
+        "b",
+        "team-b",
+        host="b.example.com",
+        tls=[{"hosts": ["b.example.com"], "secretName": "both"}],
+    )
+    other["metadata"]["creationTimestamp"] = "2026-02-01T00:00:00Z"
+    objects = [*backends("team-a", "team-b"), owner, other, k8s.secret("both", data, "team-b")]
+    result = translate.translate(k8s.snapshot(*objects))
+    assert result.table is not None
+    assert result.table.settings.certificates == ()  # it names app.example.com, team-a's host
+    assert ("/", "Ingress team-b/b") in served_by(result)  # its own host still serves
+    alone = translate.translate(k8s.snapshot(*objects[:4], *objects[5:]))  # no team-a Ingress
+    assert alone.table is not None and len(alone.table.settings.certificates) == 1
