@@ -189,8 +189,9 @@ def _main(argv: Sequence[str] | None) -> int:
     names = list(ORDER) if args.benchmark == "all" else [args.benchmark]
     python = args.vallum_python or servers.python()
     started = dt.datetime.now(dt.UTC)
+    tree = _commit()  # at the start: each controller runs the working tree as it is then
     print(f"vallum controller bench: {', '.join(names)}; {started:%Y-%m-%d %H:%M} UTC, tree "
-          f"{_commit()}")
+          f"{tree}")
     machine = bench_proxy.machine(python)
     print(f"machine: {machine['nproc']} x {machine['cpu']}, load average {_load()}; vallum runs "
           f"on {machine['vallum_python']}", flush=True)
@@ -237,7 +238,7 @@ def _main(argv: Sequence[str] | None) -> int:
         return 1
     if args.json is not None:
         args.json.write_text(json.dumps({
-            "date": started.isoformat(timespec="seconds"), "tree": _commit(),
+            "date": started.isoformat(timespec="seconds"), "tree_at_start": tree,
             "machine": machine, "results": [r.as_dict() for r in results],
         }, indent=2) + "\n")
         print(f"\nfigures saved to {args.json}")
