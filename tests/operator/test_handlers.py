@@ -119,6 +119,11 @@ def test_login_handler_hands_kopf_the_client_credentials(tmp_path: Any) -> None:
     registry = handlers.build_registry(store_mod.Store(), config)
     activities = {h.id: h for h in registry._activities.get_all_handlers()}
     assert set(activities) == {"vallum-login", "vallum-watches", "vallum-watches-stop"}
+    # With credentials kopf watches only the small kinds; our own watches take the bulk ones.
+    assert {h.id for h in _watching(registry)} == {
+        f"vallum-store-{kind}" for kind in store_mod.KINDS if kind not in handlers.BULK
+    }
+    assert {"ingresses", "services", "endpoint_slices", "secrets"} == handlers.BULK
     login = activities["vallum-login"]
     info = login.fn()
     assert info.server == "https://10.0.0.1:6443"
