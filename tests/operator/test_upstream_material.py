@@ -63,3 +63,41 @@ def test_only_the_ingress_with_the_bad_secret_breaks(test_ca: TestCA) -> None:
     denying = [r for r in result.table.settings.routes if r.unavailable]
     assert [r.host for r in denying] == ["app.example.com"]
     assert all(not r.tls_client_key_pem for r in result.table.settings.routes)
+
+
+def test_pem_problem_names_what_the_option_needs(test_ca: TestCA) -> None:
+    leaf = test_ca.issue("client", client=True)
+    assert upstream_material.pem_problem("tls_client_cert", leaf.cert_pem) is None
+    assert upstream_material.pem_problem("tls_client_key", leaf.key_pem) is None
+    swapped = upstream_material.pem_problem("tls_client_key", leaf.cert_pem)
+    assert swapped is not None and swapped.startswith("not a valid PEM private key: ")
+    assert upstream_material.pem_problem("tls_custom_ca", "garbage") == (
+        "expected PEM or base64-encoded PEM (certificate)"
+    )
+
+
+def test_a_secret_that_is_not_pem_is_named_by_its_secret_and_key(test_ca: TestCA) -> None:
+    leaf = test_ca.issue("client", client=True)
+    secrets = (
+        k8s.secret("mtls", {"tls.crt": "not a certificate", "tls.key": leaf.key_pem}),
+        k8s.secret("ca", {"ca.crt": "-----BEGIN CERTIFICATE-----\nAAAA\n"
+                                    "-----END CERTIFICATE-----\n"}),
+    )
+    notes = {**PUBLIC, "ingress.pomerium.io/tls_client_secret": "mtls",
+             "ingress.pomerium.io/tls_custom_ca_secret": "ca"}
+    snapshot = k8s.snapshot(
+        k8s.service(), k8s.endpoint_slice(), *secrets,
+        k8s.ingress(annotations=notes),
+        k8s.ingress("fine", host="fine.example.com", annotations=PUBLIC),
+    )
+    result = translate.translate(snapshot)
+    client, ca = result.ingresses[("default", "app")].problems
+    assert client == (
+        "ingress.pomerium.io/tls_client_secret: Secret default/mtls key tls.crt: expected PEM or "
+        "base64-encoded PEM (certificate)"
+    )
+    assert ca.startswith("ingress.pomerium.io/tls_custom_ca_secret: Secret default/ca key ca.crt: "
+                         "not a valid PEM certificate: ")
+    assert result.ingresses[("default", "fine")].problems == ()
+    assert result.table is not None
+    assert [r.host for r in result.table.settings.routes if r.unavailable] == ["app.example.com"]

@@ -221,10 +221,17 @@ def _secret_options(
         data = _secret_data(ctx, lookups, namespace, name, where)
         if data is None:
             continue
+        found: dict[str, str] = {}
         for option, data_key in wanted.items():
-            value = _secret_key(ctx, data, f"{namespace}/{name}", data_key, where)
-            if value is not None:
-                options[option] = value
+            ref = f"{namespace}/{name}"
+            value = _secret_key(ctx, data, ref, data_key, where)
+            reason = None if value is None else upstream_material.pem_problem(option, value)
+            if reason is not None:  # named by the Secret's key, not by a route option
+                ctx.problem(1, where, f"Secret {ref} key {data_key}: {reason}")
+            elif value is not None:
+                found[option] = value
+        if len(found) == len(wanted):
+            options.update(found)
     for field in ("set_request_headers", "set_response_headers"):
         name = getattr(refs, field)
         if name is None:

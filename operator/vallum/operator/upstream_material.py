@@ -9,6 +9,10 @@ bad Secret (a cert-manager renewal half-written, a key pasted from the wrong Sec
 other change in the cluster from going live. Checked here, the material is a problem of its
 Ingress only: its routes deny with the reason, the rest of the table is served.
 
+The reader's own PEM check is also made here (:func:`pem_problem`) when the material comes from
+a Secret, so that the reason names the Secret and its key (``tls.crt``), not a route option the
+Ingress never wrote.
+
 Each distinct material is checked once (memoised by its text, so by Secret version); the key
 material itself never appears in a message.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -40,6 +45,26 @@ def problems(route: config.Route) -> list[str]:
             if reason is not None:
                 out.append(f"tls_client_cert/tls_client_key: {reason}")
     return out
+
+
+PEM_KINDS: dict[str, Literal["certificate", "private key"]] = {
+    "tls_client_cert": "certificate",
+    "tls_client_key": "private key",
+    "tls_custom_ca": "certificate",
+}
+"""What each upstream TLS option's PEM must hold."""
+
+
+@functools.lru_cache(maxsize=1024)
+def pem_problem(option: str, text: str) -> str | None:
+    """Why ``text`` is not the PEM that ``option`` needs (as the routes reader checks it), or
+    None: checked where a Secret's key is read, so the reason can name the Secret and key
+    rather than a route option the user never wrote."""
+    try:
+        config.parse_pem(text, PEM_KINDS[option])
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 @functools.lru_cache(maxsize=1024)
