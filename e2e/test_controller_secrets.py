@@ -241,7 +241,7 @@ BAD = {
 """Secret type, tls.crt and tls.key of each bad client Secret (CERT: a good certificate,
 OTHER_KEY: the key of another)."""
 REASONS = {
-    "not-pem": ("tls_client_cert", "expected PEM", "tls_client_key"),
+    "not-pem": ("Secret", "/bad-client key tls.crt: expected PEM", "/bad-client key tls.key"),
     "mismatched-key": ("private key does not match the certificate", "Secret", "/bad-client"),
 }
 """What the 503 page must say for each."""
