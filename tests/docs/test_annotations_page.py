@@ -218,3 +218,15 @@ def test_secure_upstream_checks_the_service_name_on_pod_addresses_only() -> None
     external = k8s.service(type="ExternalName", externalName="wiki.example.org")
     (ext, *_) = _routes(secure, external)
     assert ext.to[0].url == "https://wiki.example.org:80" and ext.tls_server_name is None
+
+
+def test_the_quoted_secret_problem_is_the_codes() -> None:
+    text = SECTIONS["Secrets"].split("named with the annotation, the Secret and the key, e.g.")[1]
+    (quoted, *_) = pages.code_names(text)
+    ingress = k8s.ingress(
+        "wiki", "docs", annotations={"ingress.pomerium.io/tls_client_secret": "wiki-client-cert"}
+    )
+    secret = k8s.secret("wiki-client-cert", {"tls.crt": "nope", "tls.key": "nope"}, "docs")
+    backend = (k8s.service(namespace="docs"), k8s.endpoint_slice(namespace="docs"))
+    result = translate.translate(k8s.snapshot(*backend, ingress, secret))
+    assert quoted in result.ingresses[("docs", "wiki")].problems
