@@ -73,13 +73,10 @@ class World:
                 notes["ingress.vallum.dev/tls_client_secret"] = "mtls"
             if rng.random() < 0.1:
                 notes["ingress.pomerium.io/timeout"] = "fast"  # broken
-            obj = k8s.ingress(
-                f"i{n}",
-                ns,
-                host=f"h{rng.randrange(3)}.example.com",
-                paths=paths,
-                annotations=notes,
+            host = rng.choice(
+                ["h0.example.com", "h1.example.com", "h2.example.com", "*.example.com"]
             )
+            obj = k8s.ingress(f"i{n}", ns, host=host, paths=paths, annotations=notes)
             self.put("ingresses", created(obj, f"2026-01-0{1 + rng.randrange(3)}T00:00:00Z"))
         elif action == 3:
             self.drop("ingresses", (ns, f"i{n}"))
@@ -321,3 +318,36 @@ def test_a_certificate_for_another_namespace_s_host_is_left_out(test_ca: TestCA)
         "Ingress aaa/own spec.tls: a certificate for payroll.example.com is not served: that "
         "host belongs to namespace payroll"
     ) in result.warnings
+
+
+def wildcard(namespace: str, when: str) -> dict[str, Any]:
+    obj = k8s.ingress("all", namespace, host="*.example.com", paths=[k8s.path("/")])
+    return created(obj, when)
+
+
+def test_an_exact_host_under_an_older_wildcard_of_another_namespace_is_refused() -> None:
+    # payroll serves *.example.com; a newer exact host of aaa would be chosen before it.
+    late = created(
+        k8s.ingress("grab", "aaa", host="login.example.com", paths=[k8s.path("/")]),
+        "2026-02-01T00:00:00Z",
+    )
+    result = translate.translate(backed(wildcard("payroll", "2026-01-01T00:00:00Z"), late))
+    route = served(result, "login.example.com", "/")
+    assert route is not None and route.source.startswith("Ingress payroll/all ")
+    (warning,) = result.ingresses[ATTACKER].warnings
+    assert warning.startswith(
+        "Ingress aaa/grab is refused host login.example.com: "
+        "*.example.com belongs to namespace payroll "
+    )
+    # The wildcard's own namespace may add exact hosts below it.
+    mine = created(
+        k8s.ingress("login", "payroll", host="login.example.com", paths=[k8s.path("/x")]),
+        "2026-03-01T00:00:00Z",
+    )
+    result = translate.translate(backed(wildcard("payroll", "2026-01-01T00:00:00Z"), mine))
+    route = served(result, "login.example.com", "/x")
+    assert route is not None and route.source.startswith("Ingress payroll/login ")
+    # An exact host older than another namespace's wildcard stays its own.
+    result = translate.translate(backed(wildcard("zzz", "2026-03-01T00:00:00Z"), late))
+    route = served(result, "login.example.com", "/")
+    assert route is not None and route.source.startswith("Ingress aaa/grab ")

@@ -25,7 +25,10 @@ host also has its ``spec.tls`` certificates left out, and no Ingress's certifica
 another namespace owns is served (the proxy picks a certificate by exact name first), so no one
 can put their own certificate in front of another namespace's host. Ingress certificates come
 oldest Ingress first (the first certificate is the default one). Hosts are compared as the
-index keys them (``*.example.com`` and ``a.example.com`` are two hosts). A broken Ingress keeps
+index keys them, with one addition: a wildcard host (``*.example.com``) counts as a claim on the
+exact hosts it covers (``a.example.com``, one label), since an exact host is chosen before the
+wildcard and would take its requests; so an exact host under another namespace's older wildcard
+is refused too (and its requests keep going to the wildcard). A broken Ingress keeps
 the hosts it owns (its routes deny with the reason), so breaking one's own Ingress hands nothing
 to anyone.
 
@@ -186,6 +189,7 @@ class Translator:
         self._policies: dict[ObjectKey, tuple[object, tuple[str, ...]]] = {}
         self._dependents: dict[snap.Dependency, set[ObjectKey]] = {}
         self._claims: dict[str, set[ObjectKey]] = {}  # host -> Ingresses with routes for it
+        self._under: dict[str, set[str]] = {}  # parent domain -> its claimed exact hosts
         self._parts: dict[str, _HostPart] = {}
         self._hosts: list[str] = []  # sorted keys of _parts
         self._host_routes: dict[str, routing.HostRoutes] = {}
@@ -231,6 +235,9 @@ class Translator:
                 touched.add(key)
         self._last, self._last_settings_key = snapshot, settings_key
         self.last_compiled = tuple(compiled_now)
+        for host in list(touched_hosts):  # a wildcard's owner counts for the hosts below it
+            if host.startswith("*."):
+                touched_hosts.update(self._under.get(host[2:], ()))
         for host in sorted(touched_hosts):
             touched |= self._settle(host)
         for key in touched:
@@ -340,6 +347,12 @@ class Translator:
             for host in old.by_host:
                 self._claims[host].discard(key)
                 hosts.add(host)
+                if not self._claims[host] and "." in host and not host.startswith("*."):
+                    under = self._under.get(_parent(host))
+                    if under is not None:
+                        under.discard(host)
+                        if not under:
+                            del self._under[_parent(host)]
         if new is None:
             self._ingresses.pop(key, None)
             self._outcomes.pop(key, None)
@@ -354,6 +367,8 @@ class Translator:
         for host in new.by_host:
             self._claims.setdefault(host, set()).add(key)
             hosts.add(host)
+            if "." in host and not host.startswith("*."):
+                self._under.setdefault(_parent(host), set()).add(host)
 
     def _count_secret(self, key: ObjectKey, step: int) -> None:
         count = self._secret_users.get(key, 0) + step
@@ -373,10 +388,13 @@ class Translator:
             self._claims.pop(host, None)
             if self._parts.pop(host, None) is not None:
                 del self._hosts[bisect.bisect_left(self._hosts, host)]
-                del self._host_routes[host]
+                self._host_routes.pop(host, None)
                 self._warned.discard(host)
             return set()
-        owner = min(memos, key=lambda m: m.claim)
+        covering = () if host.startswith("*.") or "." not in host else self._claims.get(
+            "*." + _parent(host), ()
+        )
+        owner = min([*memos, *(self._ingresses[key] for key in covering)], key=lambda m: m.claim)
         namespace = owner.key[0]
         order = sorted(memos, key=lambda m: (bool(m.compiled.problems), m.claim))
         taken: dict[_Rule, tuple[_Memo, config.Route]] = {}
@@ -386,6 +404,13 @@ class Translator:
         served: dict[ObjectKey, int] = {}
         for memo in order:
             name = _name(memo.key)
+            if memo.key[0] != namespace and owner.key in covering:
+                warnings[memo.key] = (
+                    f"{name} is refused host {host}: *.{_parent(host)} belongs to namespace "
+                    f"{namespace} (its oldest Ingress is {_name(owner.key)}); this Ingress's "
+                    "routes for it are not served",
+                )
+                continue
             if memo.key[0] != namespace:
                 warnings[memo.key] = (
                     f"{name} is refused host {host}: it belongs to namespace {namespace} (its "
@@ -424,7 +449,10 @@ class Translator:
         if host not in self._parts:
             bisect.insort(self._hosts, host)
         self._parts[host] = part
-        self._host_routes[host] = part.routes
+        if prepared:
+            self._host_routes[host] = part.routes
+        else:  # refused whole: its requests go to the wildcard, as if it were not there
+            self._host_routes.pop(host, None)
         if warnings:
             self._warned.add(host)
         else:
@@ -488,9 +516,13 @@ class Translator:
     def _foreign_name(
         self, namespace: str, cert: config.Certificate
     ) -> tuple[str, str] | None:
-        """A name of ``cert`` that is a host another namespace owns, with that namespace."""
+        """A name of ``cert`` that is a host another namespace owns (an exact host, else the
+        wildcard covering it), with that namespace. (A wildcard certificate over another
+        namespace's exact host is not one: that host's own exact certificate is chosen first.)"""
         for name in _certificate_names(cert.cert_pem):
             part = self._parts.get(name)
+            if part is None and "." in name and not name.startswith("*."):
+                part = self._parts.get("*." + _parent(name))
             if part is not None and part.owner != namespace:
                 return name, part.owner
         return None
@@ -547,6 +579,11 @@ def _certificate_names(cert_pem: str) -> tuple[str, ...]:
     except x509.ExtensionNotFound:
         names = [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
     return tuple(name.lower().rstrip(".") for name in names)
+
+
+def _parent(host: str) -> str:
+    """``example.com`` for ``a.example.com`` (what ``*.example.com`` covers: one label)."""
+    return host.split(".", 1)[1]
 
 
 def _claim(key: ObjectKey, ingress: Mapping[str, Any]) -> Claim:
