@@ -131,3 +131,38 @@ async def test_a_replica_that_stops_cleanly_hands_over_at_the_next_read() -> Non
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         api.delete_namespaced_lease(name, "default")
+
+
+class _Refusing:
+    """A coordination API that refuses every call, as the API server does without RBAC."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def read_namespaced_lease(self, name: str, namespace: str) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        self.calls += 1
+        exc = ApiException(status=403, reason="Forbidden")
+        exc.body = '{"message": "leases.coordination.k8s.io is forbidden"}'
+        raise exc
+
+
+def test_a_refusal_is_logged_once_in_one_line_while_it_keeps_trying(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = _Refusing()
+    elector = lease.Elector(api, "ns", "name", "me", retry=0.01, renew=0.01)
+
+    async def briefly() -> None:
+        task = asyncio.create_task(elector.run())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    with caplog.at_level("WARNING", logger="vallum.operator.lease"):
+        asyncio.run(briefly())
+    assert api.calls >= 5 and not elector.leader
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["lease ns/name: 403 Forbidden"]

@@ -117,12 +117,17 @@ class Elector:
 
     async def run(self) -> None:
         """Take part in the election until cancelled; then hand the Lease back if held."""
+        last_said = ""
         try:
             while True:
                 try:
                     leader = await asyncio.to_thread(self.step)
+                    last_said = ""
                 except Exception as exc:  # the API server unreachable: keep trying
-                    log.warning("lease %s/%s: %s", self.namespace, self.name, exc)
+                    said = _one_line(exc)
+                    if said != last_said:  # once per cause, not every retry
+                        log.warning("lease %s/%s: %s", self.namespace, self.name, said)
+                        last_said = said
                     leader = self.leader and time.monotonic() - self._renewed_at < self.duration
                 self._set(leader)
                 await asyncio.sleep(self.renew if self.leader else self.retry)
@@ -213,6 +218,15 @@ def _record(lease: Any) -> Record:
         version=str(lease.metadata.resource_version),
         transitions=int(spec.lease_transitions or 0) if spec is not None else 0,
     )
+
+
+def _one_line(exc: Exception) -> str:
+    """The client's exceptions carry the whole response; ``403 Forbidden`` is what to say."""
+    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
+    if isinstance(status, int) and reason:
+        return f"{status} {reason}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _now() -> dt.datetime:
