@@ -56,7 +56,7 @@ from vallum.operator import leadership, revocations, translate
 from vallum.operator import snapshot as snap
 from vallum.operator import status as status_mod
 from vallum.operator import store as store_mod
-from vallum.proxy import identity, logs, server, session_state
+from vallum.proxy import identity, logs, metrics, server, session_state
 
 log = logging.getLogger("vallum.controller")
 
@@ -251,6 +251,8 @@ class Runner:
         self.server: server.Server | None = None
         self._isolated: tuple[str, config.RouteTable] | None = None  # offered checksum, served
         self.workers = workers  # with --workers N > 1: this process only watches and sends
+        # What this process's /metrics shows, before and after the first table.
+        self.metrics = workers.metrics if workers is not None else metrics.Metrics()
         self.bridge: tuple[revocation_bridge.Bridge, asyncio.Task[None]] | None = None
         self.waiting_admin: Any = None  # the admin listener until the Server has its own
         self.stop = asyncio.Event()
@@ -318,13 +320,13 @@ class Runner:
     async def _start_waiting_admin(self) -> None:
         if not self.args.metrics_address:
             return
-        from vallum.proxy import admin, metrics, state
+        from vallum.proxy import admin, state
 
         host, port = server.parse_address(self.args.metrics_address, "--metrics-address")
         placeholder = state.TableHolder(routing.build_table(config.Settings()))
         self.waiting_admin = await admin.start_admin(
             host or "0.0.0.0",  # noqa: S104 (the admin address is the operator's choice)
-            port, placeholder, metrics.Metrics(), ready=lambda: False,
+            port, placeholder, self.metrics, ready=lambda: False,
         )
 
     # -- the proxy's side (this loop) -----------------------------------------------------------
@@ -350,7 +352,8 @@ class Runner:
             await self.waiting_admin.cleanup()
             self.waiting_admin = None
         candidate = server.Server(
-            table, gate=identity.build_gate(table.settings, state=self.session_state)
+            table, gate=identity.build_gate(table.settings, state=self.session_state),
+            metrics_=self.metrics,
         )
         if not await server.start_or_report(candidate, "vallum controller"):
             self.status = 1
@@ -436,6 +439,15 @@ class Runner:
             status_addresses=args.publish_status_address, publish_service=args.publish_service,
             prune=self.session_state.prune_expired,
         )
+        self.metrics.set_leader(False)  # vallum_controller_leader follows the Lease
+        on_change = lead.elector.on_change
+
+        def leader_changed(leader: bool) -> None:
+            self.metrics.set_leader(leader)
+            if on_change is not None:
+                on_change(leader)
+
+        lead.elector.on_change = leader_changed
         loop_controller = controller_mod.Controller(
             store, translate.Translator(options), publish,
             list_objects=list_objects, list_keys=list_keys, read_secret=read_secret,

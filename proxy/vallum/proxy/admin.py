@@ -8,7 +8,9 @@ Low traffic, so aiohttp's ``web.Application`` is the right tool here.
 * ``/readyz`` — 200 when ``ready()`` says the table is loaded and the listeners are bound, else
   503 with a JSON reason (readiness); both carry the table's generation and checksum and the last
   reload error, if any.
-* ``/metrics`` — Prometheus text; in multiprocess mode the sum over every worker.
+* ``/metrics`` — Prometheus text; in multiprocess mode the sum over every worker. The
+  certificate expiries and ``vallum_ready`` are this process's view, taken at scrape time from
+  the table it serves and its readiness check.
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ async def _metrics(request: web.Request) -> web.Response:
     # This process's view, fresh at scrape time (other workers update theirs on swap/failure).
     collected.generation.set(holder.generation)
     collected.last_reload_success.set(0 if holder.last_error else 1)
+    collected.set_certificates(holder.current)  # parsed once per table
+    try:
+        collected.set_ready(bool(request.app[_READY]()))
+    except Exception:  # as /readyz: a failing check means "not ready"
+        collected.set_ready(False)
     body, content_type = collected.render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type

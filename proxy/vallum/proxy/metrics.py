@@ -13,6 +13,21 @@
 * ``vallum_route_table_generation``, ``vallum_route_table_routes``,
   ``vallum_config_last_reload_success`` and ``vallum_config_reload_failures_total`` — what live
   reload did.
+* ``vallum_certificate_expiration_timestamp_seconds{kind,name,serial}`` — the ``notAfter`` of
+  every certificate in the table being served, as a Unix time (the convention of cert-manager's
+  ``certmanager_certificate_expiration_timestamp_seconds`` and the x509 exporters: the value
+  only changes when the certificate does, and ``- time()`` gives the time left). ``kind`` is
+  ``server`` (``certificates``, the leaf), ``upstream_client`` (a route's
+  ``tls_client_cert``, the leaf) or ``ca`` (every certificate of ``certificate_authority``,
+  ``downstream_mtls.ca`` and a route's ``tls_custom_ca``); ``name`` is the subject's common
+  name, else its first SAN; ``serial`` the serial number in hex. One series per distinct
+  certificate of the current table, however many routes share it; a certificate that leaves
+  the table leaves the exposition. Computed by the process that answers ``/metrics`` from the
+  table it serves (:meth:`Metrics.set_certificates`, once per table), so it is exact in every
+  mode, workers or not.
+* ``vallum_ready`` (1/0, what ``/readyz`` says) and, under ``vallum controller`` only,
+  ``vallum_controller_leader`` (1 while this replica holds the Lease): state of the process
+  that answers ``/metrics``, set by it (:meth:`Metrics.set_ready`, :meth:`Metrics.set_leader`).
 
 Several worker processes share one port, and a scrape reaches only one of them; prometheus_client's
 multiprocess mode makes every worker write its values to files in ``PROMETHEUS_MULTIPROC_DIR``
@@ -26,8 +41,11 @@ import asyncio
 import bisect
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -39,6 +57,10 @@ from prometheus_client import (
     multiprocess,
     values,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from vallum.core import config
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -113,6 +135,119 @@ def _value_incs(counter: Counter, histogram: Histogram) -> _Incs | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateExpiry:
+    """One series of ``vallum_certificate_expiration_timestamp_seconds``."""
+
+    kind: str
+    name: str
+    serial: str
+    not_after: float
+
+
+def _certificate_names(cert: x509.Certificate) -> str:
+    """The subject's common name, else its first SAN (DNS, IP, URI), else ``""``."""
+    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if common and isinstance(common[0].value, str) and common[0].value:
+        return common[0].value
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return ""
+    for kind in (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier):
+        found = sans.get_values_for_type(kind)
+        if found:
+            return str(found[0])
+    return ""
+
+
+def _pem_sources(settings: config.Settings) -> Iterator[tuple[str, str, bool]]:
+    """``(kind, pem, whole bundle)`` for every certificate PEM ``settings`` names."""
+    for certificate in settings.certificates:
+        yield "server", certificate.cert_pem, False
+    if settings.certificate_authority_pem:
+        yield "ca", settings.certificate_authority_pem, True
+    if settings.downstream_mtls is not None and settings.downstream_mtls.ca_pem:
+        yield "ca", settings.downstream_mtls.ca_pem, True
+    for route in settings.routes:
+        if route.tls_client_cert_pem:
+            yield "upstream_client", route.tls_client_cert_pem, False
+        if route.tls_custom_ca_pem:
+            yield "ca", route.tls_custom_ca_pem, True
+
+
+def _parse(pem: str, bundle: bool) -> tuple[tuple[str, str, float], ...]:
+    """``(name, serial, notAfter)`` of the leaf, or of every certificate of a bundle; nothing
+    for a PEM that does not parse (a table that is served has loaded it already)."""
+    try:
+        certs = x509.load_pem_x509_certificates(pem.encode())
+    except ValueError:
+        return ()
+    return tuple(
+        (_certificate_names(c), format(c.serial_number, "x"), c.not_valid_after_utc.timestamp())
+        for c in (certs if bundle else certs[:1])
+    )
+
+
+class CertificateExpiries:
+    """The certificates of the table being served, parsed once per table (and once per PEM,
+    whatever number of routes share it)."""
+
+    def __init__(self) -> None:
+        self.series: tuple[CertificateExpiry, ...] = ()
+        self._checksum: str | None = None
+        self._parsed: dict[tuple[str, bool], tuple[tuple[str, str, float], ...]] = {}
+
+    def update(self, table: config.RouteTable) -> None:
+        if table.checksum == self._checksum:
+            return
+        parsed: dict[tuple[str, bool], tuple[tuple[str, str, float], ...]] = {}
+        found: dict[tuple[str, str, str], CertificateExpiry] = {}
+        for kind, pem, bundle in _pem_sources(table.settings):
+            key = (pem, bundle)
+            entries = parsed.get(key)
+            if entries is None:
+                entries = self._parsed.get(key)
+                if entries is None:
+                    entries = _parse(pem, bundle)
+                parsed[key] = entries
+            for name, serial, not_after in entries:
+                found.setdefault((kind, name, serial),
+                                 CertificateExpiry(kind, name, serial, not_after))
+        self._parsed = parsed  # certificates that left the table are forgotten
+        self.series = tuple(found[k] for k in sorted(found))
+        self._checksum = table.checksum
+
+
+class _AdminCollector(Collector):
+    """The series of the process answering ``/metrics`` (see the module doc), made at scrape."""
+
+    def __init__(self, owner: Metrics) -> None:
+        self.owner = owner
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        owner = self.owner
+        expiry = GaugeMetricFamily(
+            "vallum_certificate_expiration_timestamp_seconds",
+            "notAfter of each certificate in the table being served, as a Unix time.",
+            labels=("kind", "name", "serial"),
+        )
+        for entry in owner.certificates.series:
+            expiry.add_metric((entry.kind, entry.name, entry.serial), entry.not_after)
+        yield expiry
+        if owner.ready is not None:
+            yield GaugeMetricFamily(
+                "vallum_ready", "1 when /readyz answers ready, else 0.", value=owner.ready
+            )
+        if owner.leader is not None:
+            yield GaugeMetricFamily(
+                "vallum_controller_leader",
+                "1 while this vallum controller replica holds the Lease (writes status and "
+                "events), else 0.",
+                value=owner.leader,
+            )
+
+
 class Metrics:
     """The data plane's metrics. One instance per process."""
 
@@ -160,6 +295,11 @@ class Metrics:
             registry=self.registry,
         )
         self.last_reload_success.set(1)
+        self.certificates = CertificateExpiries()
+        self.ready: int | None = None
+        self.leader: int | None = None
+        self._admin = _AdminCollector(self)
+        self.registry.register(self._admin)
         self._children: dict[tuple[str, str, int], _Incs] = {}
         self._tallies: dict[tuple[str, str, int], _Tally] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -230,11 +370,25 @@ class Metrics:
         self.reload_failures.inc()
         self.last_reload_success.set(0)
 
+    def set_certificates(self, table: config.RouteTable) -> None:
+        """Expose the certificates of ``table`` (the one served); cheap when it is unchanged."""
+        self.certificates.update(table)
+
+    def set_ready(self, ready: bool) -> None:
+        """Record what ``/readyz`` answers."""
+        self.ready = int(ready)
+
+    def set_leader(self, leader: bool) -> None:
+        """Record whether this controller replica holds the Lease (from then on exported);
+        callable from any thread."""
+        self.leader = int(leader)
+
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type; sums every worker in multiprocess mode."""
         self.flush()
         if self.multiprocess_dir:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+            registry.register(self._admin)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
