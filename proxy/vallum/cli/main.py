@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from vallum.cli import config as config_cmd
 from vallum.cli import controller as controller_cmd
+from vallum.cli import doctor as doctor_cmd
 from vallum.cli import keys as keys_cmd
 from vallum.cli import policy as policy_cmd
 from vallum.cli import serve as serve_cmd
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Vallum: a zero-trust, identity-aware reverse proxy and Kubernetes ingress.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve_cmd, controller_cmd, config_cmd, policy_cmd, keys_cmd):
+    for module in (serve_cmd, controller_cmd, config_cmd, policy_cmd, keys_cmd, doctor_cmd):
         module.register(subparsers)
     return parser
 
