@@ -17,6 +17,7 @@ from vallum.cli import doctor as doctor_cmd
 from vallum.cli import keys as keys_cmd
 from vallum.cli import policy as policy_cmd
 from vallum.cli import serve as serve_cmd
+from vallum.cli import verify as verify_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Vallum: a zero-trust, identity-aware reverse proxy and Kubernetes ingress.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve_cmd, controller_cmd, config_cmd, policy_cmd, keys_cmd, doctor_cmd):
+    for module in (
+        serve_cmd, controller_cmd, config_cmd, policy_cmd, keys_cmd, doctor_cmd, verify_cmd
+    ):
         module.register(subparsers)
     return parser
 
