@@ -25,6 +25,13 @@
   the table leaves the exposition. Computed by the process that answers ``/metrics`` from the
   table it serves (:meth:`Metrics.set_certificates`, once per table), so it is exact in every
   mode, workers or not.
+* ``vallum_denials_total{reason}`` — requests the identity gate refused itself: ``policy``
+  (403), ``unauthenticated`` (401: an API client with no session, or a bearer token refused),
+  ``sign_in_required`` (a browser sent to sign in) and ``client_certificate`` (495); and
+  ``vallum_sign_ins_total{result}`` — sign-in callbacks that ended in a session (``success``)
+  or an error page (``failure``). The gate calls :func:`denied` and :func:`signed_in`, which
+  only add to a per-process tally (the gate has no ``Metrics``); :meth:`Metrics.flush` moves it
+  into the counters with the request tallies. Every label value exists from the start at 0.
 * ``vallum_ready`` (1/0, what ``/readyz`` says) and, under ``vallum controller`` only,
   ``vallum_controller_leader`` (1 while this replica holds the Lease): state of the process
   that answers ``/metrics``, set by it (:meth:`Metrics.set_ready`, :meth:`Metrics.set_leader`).
@@ -98,6 +105,31 @@ def worker_exited(pid: int) -> None:
     directory = os.environ.get(MULTIPROC_ENV)
     if directory:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+DENIAL_REASONS = ("policy", "unauthenticated", "sign_in_required", "client_certificate")
+SIGN_IN_RESULTS = ("success", "failure")
+_denials: dict[str, int] = {}
+_sign_ins: dict[str, int] = {}
+
+
+def denied(reason: str) -> None:
+    """Count a request the gate refused, by one of :data:`DENIAL_REASONS`. From the serving
+    loop's thread (as :meth:`Metrics.flush` runs); cheap: one dict update."""
+    _denials[reason] = _denials.get(reason, 0) + 1
+
+
+def signed_in(success: bool) -> None:
+    """Count a finished sign-in callback."""
+    result = "success" if success else "failure"
+    _sign_ins[result] = _sign_ins.get(result, 0) + 1
+
+
+def _drain(tally: dict[str, int]) -> list[tuple[str, int]]:
+    items = list(tally.items())
+    for key, count in items:  # subtract what was read: a concurrent add is kept for next time
+        tally[key] -= count
+    return [(key, count) for key, count in items if count]
 
 
 _Inc = Callable[[float], None]
@@ -295,6 +327,22 @@ class Metrics:
             registry=self.registry,
         )
         self.last_reload_success.set(1)
+        self.denials = Counter(
+            "vallum_denials",
+            "Requests refused by the identity gate itself, by reason.",
+            ("reason",),
+            registry=self.registry,
+        )
+        self.sign_ins = Counter(
+            "vallum_sign_ins",
+            "Sign-in callbacks, by result (success: a session was made).",
+            ("result",),
+            registry=self.registry,
+        )
+        for reason in DENIAL_REASONS:
+            self.denials.labels(reason)
+        for result in SIGN_IN_RESULTS:
+            self.sign_ins.labels(result)
         self.certificates = CertificateExpiries()
         self.ready: int | None = None
         self.leader: int | None = None
@@ -350,6 +398,12 @@ class Metrics:
             for bucket, count in zip(incs[2], tally.buckets, strict=True):
                 if count:
                     bucket(float(count))
+        if _denials:
+            for reason, count in _drain(_denials):
+                self.denials.labels(reason).inc(count)
+        if _sign_ins:
+            for result, count in _drain(_sign_ins):
+                self.sign_ins.labels(result).inc(count)
 
     def _child(self, route: str, method: str, status: int) -> _Incs | None:
         counter = self.requests.labels(route, method, str(status))

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 
 from vallum.core import errors
 from vallum.core.request import RequestInfo
-from vallum.proxy import pipeline, redirects, sessions
+from vallum.proxy import metrics, pipeline, redirects, sessions
 from vallum.proxy.identity import authenticate, context, responses
 
 if TYPE_CHECKING:
@@ -102,7 +102,9 @@ async def handle(
     if path == SIGN_IN:
         return await sign_in(ctx, req, on_auth_host)
     if path == CALLBACK and on_auth_host:
-        return await callback(ctx, req)
+        answer = await callback(ctx, req)
+        metrics.signed_in(answer.status < 400)  # a hand-off redirect, else an error page
+        return answer
     if path == HANDOFF:
         return handoff(ctx, req)
     return responses.error(req, 404, "No such Vallum endpoint.")

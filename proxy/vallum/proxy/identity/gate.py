@@ -17,7 +17,7 @@ import logging
 from vallum.core import claims, config, policy, routing
 from vallum.core.identity import Identity
 from vallum.core.request import RequestInfo
-from vallum.proxy import pipeline, session_state
+from vallum.proxy import metrics, pipeline, session_state
 from vallum.proxy.identity import authenticate, context, endpoints, responses
 
 log = logging.getLogger("vallum.identity")
@@ -217,6 +217,7 @@ class IdentityGate:
             )
         if not responses.wants_html(req) or req.method not in ("GET", "HEAD"):
             return responses.unauthenticated(req, "Sign in first (no valid session or token).")
+        metrics.denied("sign_in_required")
         return endpoints.sign_in_redirect(ctx, req, return_url(req))
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 from vallum.core.identity import Identity
 from vallum.core.request import RequestInfo
-from vallum.proxy import errors, pipeline
+from vallum.proxy import errors, metrics, pipeline
 
 NO_STORE = ("Cache-Control", "no-store")
 NO_FRAMES = (("Content-Security-Policy", "frame-ancestors 'none'"), ("X-Frame-Options", "DENY"))
@@ -52,6 +52,7 @@ def unauthenticated(
     req: RequestInfo, message: str, cookies: Iterable[str] = ()
 ) -> pipeline.Respond:
     """401 for API clients (JSON when they accept it), so a single-page app can react."""
+    metrics.denied("unauthenticated")
     return error(
         req, 401, message, headers=[("WWW-Authenticate", 'Bearer realm="vallum"')],
         cookies=cookies,
@@ -60,12 +61,14 @@ def unauthenticated(
 
 def forbidden(req: RequestInfo, reasons: Sequence[str]) -> pipeline.Respond:
     """403 with the policy's reasons (and the request id, from the error page)."""
+    metrics.denied("policy")
     why = ", ".join(reasons) if reasons else "no rule allows this request"
     return error(req, 403, f"You are signed in, but this route's policy denies access: {why}.")
 
 
 def invalid_client_certificate(req: RequestInfo, detail: str) -> pipeline.Respond:
     """495 (nginx's and Pomerium's status for a bad client certificate)."""
+    metrics.denied("client_certificate")
     return error(req, 495, f"A valid client certificate is required for this route ({detail}).")
 
 
