@@ -172,3 +172,34 @@ async def app_server() -> AsyncIterator[App]:
         yield app
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def sidecar_running(
+    verifier: Any, upstream: str, *, header: str | None = None, ssl_context: Any = None
+) -> AsyncIterator[int]:
+    """``vallum.verify.sidecar.serve`` in this process on a free port; yields the port."""
+    from vallum.verify import check, sidecar
+
+    port = free_port()
+    options = sidecar.Options(upstream=upstream, audience=verifier.audience,
+                              header=header or check.DEFAULT_HEADER)
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        sidecar.serve(verifier, options, "127.0.0.1", port, ssl_context=ssl_context, stop=stop)
+    )
+    try:
+        for _ in range(200):
+            if task.done():
+                task.result()
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            break
+        yield port
+    finally:
+        stop.set()
+        await task

@@ -3,7 +3,7 @@
 Why this module exists: most apps should not call :func:`vallum.verify.verify` by hand in every
 handler; a middleware checks every request before any handler runs, answers ``401`` (``503``
 while no keys could be loaded) and hands the verified claims to the app:
-``request["vallum_claims"]`` in aiohttp, ``scope["vallum_claims"]`` in ASGI (Starlette:
+``request[middleware.CLAIMS]`` in aiohttp, ``scope["vallum_claims"]`` in ASGI (Starlette:
 ``request.scope["vallum_claims"]``).
 """
 
@@ -22,6 +22,10 @@ from vallum.verify import keys as keys_mod
 log = logging.getLogger("vallum.verify")
 
 CLAIMS_KEY = "vallum_claims"
+CLAIMS: Any = (
+    web.RequestKey(CLAIMS_KEY, dict) if hasattr(web, "RequestKey") else CLAIMS_KEY
+)
+"""aiohttp: ``request[CLAIMS]`` holds the verified claims (a ``RequestKey`` on aiohttp >= 3.14)."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,7 +67,7 @@ def aiohttp_middleware(
         status, reason, claims = await judge(verifier, request.headers.getall(header, []))
         if status != 200:
             return refusal(status, reason)
-        request[CLAIMS_KEY] = claims
+        request[CLAIMS] = claims
         return await handler(request)
 
     return vallum_verify
