@@ -37,6 +37,7 @@ for d in p["optional-dependencies"][e]]))' > requirements.txt \
 COPY README.md ./
 COPY proxy ./proxy
 COPY operator ./operator
+COPY crds ./crds
 RUN /opt/vallum/bin/pip install --no-deps ".[speed,operator]" \
  && /opt/vallum/bin/vallum controller --help > /dev/null
 
