@@ -25,6 +25,7 @@ from tests.support.net import free_port
 from vallum.core.config import Settings
 from vallum.core.identity import Identity
 from vallum.proxy import jwt as vjwt
+from vallum.verify import check, sidecar
 
 HOST = "app.example.test"
 ALICE = Identity(user="alice", email="alice@example.test", groups=("staff",), session_id="s-1")
@@ -176,12 +177,12 @@ async def app_server() -> AsyncIterator[App]:
 
 @contextlib.asynccontextmanager
 async def sidecar_running(
-    verifier: Any, upstream: str, *, header: str | None = None, ssl_context: Any = None
+    verifier: Any, upstream: str, *, header: str | None = None, ssl_context: Any = None,
+    port: int | None = None,
 ) -> AsyncIterator[int]:
-    """``vallum.verify.sidecar.serve`` in this process on a free port; yields the port."""
-    from vallum.verify import check, sidecar
-
-    port = free_port()
+    """``vallum.verify.sidecar.serve`` in this process (on ``port`` or a free one); yields the
+    port."""
+    port = port or free_port()
     options = sidecar.Options(upstream=upstream, audience=verifier.audience,
                               header=header or check.DEFAULT_HEADER)
     stop = asyncio.Event()
