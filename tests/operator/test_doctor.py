@@ -8,6 +8,7 @@ import base64
 import copy
 import datetime as dt
 import json
+import pathlib
 import socket
 from typing import Any
 
@@ -426,3 +427,18 @@ def test_fetching_discovery_from_a_closed_port_says_unreachable() -> None:
     got = doctor_gather.fetch_discovery(f"http://127.0.0.1:{port}", timeout=2)
     assert got.document is None
     assert got.error.startswith("unreachable (")
+
+
+def test_a_missing_settings_object_points_at_the_shipped_example() -> None:
+    facts = healthy()
+    facts.settings, facts.discovery = None, None
+    fix = by_name(facts)["settings"].fix
+    example = fix.split()[3]
+    assert example.endswith("crds/examples/settings.yaml")
+    assert pathlib.Path(example).is_file()
+
+
+def test_the_docs_page_describes_every_check() -> None:
+    page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "doctor.md").read_text()
+    for check in doctor.run(healthy()):
+        assert f"| `{check.name}` |" in page, check.name

@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import posixpath
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -257,7 +258,8 @@ def check_settings(facts: Facts) -> Check:
         return Check(
             "settings", "fail",
             f"Settings {name} not found: the controller serves without sign-in",
-            f"kubectl apply -f - (a Settings named {name}; examples in docs/operator.md)",
+            f"kubectl apply -f {_example(facts)}  (edit it first: metadata.name {name}, your "
+            "identity provider and Secrets)",
         )
     read = settings_crd.read(facts.settings, facts.secrets)
     problems = tuple(p for p in read.problems if not _SECRET_PRESENCE.search(p))
@@ -283,6 +285,13 @@ def check_settings(facts: Facts) -> Check:
             f"kubectl describe settings {name}",
         )
     return Check("settings", "ok", f"Settings {name} reads well; Ready True ({said})")
+
+
+def _example(facts: Facts) -> str:
+    """The example Settings shipped beside the CRDs."""
+    for path in sorted(facts.crd_files.values()):
+        return posixpath.join(posixpath.dirname(path), "examples", "settings.yaml")
+    return "crds/examples/settings.yaml"
 
 
 def _condition(obj: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
