@@ -439,3 +439,50 @@ def test_a_deployment_whose_pods_are_not_ready_fails(setup: Setup) -> None:
     check = checks["replicas"]
     assert check["message"] == f"Deployment {setup.ns}/vallum: 0/1 replicas ready"
     assert check["fix"] == f"kubectl -n {setup.ns} describe pods -l app.kubernetes.io/name=vallum"
+
+
+# --- permissions ----------------------------------------------------------------------------
+
+
+def test_reads_refused_fail_their_checks_and_the_others_still_run(
+    setup: Setup, tmp_path: pathlib.Path,
+) -> None:
+    """A ServiceAccount that may only read Leases in the namespace: every other check fails
+    naming the refusal (the API server's own words), the Lease's passes, no traceback."""
+    account = "doctor-reader"
+    setup.cluster.apply(f"""
+        apiVersion: v1
+        kind: ServiceAccount
+        metadata: {{name: {account}}}
+        ---
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: Role
+        metadata: {{name: {account}}}
+        rules: [{{apiGroups: [coordination.k8s.io], resources: [leases], verbs: [get]}}]
+        ---
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: RoleBinding
+        metadata: {{name: {account}}}
+        roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {account}}}
+        subjects: [{{kind: ServiceAccount, name: {account}, namespace: {setup.ns}}}]
+    """, setup.ns)
+    token = setup.cluster.kubectl("create", "token", account, "-n", setup.ns,
+                                  "--duration=10m").strip()
+    admin = json.loads(setup.cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+    kubeconfig = tmp_path / "reader.kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "e2e", "cluster": admin["clusters"][0]["cluster"]}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": account, "context": {"cluster": "e2e", "user": account}}],
+        "current-context": account,
+    }))
+    code, checks = setup.run("--kubeconfig", str(kubeconfig))
+    assert code == 1
+    assert checks["leader"]["status"] == "ok", checks["leader"]
+    refused = {name: c for name, c in checks.items() if name != "leader"}
+    for name, check in refused.items():
+        assert check["status"] == "fail", (name, check)
+        assert check["message"].startswith("cannot read what this check needs: GET "), check
+        assert " 403 Forbidden: " in check["message"], check
+        assert f"system:serviceaccount:{setup.ns}:{account}" in check["message"], check

@@ -442,3 +442,25 @@ def test_the_docs_page_describes_every_check() -> None:
     page = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "doctor.md").read_text()
     for check in doctor.run(healthy()):
         assert f"| `{check.name}` |" in page, check.name
+
+
+def test_what_could_not_be_read_fails_its_checks_and_the_others_run() -> None:
+    facts = healthy()
+    said = 'GET /api/v1/namespaces/vallum/secrets/idp: 403 Forbidden: secrets "idp" is forbidden'
+    facts.unreadable = {"references": said, "certificates": said}
+    checks = by_name(facts)
+    assert [n for n, c in checks.items() if c.status != "ok"] == ["references", "certificates"]
+    assert checks["references"].message == f"cannot read what this check needs: {said}"
+    assert "kubectl auth can-i --list" in checks["references"].fix
+
+
+def test_a_crd_not_established_fails() -> None:
+    facts = healthy()
+    crd = installed(CRDS[0]["policies.vallum.dev"])
+    crd["status"] = {"conditions": [{"type": "Established", "status": "False",
+                                     "reason": "NotAccepted", "message": "names conflict"}]}
+    facts.crds = {**facts.crds, "policies.vallum.dev": crd}
+    check = only_failing(facts)
+    assert check.details == ("CRD policies.vallum.dev is not Established: NotAccepted names "
+                             "conflict",)
+    assert check.fix == "kubectl describe crd policies.vallum.dev"

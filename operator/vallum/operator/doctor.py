@@ -122,6 +122,9 @@ class Facts:
     lease: Mapping[str, Any] | None = None
     deployments: Sequence[Mapping[str, Any]] = ()
     pods: Sequence[Mapping[str, Any]] = ()
+    unreadable: dict[str, str] = dataclasses.field(default_factory=dict)
+    """Check name -> why what it looks at could not be read (a 403, say): that check fails
+    saying so, instead of the whole run stopping."""
 
 
 # --- CRDs ----------------------------------------------------------------------------------------
@@ -179,6 +182,12 @@ def check_crds(facts: Facts) -> Check:
         if have is None:
             problems.append(f"CRD {name} is not installed")
             fixes.append(apply)
+            continue
+        established = _condition(have, "Established")
+        if established is not None and established.get("status") != "True":
+            problems.append(f"CRD {name} is not Established: {established.get('reason', '')} "
+                            f"{established.get('message', '')}".strip())
+            fixes.append(f"kubectl describe crd {name}")
             continue
         schema = served_schema(have)
         if schema is None:
@@ -632,7 +641,17 @@ CHECKS = (
 
 def run(facts: Facts) -> list[Check]:
     """Every check, in the order a newcomer fixes things."""
-    return [check(facts) for check in CHECKS]
+    out: list[Check] = []
+    for check in CHECKS:
+        name = check.__name__.removeprefix("check_").replace("_", "-")
+        if name in facts.unreadable:
+            out.append(Check(
+                name, "fail", f"cannot read what this check needs: {facts.unreadable[name]}",
+                "run vallum doctor with credentials that may read it (kubectl auth can-i --list)",
+            ))
+        else:
+            out.append(check(facts))
+    return out
 
 
 def exit_status(checks: Iterable[Check]) -> int:

@@ -72,9 +72,17 @@ def get(api: Any, path: str, query: list[tuple[str, Any]] | None = None) -> Any:
     if response.status == 404:
         raise NotFound(path)
     if response.status >= 400:
-        text = data.decode("utf-8", "replace")[:200] if data else ""
-        raise ApiError(f"GET {path}: {response.status} {response.reason} {text}".strip())
+        raise ApiError(f"GET {path}: {response.status} {response.reason}{_said(data)}")
     return json.loads(data)
+
+
+def _said(data: bytes | None) -> str:
+    """The message of a ``Status`` body (``secrets "x" is forbidden: User ...``), if any."""
+    try:
+        message = json.loads(data or b"").get("message")
+    except (ValueError, AttributeError):
+        return ""
+    return f": {str(message)[:300]}" if message else ""
 
 
 def get_or_none(api: Any, path: str) -> dict[str, Any] | None:
@@ -101,55 +109,87 @@ def gather(
     idp_timeout: float = 5.0,
     now: dt.datetime | None = None,
 ) -> doctor.Facts:
-    """Read everything the checks need. ``ApiError`` when the API server refuses a read."""
+    """Read everything the checks need. A read the API server refuses (403, ...) makes the
+    checks that needed it fail saying so (``Facts.unreadable``); the others still run."""
     expected, files = crds
-    found_crds = {
-        name: get_or_none(api, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
-        for name in expected
-    }
     facts = doctor.Facts(
-        options=options,
-        now=now or dt.datetime.now(dt.UTC),
-        expected_crds=expected,
-        crd_files=files,
-        crds=found_crds,
-        ingress_classes=items(api, "/apis/networking.k8s.io/v1/ingressclasses"),
+        options=options, now=now or dt.datetime.now(dt.UTC), expected_crds=expected,
+        crd_files=files, crds={},
     )
-    try:
-        facts.settings = get(api, f"/apis/vallum.dev/v1alpha1/settings/{options.settings_name}")
-    except NotFound:
-        facts.settings = None
-        facts.settings_served = _served(api, "/apis/vallum.dev/v1alpha1/settings")
-    facts.ingresses = items(api, "/apis/networking.k8s.io/v1/ingresses")
+
+    def reading(*checks: str) -> _Reading:
+        return _Reading(facts, checks)
+
+    with reading("crds"):
+        facts.crds = {
+            name: get_or_none(
+                api, f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            )
+            for name in expected
+        }
+    with reading("ingress-class", "references", "certificates"):
+        facts.ingress_classes = items(api, "/apis/networking.k8s.io/v1/ingressclasses")
+    with reading("settings", "references", "identity-provider", "certificates"):
+        try:
+            facts.settings = get(api, f"/apis/vallum.dev/v1alpha1/settings/{options.settings_name}")
+        except NotFound:
+            facts.settings_served = _served(api, "/apis/vallum.dev/v1alpha1/settings")
+    with reading("references", "certificates"):
+        facts.ingresses = items(api, "/apis/networking.k8s.io/v1/ingresses")
     ours = doctor.ours(facts)
     keys = {ref.key for ref in doctor.secret_refs(facts.settings, ours)}
-    facts.secrets = {
-        key: secret for key in sorted(keys)
-        if (secret := get_or_none(api, f"/api/v1/namespaces/{key[0]}/secrets/{key[1]}"))
-    }
-    facts.policies = frozenset(
-        key for _, key in doctor.policy_refs(ours)
-        if get_or_none(api, f"/apis/vallum.dev/v1alpha1/namespaces/{key[0]}/policies/{key[1]}")
-    )
+    with reading("references", "certificates", "settings"):
+        facts.secrets = {
+            key: secret for key in sorted(keys)
+            if (secret := get_or_none(api, f"/api/v1/namespaces/{key[0]}/secrets/{key[1]}"))
+        }
+    with reading("references"):
+        facts.policies = frozenset(
+            key for _, key in doctor.policy_refs(ours)
+            if get_or_none(
+                api, f"/apis/vallum.dev/v1alpha1/namespaces/{key[0]}/policies/{key[1]}"
+            )
+        )
     url = doctor.idp_url(facts.settings)
     if url is not None:
         facts.discovery = fetch_discovery(url, idp_timeout, _ca_bundle(facts))
-    facts.lease = get_or_none(
-        api, f"/apis/coordination.k8s.io/v1/namespaces/{options.lease_namespace}/leases/"
-        f"{options.lease_name}",
-    )
-    label = [("labelSelector", doctor.APP_LABEL)]
-    facts.deployments = items(api, f"/apis/apps/v1/namespaces/{options.namespace}/deployments",
-                              label)
-    pods: list[Any] = []
-    for dep in facts.deployments:
-        match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        if match:
-            selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
-            pods += items(api, f"/api/v1/namespaces/{options.namespace}/pods",
-                          [("labelSelector", selector)])
-    facts.pods = pods
+    with reading("leader"):
+        facts.lease = get_or_none(
+            api, f"/apis/coordination.k8s.io/v1/namespaces/{options.lease_namespace}/leases/"
+            f"{options.lease_name}",
+        )
+    with reading("replicas"):
+        label = [("labelSelector", doctor.APP_LABEL)]
+        facts.deployments = items(
+            api, f"/apis/apps/v1/namespaces/{options.namespace}/deployments", label
+        )
+        pods: list[Any] = []
+        for dep in facts.deployments:
+            match = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if match:
+                selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+                pods += items(api, f"/api/v1/namespaces/{options.namespace}/pods",
+                              [("labelSelector", selector)])
+        facts.pods = pods
     return facts
+
+
+class _Reading:
+    """``with _Reading(facts, checks):`` an :class:`ApiError` inside marks ``checks``
+    unreadable (the first reason each) and is not raised."""
+
+    def __init__(self, facts: doctor.Facts, checks: tuple[str, ...]) -> None:
+        self.facts, self.checks = facts, checks
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+        if isinstance(exc, ApiError):
+            for check in self.checks:
+                self.facts.unreadable.setdefault(check, str(exc))
+            return True
+        return False
 
 
 def _served(api: Any, path: str) -> bool:
