@@ -7,9 +7,12 @@ from __future__ import annotations
 import base64
 import copy
 import datetime as dt
+import http.server
 import json
 import pathlib
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -464,3 +467,44 @@ def test_a_crd_not_established_fails() -> None:
     assert check.details == ("CRD policies.vallum.dev is not Established: NotAccepted names "
                              "conflict",)
     assert check.fix == "kubectl describe crd policies.vallum.dev"
+
+
+class _Provider(http.server.BaseHTTPRequestHandler):
+    """/good: a discovery document; /text: not JSON; /list: JSON but not an object; else 404."""
+
+    def do_GET(self) -> None:
+        bodies = {"/good": json.dumps({"issuer": "x"}), "/text": "<html>", "/list": "[]"}
+        base = self.path.removesuffix("/.well-known/openid-configuration")
+        if base not in bodies:
+            self.send_error(404, "Not Found")
+            return
+        body = bodies[base].encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def provider() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("path", "document", "error"),
+    [("/good", {"issuer": "x"}, ""), ("/text", None, "not JSON"),
+     ("/list", None, "not a JSON object"), ("/gone", None, "HTTP 404 Not Found")],
+)
+def test_fetching_discovery(provider: str, path: str, document: Any, error: str) -> None:
+    got = doctor_gather.fetch_discovery(provider + path, timeout=5)
+    assert (got.document, got.error) == (document, error)
