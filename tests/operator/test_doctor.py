@@ -508,3 +508,11 @@ def provider() -> Iterator[str]:
 def test_fetching_discovery(provider: str, path: str, document: Any, error: str) -> None:
     got = doctor_gather.fetch_discovery(provider + path, timeout=5)
     assert (got.document, got.error) == (document, error)
+
+
+def test_the_fix_for_a_ca_secret_reads_the_file() -> None:
+    facts = healthy()
+    facts.secrets = {**facts.secrets, ("vallum", "corp-ca"): secret(**{"ca.pem": CA.cert_pem})}
+    check = only_failing(facts)
+    assert check.fix == ("kubectl -n vallum create secret generic corp-ca --from-file=ca.crt=FILE "
+                         "--dry-run=client -o yaml | kubectl apply -f -")

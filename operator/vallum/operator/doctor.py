@@ -430,7 +430,10 @@ def _create_secret(namespace: str, name: str, keys: Sequence[str]) -> str:
         return (f"kubectl -n {namespace} create secret generic {name} "
                 "--from-file=cookie_secret=<(head -c32 /dev/urandom) "
                 "--from-file=signing_key=<(vallum keys generate)")
-    values = " ".join(f"--from-literal={key}=..." for key in keys) or "--from-literal=NAME=VALUE"
+    values = " ".join(
+        f"--from-file={key}=FILE" if key.endswith((".crt", ".key")) else f"--from-literal={key}=..."
+        for key in keys
+    ) or "--from-literal=NAME=VALUE"
     return f"kubectl -n {namespace} create secret generic {name} {values}"
 
 
