@@ -12,7 +12,7 @@ from tests.ops import exported
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs/operations.md"
-_ROW = re.compile(r"^\| `([a-z_*]+)` \|", re.MULTILINE)
+_ROW = re.compile(r"^\| `([A-Za-z0-9_*]+)` \|", re.MULTILINE)
 _SUFFIXES = ("_bucket", "_sum", "_count", "_created")
 
 
