@@ -96,6 +96,21 @@ async def test_bodies_stream_both_ways(setup: Setup) -> None:
     assert status == 200 and body == b"".join(f"part {i}\n".encode() for i in range(5))
 
 
+async def test_a_body_with_content_length_and_expect_100_continue(setup: Setup) -> None:
+    token = world.mint(setup.signer)
+    body = b"0123456789" * 1000
+    head = rawclient.request("PUT", "/put", [
+        ("Host", HOST), (api.DEFAULT_HEADER, token), ("Content-Length", str(len(body))),
+        ("Expect", "100-continue"),
+    ])
+    [response] = await rawclient.send(setup.port, head + body)
+    assert response.status == 200, response.body
+    record = json.loads(response.body)
+    assert record["body_length"] == len(body) and record["method"] == "PUT"
+    assert seen_header(record, "Content-Length") == [str(len(body))]
+    assert seen_header(record, "Expect") == []
+
+
 async def test_hop_by_hop_headers_are_removed(setup: Setup) -> None:
     token = world.mint(setup.signer)
     request = rawclient.request("GET", "/h", [

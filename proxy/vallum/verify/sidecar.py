@@ -126,7 +126,9 @@ def forward_headers(
 ) -> CIMultiDict[str]:
     """The request headers for the app: hop-by-hop ones (and those ``Connection`` names) removed,
     another assertion header kept only when it carries the verified ``token``."""
-    drop = HOP_BY_HOP | _connection_tokens(headers)
+    # Expect: 100-continue was answered by this server already (aiohttp does when the body is
+    # read); passing it on would make the app answer it a second time.
+    drop = HOP_BY_HOP | _connection_tokens(headers) | {"expect"}
     out: CIMultiDict[str] = CIMultiDict()
     others = {h.lower() for h in other_assertion_headers}
     for name, value in headers.items():
