@@ -23,8 +23,8 @@
   name, else its first SAN; ``serial`` the serial number in hex. One series per distinct
   certificate of the current table, however many routes share it; a certificate that leaves
   the table leaves the exposition. Computed by the process that answers ``/metrics`` from the
-  table it serves (:meth:`Metrics.set_certificates`, once per table), so it is exact in every
-  mode, workers or not.
+  table it serves (:meth:`Metrics.set_certificates`, once per table, with
+  :mod:`vallum.proxy.certificate_expiry`), so it is exact in every mode, workers or not.
 * ``vallum_denials_total{reason}`` — requests the identity gate refused itself: ``policy``
   (403), ``unauthenticated`` (401: an API client with no session, or a bearer token refused),
   ``sign_in_required`` (a browser sent to sign in) and ``client_certificate`` (495); and
@@ -48,11 +48,8 @@ import asyncio
 import bisect
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -68,6 +65,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from vallum.core import config
+from vallum.proxy import certificate_expiry
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -167,90 +165,6 @@ def _value_incs(counter: Counter, histogram: Histogram) -> _Incs | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class CertificateExpiry:
-    """One series of ``vallum_certificate_expiration_timestamp_seconds``."""
-
-    kind: str
-    name: str
-    serial: str
-    not_after: float
-
-
-def _certificate_names(cert: x509.Certificate) -> str:
-    """The subject's common name, else its first SAN (DNS, IP, URI), else ``""``."""
-    common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    if common and isinstance(common[0].value, str) and common[0].value:
-        return common[0].value
-    try:
-        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return ""
-    for kind in (x509.DNSName, x509.IPAddress, x509.UniformResourceIdentifier):
-        found = sans.get_values_for_type(kind)
-        if found:
-            return str(found[0])
-    return ""
-
-
-def _pem_sources(settings: config.Settings) -> Iterator[tuple[str, str, bool]]:
-    """``(kind, pem, whole bundle)`` for every certificate PEM ``settings`` names."""
-    for certificate in settings.certificates:
-        yield "server", certificate.cert_pem, False
-    if settings.certificate_authority_pem:
-        yield "ca", settings.certificate_authority_pem, True
-    if settings.downstream_mtls is not None and settings.downstream_mtls.ca_pem:
-        yield "ca", settings.downstream_mtls.ca_pem, True
-    for route in settings.routes:
-        if route.tls_client_cert_pem:
-            yield "upstream_client", route.tls_client_cert_pem, False
-        if route.tls_custom_ca_pem:
-            yield "ca", route.tls_custom_ca_pem, True
-
-
-def _parse(pem: str, bundle: bool) -> tuple[tuple[str, str, float], ...]:
-    """``(name, serial, notAfter)`` of the leaf, or of every certificate of a bundle; nothing
-    for a PEM that does not parse (a table that is served has loaded it already)."""
-    try:
-        certs = x509.load_pem_x509_certificates(pem.encode())
-    except ValueError:
-        return ()
-    return tuple(
-        (_certificate_names(c), format(c.serial_number, "x"), c.not_valid_after_utc.timestamp())
-        for c in (certs if bundle else certs[:1])
-    )
-
-
-class CertificateExpiries:
-    """The certificates of the table being served, parsed once per table (and once per PEM,
-    whatever number of routes share it)."""
-
-    def __init__(self) -> None:
-        self.series: tuple[CertificateExpiry, ...] = ()
-        self._checksum: str | None = None
-        self._parsed: dict[tuple[str, bool], tuple[tuple[str, str, float], ...]] = {}
-
-    def update(self, table: config.RouteTable) -> None:
-        if table.checksum == self._checksum:
-            return
-        parsed: dict[tuple[str, bool], tuple[tuple[str, str, float], ...]] = {}
-        found: dict[tuple[str, str, str], CertificateExpiry] = {}
-        for kind, pem, bundle in _pem_sources(table.settings):
-            key = (pem, bundle)
-            entries = parsed.get(key)
-            if entries is None:
-                entries = self._parsed.get(key)
-                if entries is None:
-                    entries = _parse(pem, bundle)
-                parsed[key] = entries
-            for name, serial, not_after in entries:
-                found.setdefault((kind, name, serial),
-                                 CertificateExpiry(kind, name, serial, not_after))
-        self._parsed = parsed  # certificates that left the table are forgotten
-        self.series = tuple(found[k] for k in sorted(found))
-        self._checksum = table.checksum
-
-
 class _AdminCollector(Collector):
     """The series of the process answering ``/metrics`` (see the module doc), made at scrape."""
 
@@ -343,7 +257,7 @@ class Metrics:
             self.denials.labels(reason)
         for result in SIGN_IN_RESULTS:
             self.sign_ins.labels(result)
-        self.certificates = CertificateExpiries()
+        self.certificates = certificate_expiry.CertificateExpiries()
         self.ready: int | None = None
         self.leader: int | None = None
         self._admin = _AdminCollector(self)

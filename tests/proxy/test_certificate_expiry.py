@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.proxy.test_server import running, write_config
 from tests.support.certs import Leaf, TestCA
 from tests.support.net import free_port
-from vallum.proxy import metrics
+from vallum.proxy import certificate_expiry, metrics
 
 EXPIRY = "vallum_certificate_expiration_timestamp_seconds"
 Series = dict[tuple[str, str, str], float]
@@ -156,8 +156,9 @@ def test_names_fall_back_to_the_first_san_and_bad_pem_is_skipped() -> None:
     collected = metrics.Metrics()
     collected.set_certificates(routing.build_table(settings))
     assert collected.certificates.series == (
-        metrics.CertificateExpiry("server", "only-san.test", "7", cert.not_valid_after_utc
-                                  .timestamp()),
+        certificate_expiry.CertificateExpiry(
+            "server", "only-san.test", "7", cert.not_valid_after_utc.timestamp()
+        ),
     )
 
 
