@@ -225,3 +225,21 @@ async def test_an_unreachable_app_is_502() -> None:
                 assert status == 502
         finally:
             await cache.close()
+
+
+async def test_a_key_removed_from_the_jwks_is_refused_after_the_refresh() -> None:
+    old, new = world.minter(), world.minter()
+    async with world.jwks_server(world.jwks(new, old)) as jwks, world.app_server() as app:
+        cache = api.JwksCache(jwks.url, refetch_interval=0.2, max_age=0.3)
+        try:
+            async with world.sidecar_running(api.Verifier(cache, HOST), app.url) as port:
+                url = f"http://127.0.0.1:{port}/"
+                assert (await fetch(url, world.mint(old)))[0] == 200
+                jwks.document = world.jwks(new)
+                await asyncio.sleep(0.35)
+                status, _, body = await fetch(url, world.mint(old))
+                assert (status, body) == (401, b"unknown key\n")
+                assert (await fetch(url, world.mint(new)))[0] == 200
+                assert len(app.seen) == 2
+        finally:
+            await cache.close()
