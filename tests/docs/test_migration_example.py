@@ -310,3 +310,12 @@ def test_no_certificate_naming_another_namespaces_host_is_served(test_ca: TestCA
     assert ("/", "Ingress team-b/b") in served_by(result)  # its own host still serves
     alone = translate.translate(k8s.snapshot(*objects[:4], *objects[5:]))  # no team-a Ingress
     assert alone.table is not None and len(alone.table.settings.certificates) == 1
+
+
+def test_a_wildcard_host_claims_the_exact_hosts_it_covers() -> None:
+    wildcard = k8s.ingress("all", "team-a", host="*.example.com")
+    wildcard["metadata"]["creationTimestamp"] = "2026-01-01T00:00:00Z"
+    exact = claimant("app", "team-b", "2026-02-01T00:00:00Z", "/")  # app.example.com
+    result = translate.translate(k8s.snapshot(*backends("team-a", "team-b"), wildcard, exact))
+    assert served_by(result) == [("/", "Ingress team-a/all")]
+    assert result.ingresses[("team-b", "app")].warnings
