@@ -166,13 +166,17 @@ def test_the_value_form_deviations_the_page_states() -> None:
         assert got.problems == () and not got.secure_upstream
     for bad in ("1", "enabled"):
         assert ingress_annotations.read({pomerium + "secure_upstream": bad}).problems
+    written = "[a-z]+/(.*)"  # the page's example: not YAML (a value starting with "[")
+    with pytest.raises(yaml.YAMLError):
+        yaml.safe_load(written)
     regex = ingress_annotations.read(
         {
-            pomerium + "regex_rewrite_pattern": "^/[a-z]+$",
+            pomerium + "regex_rewrite_pattern": written,
             pomerium + "regex_rewrite_substitution": "/x",
         }
     )
-    assert regex.options["regex_rewrite_pattern"] == "^/[a-z]+$"
+    assert regex.problems == () and regex.options["regex_rewrite_pattern"] == written
+    assert written in SECTIONS["Value forms"]
     for value, problems in (("TRUE", False), ("yes", True)):
         ingress = k8s.ingress(host=None, annotations={pomerium + ingress_routes.EMPTY_HOST: value})
         result = translate.translate(k8s.snapshot(k8s.service(), k8s.endpoint_slice(), ingress))
