@@ -111,6 +111,11 @@ async def test_a_body_with_content_length_and_expect_100_continue(setup: Setup) 
     assert seen_header(record, "Expect") == []
 
 
+async def test_an_app_that_hangs_up_mid_body_is_not_passed_off_as_complete(setup: Setup) -> None:
+    with pytest.raises(aiohttp.ClientPayloadError):  # not a hang, not a short "complete" body
+        await asyncio.wait_for(fetch(f"{setup.url}/broken", world.mint(setup.signer)), 10)
+
+
 async def test_hop_by_hop_headers_are_removed(setup: Setup) -> None:
     token = world.mint(setup.signer)
     request = rawclient.request("GET", "/h", [

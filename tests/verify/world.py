@@ -151,6 +151,13 @@ class App:
             "body_length": len(body),
         }
         self.seen.append(record)
+        if request.path == "/broken":  # promises 1000 bytes, sends 10, hangs up
+            response = web.StreamResponse(headers={"Content-Length": "1000"})
+            await response.prepare(request)
+            await response.write(b"0123456789")
+            assert request.transport is not None
+            request.transport.close()
+            return response
         if request.path == "/stream":
             response = web.StreamResponse(headers={"X-App": "yes"})
             await response.prepare(request)
@@ -183,8 +190,7 @@ async def sidecar_running(
     """``vallum.verify.sidecar.serve`` in this process (on ``port`` or a free one); yields the
     port."""
     port = port or free_port()
-    options = sidecar.Options(upstream=upstream, audience=verifier.audience,
-                              header=header or check.DEFAULT_HEADER)
+    options = sidecar.Options(upstream=upstream, header=header or check.DEFAULT_HEADER)
     stop = asyncio.Event()
     task = asyncio.create_task(
         sidecar.serve(verifier, options, "127.0.0.1", port, ssl_context=ssl_context, stop=stop)

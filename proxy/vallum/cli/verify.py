@@ -115,10 +115,7 @@ def _run(args: argparse.Namespace) -> int:
                 jwks_ssl = ssl.create_default_context(cafile=args.jwks_ca)
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError(f"--jwks-ca {args.jwks_ca}: {exc}") from exc
-        options = sidecar.Options(
-            upstream=args.upstream, audience=args.audience, issuer=args.issuer,
-            header=args.header, leeway=args.leeway,
-        )
+        options = sidecar.Options(upstream=args.upstream, header=args.header)
         sidecar.upstream_url(options.upstream)
     except ValueError as exc:
         print(f"vallum verify: {exc}", file=sys.stderr)

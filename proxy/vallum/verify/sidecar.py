@@ -43,13 +43,11 @@ _SESSION = web.AppKey("session", aiohttp.ClientSession)
 
 @dataclass(frozen=True, slots=True)
 class Options:
-    """Everything the sidecar needs besides its keys."""
+    """Everything the sidecar needs besides its :class:`~vallum.verify.Verifier` (which holds
+    the keys, audience, issuer and leeway)."""
 
     upstream: str
-    audience: str
-    issuer: str | None = None
     header: str = check_mod.DEFAULT_HEADER
-    leeway: float = check_mod.DEFAULT_LEEWAY
     connect_timeout: float = 10.0
 
 
@@ -84,6 +82,7 @@ def make_app(verifier: api.Verifier, options: Options) -> web.Application:
         headers = forward_headers(request.headers, other_headers, token)
         target = URL(base + request.rel_url.raw_path_qs, encoded=True)
         body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+        response: web.StreamResponse | None = None
         try:
             async with request.app[_SESSION].request(
                 request.method, target, headers=headers, data=body, allow_redirects=False,
@@ -100,6 +99,11 @@ def make_app(verifier: api.Verifier, options: Options) -> web.Application:
                 return response
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream %s: %s", options.upstream, exc or type(exc).__name__)
+            if response is not None and response.prepared:
+                # Cut off mid-body: the client must not take a truncated body for a whole one.
+                if request.transport is not None:
+                    request.transport.close()
+                return response
             return web.Response(status=502, text="upstream unavailable\n")
 
     app.router.add_route("*", "/{tail:.*}", handle)
