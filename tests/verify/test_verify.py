@@ -3,6 +3,9 @@ Vallum's own minter (valid) and forged by hand (invalid)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -179,3 +182,13 @@ async def test_verifier_with_a_fixed_key_set(signer: vjwt.AssertionMinter) -> No
     assert (await verifier.verify(world.mint(signer)))["sub"] == "alice"
     with pytest.raises(api.VerificationError, match="wrong audience"):
         await verifier.verify(world.mint(signer, host="other.example.test"))
+
+
+def test_importing_it_loads_no_other_part_of_vallum() -> None:
+    code = ("import json, sys, vallum.verify, vallum.verify.middleware; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('vallum'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60)
+    loaded = json.loads(done.stdout)
+    assert loaded == ["vallum", "vallum.verify", "vallum.verify.check", "vallum.verify.keys",
+                      "vallum.verify.middleware"]
