@@ -248,3 +248,26 @@ async def test_a_key_removed_from_the_jwks_is_refused_after_the_refresh() -> Non
                 assert len(app.seen) == 2
         finally:
             await cache.close()
+
+
+async def test_a_smuggled_second_request_never_reaches_the_app(setup: Setup) -> None:
+    token = world.mint(setup.signer)
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    chunked = b"0\r\n\r\n" + smuggled
+    request = rawclient.request("POST", "/first", [
+        ("Host", HOST), (api.DEFAULT_HEADER, token), ("Content-Length", str(len(chunked))),
+        ("Transfer-Encoding", "chunked"),
+    ], chunked)
+    responses = await rawclient.send(setup.port, request, responses=2, timeout=2)
+    assert [r.status for r in responses] == [400]  # both framings: refused as a whole
+    assert setup.app.seen == []
+
+
+async def test_an_absolute_form_target_still_goes_to_the_one_app(setup: Setup) -> None:
+    token = world.mint(setup.signer)
+    request = rawclient.request("GET", "http://evil.example/steal?x=1", [
+        ("Host", HOST), (api.DEFAULT_HEADER, token),
+    ])
+    [response] = await rawclient.send(setup.port, request)
+    assert response.status == 200, response.body
+    assert [r["path"] for r in setup.app.seen] == ["/steal?x=1"]  # the path only, to our app
