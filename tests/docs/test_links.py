@@ -9,7 +9,10 @@ import pytest
 
 from tests.docs import pages
 
-PAGES = ["crd-reference.md", "annotations.md", "migration-from-pomerium.md", "operator.md"]
+PAGES = [
+    "crd-reference.md", "annotations.md", "migration-from-pomerium.md", "operator.md",
+    "install.md", "helm.md", "operations.md", "doctor.md", "verify.md",
+]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
