@@ -84,13 +84,14 @@ def helm_binary() -> str:
     return path
 
 
-def helm(*args: str, check: bool = True, chart_dir: pathlib.Path | None = None) -> \
+def helm(*args: str, check: bool = True, kubeconfig: str = "") -> \
         subprocess.CompletedProcess[str]:
-    """Run helm; template and lint never need a cluster, so KUBECONFIG is not passed."""
+    """Run helm; only with ``kubeconfig`` does it see a cluster (template and lint never do)."""
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    if kubeconfig:
+        env["KUBECONFIG"] = kubeconfig
     done = subprocess.run(
-        [helm_binary(), *args], capture_output=True, text=True, timeout=120, env=env,
-        cwd=chart_dir or ROOT,
+        [helm_binary(), *args], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT,
     )
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed:\n{done.stderr}")

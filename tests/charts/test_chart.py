@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import re
 import shutil
 from typing import Any
 
@@ -399,13 +398,6 @@ def test_network_policy_opens_the_proxy_and_limits_metrics(
     assert metrics["from"] == chart.EVERYTHING["networkPolicy"]["metricsFrom"]
     assert {p["port"] for p in metrics["ports"]} == {"metrics"}
     assert {p["port"] for rule in policy["ingress"] for p in rule["ports"]} <= names
-
-
-def test_notes_name_the_service_and_the_secret_command(everything: str) -> None:
-    notes = chart.helm("install", "vallum", str(CHART), "--dry-run=client", "-f", everything,
-                       "--namespace", "edge").stdout.split("NOTES:", 1)[1]
-    assert "kubectl -n edge get service vallum" in notes
-    assert re.search(r"kubectl -n vallum create secret generic bootstrap", notes), notes
 
 
 def test_one_replica_gets_no_disruption_budget() -> None:
