@@ -425,3 +425,15 @@ def test_replicas_are_spread_unless_told_otherwise(
     pod = chart.one(chart.objects(chart.template("-f", values)), "Deployment")["spec"]["template"]
     assert pod["spec"]["affinity"] == own
     assert "topologySpreadConstraints" not in pod["spec"]
+
+
+def test_packaged_chart_renders_the_same(tmp_path: pathlib.Path, everything: str) -> None:
+    """`helm package` (what a chart repository serves) keeps every file the render needs:
+    the CRD copies, files/ and the schema."""
+    chart.helm("package", str(CHART), "--destination", str(tmp_path))
+    (packaged,) = tmp_path.glob("vallum-*.tgz")
+    for flags in ((), ("-f", everything), ("--include-crds",)):
+        assert chart.template(*flags, chart=packaged) == chart.template(*flags)
+    bad = chart.helm("template", "vallum", str(packaged), "--set", "replicaCount=two",
+                     check=False)
+    assert "replicaCount" in bad.stderr and bad.returncode != 0
