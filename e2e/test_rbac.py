@@ -130,16 +130,24 @@ class Identity:
         return objects
 
     def cleanup(self) -> None:
-        for obj in self.objects:
-            if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-                self.cluster.kubectl("delete", obj["kind"].lower(), obj["metadata"]["name"],
-                                     "--ignore-not-found", check=False)
-        self.cluster.kubectl("delete", "namespace", self.home, "--wait=false", check=False)
+        delete_all(self.cluster, [(obj["kind"], obj["metadata"]["name"])
+                                  for obj in self.manifest if obj["kind"] in CLUSTER_SCOPED])
 
     def api_client(self) -> Any:
         from vallum.operator import handlers
 
         return handlers.api_client(handlers.load_client_config(str(self.kubeconfig)))
+
+
+def delete_all(cluster: conftest.Cluster, objects: list[tuple[str, str]]) -> None:
+    """Delete these cluster-scoped (kind, name) objects, one ``kubectl delete`` per kind (a
+    namespace without waiting for its objects to go)."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in objects:
+        by_kind.setdefault(kind, []).append(name)
+    for kind, names in sorted(by_kind.items()):
+        cluster.kubectl("delete", kind.lower(), *sorted(set(names)), "--ignore-not-found",
+                        "--wait=false", check=False)
 
 
 def create_all(cluster: conftest.Cluster, identities: list[Identity]) -> None:
@@ -237,13 +245,11 @@ class Run:
         """)
         self.settings_applied = True
 
-    def stop(self) -> None:
-        self.controller.stop()
-        self.cluster.kubectl("delete", "settings", self.settings, "--ignore-not-found",
-                             check=False)
-        self.cluster.kubectl("delete", "ingressclass", self.class_name, "--ignore-not-found",
-                             check=False)
-        self.identity.cleanup()
+    def owned(self) -> list[dict[str, Any]]:
+        """The cluster-scoped objects of this run (its namespace holds the rest)."""
+        return [obj for obj in [*self.identity.manifest,
+                                {"kind": "Settings", "metadata": {"name": self.settings}}]
+                if obj["kind"] in CLUSTER_SCOPED]
 
     def log(self) -> str:
         return self.controller.log_path.read_text(errors="replace")
@@ -369,7 +375,9 @@ def runs(cluster: conftest.Cluster, upstream: conftest.Upstream,
             if process is not None and process.poll() is None:
                 process.terminate()
         for run in started.values():
-            run.stop()
+            run.controller.stop()
+        delete_all(cluster, [(obj["kind"], obj["metadata"]["name"])
+                             for run in started.values() for obj in run.owned()])
 
 
 def settle(run: Run, want: frozenset[str]) -> dict[str, bool]:
