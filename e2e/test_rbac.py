@@ -210,6 +210,7 @@ class Run:
         self.identity = Identity(cluster, workdir, label, change, world)
         home = self.home = self.identity.home
         self.host = f"public.{home}.e2e.test"
+        self.later_host = f"later.{home}.e2e.test"
         world.append({  # as test_controller.ingress writes it
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
             "metadata": {"name": "web", "namespace": home,
@@ -229,9 +230,10 @@ class Run:
         )
         self.settings_applied = False
 
-    def apply_settings(self) -> None:
-        """The Settings object, applied once the run is ready: its Secrets were listed before
-        anything named them (their data not kept), so the controller must GET them."""
+    def after_ready(self) -> None:
+        """What is applied once the run is ready: the Settings object (its Secrets were listed
+        before anything named them, their data not kept, so the controller must GET them;
+        and kopf must be watching Settings) and a second Ingress (the Ingress watch)."""
         self.cluster.apply(f"""
             apiVersion: vallum.dev/v1alpha1
             kind: Settings
@@ -243,6 +245,8 @@ class Run:
                                   secret: {self.home}/idp}}
               pomeriumCompatibility: true
         """)
+        test_controller.ingress(self.cluster, self.home, self.class_name, self.later_host,
+                                name="later")
         self.settings_applied = True
 
     def owned(self) -> list[dict[str, Any]]:
@@ -260,6 +264,11 @@ class Run:
 
     def serves(self) -> bool:
         return test_controller.reached(*self.controller.request(self.host))
+
+    def follows(self) -> bool:
+        """An Ingress applied after the start is served."""
+        return self.settings_applied and test_controller.reached(
+            *self.controller.request(self.later_host))
 
     def event(self) -> bool:
         return any(e.get("reason") == "Updated" and e.get("reportingInstance") == self.pod_name
@@ -282,7 +291,7 @@ class Run:
         return any((item.get("spec") or {}).get("holderIdentity") == self.pod_name
                    for item in leases["items"])
 
-    CHECKS = ("ready", "serves", "event", "status", "settings_ready", "lease")
+    CHECKS = ("ready", "serves", "follows", "event", "status", "settings_ready", "lease")
 
     def achieved(self) -> dict[str, bool]:
         return {name: bool(getattr(self, name)()) for name in self.CHECKS}
@@ -305,7 +314,7 @@ def _variants() -> list[tuple[str, Callable[[list[dict[str, Any]]], None] | None
                               frozenset[str], str]]:
     """(label, change to the RBAC objects, the checks that must fail, a word the refusal in the
     log names) for every rule of the ClusterRole and the Role taken away, and for the one verb
-    of a read rule the happy path exercises apart (GET of a Secret)."""
+    of a read rule the runs exercise apart."""
     objects = manifest_objects()
     found: list[tuple[str, Callable[[list[dict[str, Any]]], None] | None, frozenset[str],
                       str]] = []
@@ -328,8 +337,17 @@ def _variants() -> list[tuple[str, Callable[[list[dict[str, Any]]], None] | None
                 if "vallum.dev" in rule["apiGroups"]:
                     word = "vallum.dev"  # policies or settings, whichever LIST fails first
             found.append((rule_name(kind, rule), without_rule(kind, index), broken, word))
+    # Verbs taken away alone where the runs show their use: a Secret's GET (the Settings'
+    # Secrets, not kept when listed: every later table waits for them, so the later Ingress
+    # is not served either), and the watches of Ingresses and of Policies/Settings.
     found.append(("ClusterRole:core:secrets-get", without_verb("ClusterRole", "secrets", "get"),
-                  frozenset({"settings_ready"}), "secrets"))
+                  frozenset({"settings_ready", "follows"}), "secrets"))
+    found.append(("ClusterRole:networking.k8s.io:ingresses-watch",
+                  without_verb("ClusterRole", "ingresses", "watch"), frozenset({"follows"}),
+                  "ingresses"))
+    found.append(("ClusterRole:vallum.dev:policies+settings-watch",
+                  without_verb("ClusterRole", "settings", "watch"), frozenset({"settings_ready"}),
+                  "vallum.dev"))
     return found
 
 
@@ -381,12 +399,12 @@ def runs(cluster: conftest.Cluster, upstream: conftest.Upstream,
 
 
 def settle(run: Run, want: frozenset[str]) -> dict[str, bool]:
-    """Poll until every check in ``want`` holds (or SETTLE passes); what was achieved. The
-    Settings object is applied once the run is ready (:meth:`Run.apply_settings`)."""
+    """Poll until every check in ``want`` holds (or SETTLE passes); what was achieved. What
+    comes after the start is applied once the run is ready (:meth:`Run.after_ready`)."""
     deadline = time.monotonic() + SETTLE
     while True:
         if not run.settings_applied and run.ready():
-            run.apply_settings()
+            run.after_ready()
         got = run.achieved()
         if all(got[name] for name in want) or time.monotonic() > deadline:
             return got
