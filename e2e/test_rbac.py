@@ -3,11 +3,12 @@
 ``vallum controller`` runs here with the identity the manifests give it: their ServiceAccount,
 ClusterRole and Role (namespace and cluster-wide names changed so runs do not collide), a token
 from the TokenRequest API (``kubectl create token``) in a kubeconfig of its own. With exactly
-those rules it becomes ready, serves an Ingress, writes the Ingress's Event and status and the
-Settings' condition, takes the Lease and shares a sign-out through a ConfigMap -- and its log
-has no 403 at all. With any one rule taken away it does not fully work: each such run is
-started beside the others and checked for what that rule is for, and for the refusal in its
-log. The Role's verbs one by one (the Lease's get/create/update, the sign-outs' create/delete)
+those rules it becomes ready, serves an Ingress (and one applied after its start), writes the
+Ingress's Event and status and the Settings' condition, takes the Lease and shares a sign-out
+through a ConfigMap -- and its log has no refusal ("Forbidden") at all. With any one rule taken
+away it does not fully work: each such run is started beside the others and checked for what
+that rule is for, and for the refusal in its log; so are three verbs taken away alone (a
+Secret's get, the watches of Ingresses and of Policies/Settings). The Role's verbs one by one (the Lease's get/create/update, the sign-outs' create/delete)
 are checked with the controller's own classes (:class:`vallum.operator.lease.Elector`,
 :class:`vallum.operator.revocations.ClusterState`) called with that identity: pruning ended
 sign-outs happens once a minute in the process, too slow to wait for here.
