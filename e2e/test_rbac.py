@@ -8,8 +8,9 @@ Ingress's Event and status and the Settings' condition, takes the Lease and shar
 through a ConfigMap -- and its log has no refusal ("Forbidden") at all. With any one rule taken
 away it does not fully work: each such run is started beside the others and checked for what
 that rule is for, and for the refusal in its log; so are three verbs taken away alone (a
-Secret's get, the watches of Ingresses and of Policies/Settings). The Role's verbs one by one (the Lease's get/create/update, the sign-outs' create/delete)
-are checked with the controller's own classes (:class:`vallum.operator.lease.Elector`,
+Secret's get, the watches of Ingresses and of Policies/Settings). The Role's verbs one by one
+(the Lease's get/create/update, the sign-outs' create/delete) are checked with the
+controller's own classes (:class:`vallum.operator.lease.Elector`,
 :class:`vallum.operator.revocations.ClusterState`) called with that identity: pruning ended
 sign-outs happens once a minute in the process, too slow to wait for here.
 
