@@ -11,7 +11,8 @@ from tests.docs import pages
 
 PAGES = [
     "crd-reference.md", "annotations.md", "migration-from-pomerium.md", "operator.md",
-    "install.md", "helm.md", "operations.md", "doctor.md", "verify.md",
+    "install.md", "helm.md", "operations.md", "doctor.md", "verify.md", "quickstart-kind.md",
+    "cert-manager.md",
 ]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
