@@ -408,6 +408,47 @@ def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "",
     raise AssertionError(f"not within {timeout} s: {what} (last: {last!r})")
 
 
+def endpoint_slice(cluster: Cluster, namespace: str, name: str, service: str, port_name: str,
+                   port: int, ip: str, ready: bool) -> None:
+    """Apply EndpointSlice ``name`` of Service ``service``: one endpoint ``ip`` on ``port``."""
+    cluster.apply(f"""
+        apiVersion: discovery.k8s.io/v1
+        kind: EndpointSlice
+        metadata:
+          name: {name}
+          labels: {{kubernetes.io/service-name: {service}}}
+        addressType: IPv4
+        ports: [{{name: {port_name}, port: {port}, protocol: TCP}}]
+        endpoints:
+        - addresses: ["{ip}"]
+          conditions: {{ready: {str(ready).lower()}}}
+    """, namespace)
+
+
+@contextlib.contextmanager
+def waiting_for_settings(cluster: Cluster, ingress_class: str, log_dir: pathlib.Path,
+                         extra: tuple[str, ...] = ()) -> Iterator[tuple[Controller, str]]:
+    """A started ``vallum controller`` (with ``extra`` arguments) whose Settings object names a
+    Secret that does not exist, so it cannot be ready until that object is deleted:
+    (controller, Settings name). Stopped, and the Settings object deleted, afterwards."""
+    name = f"e2e-{secrets.token_hex(4)}"
+    cluster.apply(f"""
+        apiVersion: vallum.dev/v1alpha1
+        kind: Settings
+        metadata: {{name: {name}}}
+        spec: {{secrets: vallum-e2e-nowhere/missing}}
+    """)
+    controller_name = cluster.get("ingressclass", ingress_class)["spec"]["controller"]
+    running = Controller(cluster, controller_name, log_dir / "controller.log",
+                         extra=("--settings", name, *extra))
+    running.start()
+    try:
+        yield running, name
+    finally:
+        running.stop()
+        cluster.kubectl("delete", "settings", name, "--ignore-not-found", check=False)
+
+
 @pytest.fixture(scope="session")
 def ingress_class(cluster: Cluster) -> Iterator[str]:
     """An IngressClass of this session's own: (class name, controller name)."""

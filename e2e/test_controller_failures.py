@@ -7,7 +7,6 @@ does not load serves nothing and stays not ready until the Settings are fixed.
 
 from __future__ import annotations
 
-import secrets
 import time
 
 import pytest
@@ -59,18 +58,8 @@ def test_no_ready_endpoint_is_a_503_that_says_so(
     test_controller.backend(cluster, namespace, upstream)
     test_controller.ingress(cluster, namespace, ingress_class, host)
     controller.wait_for(host, test_controller.reached)
-    cluster.apply(f"""
-        apiVersion: discovery.k8s.io/v1
-        kind: EndpointSlice
-        metadata:
-          name: app-1
-          labels: {{kubernetes.io/service-name: app}}
-        addressType: IPv4
-        ports: [{{name: http, port: {upstream.port}, protocol: TCP}}]
-        endpoints:
-        - addresses: ["{upstream.ip}"]
-          conditions: {{ready: false}}
-    """, namespace)
+    conftest.endpoint_slice(cluster, namespace, "app-1", "app", "http", upstream.port,
+                            upstream.ip, ready=False)
     _, body = controller.wait_for(host, lambda status, _body: status == 503)
     assert "endpoint" in str(body).lower(), body
 
@@ -79,20 +68,9 @@ def test_not_ready_until_the_settings_load(
     cluster: conftest.Cluster, ingress_class: str, upstream: conftest.Upstream,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    name = f"e2e-{secrets.token_hex(4)}"
-    cluster.apply(f"""
-        apiVersion: vallum.dev/v1alpha1
-        kind: Settings
-        metadata: {{name: {name}}}
-        spec: {{secrets: vallum-e2e-nowhere/missing}}
-    """)
-    controller_name = cluster.get("ingressclass", ingress_class)["spec"]["controller"]
-    running = conftest.Controller(
-        cluster, controller_name, tmp_path_factory.mktemp("settings") / "controller.log",
-        extra=("--settings", name),
-    )
-    running.start()
-    try:
+    with conftest.waiting_for_settings(
+        cluster, ingress_class, tmp_path_factory.mktemp("settings")
+    ) as (running, name):
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # stays alive and not ready
             assert running.admin("/healthz")[0] in (0, 200)
@@ -103,6 +81,3 @@ def test_not_ready_until_the_settings_load(
         assert running.admin("/readyz")[0] == 503
         cluster.delete("settings", name)  # no Settings object: defaults, public routes serve
         running.wait_ready()
-    finally:
-        running.stop()
-        cluster.kubectl("delete", "settings", name, "--ignore-not-found", check=False)

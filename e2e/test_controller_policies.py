@@ -8,23 +8,21 @@ edited Policy swaps the two within seconds, with the same sessions. Pomerium's
 ``ingress.pomerium.io/allowed_users`` on an Ingress does the same job without a Policy object.
 
 The sessions are minted here with the Settings' ``cookie_secret`` by Vallum's own sealing code
-(:mod:`vallum.proxy.sessions`), as a sign-in would have sealed them (as in
-``test_controller_replicas``): the identity provider plays no part in signed-in requests.
+(:mod:`vallum.proxy.sessions`, through :mod:`e2e.signed_in`), as a sign-in would have sealed
+them: the identity provider plays no part in signed-in requests.
 """
 
 from __future__ import annotations
 
-import base64
 import http.client
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from e2e import conftest, test_controller
+from e2e import conftest, signed_in, test_controller
 
 JSON = {"Accept": "application/json"}
 
@@ -41,18 +39,7 @@ class Protected:
 
     def cookie(self, email: str, groups: tuple[str, ...] = ()) -> str:
         """A ``Cookie`` header with a fresh session for ``email``, sealed as a sign-in seals it."""
-        from vallum.core import config, identity
-        from vallum.proxy import sessions
-
-        settings = config.Settings(cookie_secret=self.cookie_secret)
-        jar = sessions.SessionCookies(settings, sessions.Sealer(sessions.secret_bytes(settings)))
-        now = time.time()
-        user = email.split("@")[0]
-        who = identity.Identity(user=user, email=email, name=user.title(), groups=groups,
-                                claims={"sub": user}, session_id=f"e2e-{os.urandom(8).hex()}",
-                                expires_at=now + 600)
-        session = sessions.Session(who, "rt", expires_at=now + 600, refresh_at=now + 300)
-        return "; ".join(h.split(";")[0] for h in jar.set_headers(session))
+        return signed_in.cookie(self.cookie_secret, email, groups)
 
     def get(self, host: str, headers: dict[str, str]) -> tuple[int, dict[str, str], Any]:
         """GET / on the proxy: (status, response headers, JSON body or text)."""
@@ -76,36 +63,9 @@ class Protected:
 def protected(cluster: conftest.Cluster, upstream: conftest.Upstream,
               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Protected]:
     """A ``vallum controller`` whose Settings sign users in (cookie secret known here)."""
-    from vallum.proxy import jwt
-
-    raw = os.urandom(32)
-    settings_name = f"e2e-policies-{os.urandom(4).hex()}"
     with cluster.temporary_namespace() as home, conftest.own_ingress_class(cluster) as (
         class_name, controller_name
-    ):
-        key = jwt.private_key_pem(jwt.generate_private_key())
-        cluster.apply(f"""
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: bootstrap}}
-            data:
-              cookie_secret: {base64.b64encode(raw).decode()}
-              signing_key: {base64.b64encode(key.encode()).decode()}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: idp}}
-            stringData: {{client_id: vallum, client_secret: not-used-here}}
-        """, home)
-        cluster.apply(f"""
-            apiVersion: vallum.dev/v1alpha1
-            kind: Settings
-            metadata: {{name: {settings_name}}}
-            spec:
-              secrets: {home}/bootstrap
-              authenticate: {{url: "https://auth.e2e.test"}}
-              identityProvider: {{provider: oidc, url: "https://127.0.0.1:9", secret: {home}/idp}}
-        """)
+    ), signed_in.settings(cluster, home, "e2e-policies") as (settings_name, cookie_secret):
         running = conftest.Controller(
             cluster, controller_name, tmp_path_factory.mktemp("policies") / "controller.log",
             extra=("--settings", settings_name),
@@ -113,11 +73,9 @@ def protected(cluster: conftest.Cluster, upstream: conftest.Upstream,
         running.start()
         try:
             running.wait_ready()
-            yield Protected(cluster, running, class_name, base64.b64encode(raw).decode())
+            yield Protected(cluster, running, class_name, cookie_secret)
         finally:
             running.stop()
-            cluster.kubectl("delete", "settings", settings_name, "--ignore-not-found",
-                            check=False)
 
 
 def policy(cluster: conftest.Cluster, namespace: str, name: str, allow: dict[str, Any]) -> None:

@@ -5,23 +5,21 @@ status; when it is killed (SIGKILL: no hand-over) another takes over within 15 s
 one replica makes the same cookie refused on the other within 2 s, through the API server only.
 
 The session cookie is minted here with the Settings' ``cookie_secret`` by Vallum's own sealing
-code (:mod:`vallum.proxy.sessions`), as a sign-in would have made it: the provider plays no part
-in signed-in requests nor in the revocation.
+code (:mod:`vallum.proxy.sessions`, through :mod:`e2e.signed_in`), as a sign-in would have made
+it: the provider plays no part in signed-in requests nor in the revocation.
 """
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from e2e import conftest, test_controller
+from e2e import conftest, signed_in, test_controller
 
 SIGNED_IN = {"ingress.pomerium.io/allow_any_authenticated_user": "true"}
 ADDRESS = [{"ip": "192.0.2.30"}]
@@ -56,39 +54,12 @@ def replicas(cluster: conftest.Cluster, upstream: conftest.Upstream,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas]:
     """Two replicas (POD_NAME replica-a and replica-b) sharing a Lease and the revocations in a
     namespace of their own, with a Settings object that signs users in."""
-    from vallum.proxy import jwt
-
-    raw = os.urandom(32)
-    settings_name = f"e2e-replicas-{os.urandom(4).hex()}"
     with cluster.temporary_namespace() as home, conftest.own_ingress_class(cluster) as (
         class_name, controller_name
+    ), signed_in.settings(cluster, home, "e2e-replicas", pomerium_compatibility=True) as (
+        settings_name, cookie_secret
     ):
-        key = jwt.private_key_pem(jwt.generate_private_key())
-        cluster.apply(f"""
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: bootstrap}}
-            data:
-              cookie_secret: {base64.b64encode(raw).decode()}
-              signing_key: {base64.b64encode(key.encode()).decode()}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: idp}}
-            stringData: {{client_id: vallum, client_secret: not-used-here}}
-        """, home)
-        cluster.apply(f"""
-            apiVersion: vallum.dev/v1alpha1
-            kind: Settings
-            metadata: {{name: {settings_name}}}
-            spec:
-              secrets: {home}/bootstrap
-              authenticate: {{url: "https://auth.e2e.test"}}
-              identityProvider: {{provider: oidc, url: "https://127.0.0.1:9", secret: {home}/idp}}
-              pomeriumCompatibility: true
-        """)
-        found = Replicas(cluster, home, class_name, controller_name,
-                         base64.b64encode(raw).decode())
+        found = Replicas(cluster, home, class_name, controller_name, cookie_secret)
         logs = tmp_path_factory.mktemp("replicas")
         try:
             for name in ("replica-a", "replica-b"):
@@ -105,23 +76,6 @@ def replicas(cluster: conftest.Cluster, upstream: conftest.Upstream,
         finally:
             for running in found.running.values():
                 running.stop()
-            cluster.kubectl("delete", "settings", settings_name, "--ignore-not-found",
-                            check=False)
-
-
-def cookie_for(cookie_secret: str, session_id: str) -> str:
-    """A ``Cookie`` header with a session for alice, sealed as a sign-in seals it."""
-    from vallum.core import config, identity
-    from vallum.proxy import sessions
-
-    settings = config.Settings(cookie_secret=cookie_secret)
-    jar = sessions.SessionCookies(settings, sessions.Sealer(sessions.secret_bytes(settings)))
-    now = time.time()
-    who = identity.Identity(user="alice", email="alice@e2e.test", name="Alice", groups=(),
-                            claims={"sub": "alice"}, session_id=session_id,
-                            expires_at=now + 600)
-    session = sessions.Session(who, "rt", expires_at=now + 600, refresh_at=now + 300)
-    return "; ".join(h.split(";")[0] for h in jar.set_headers(session))
 
 
 def test_both_serve_the_same_routes_and_exactly_one_writes_events(
@@ -149,7 +103,7 @@ def test_a_sign_out_on_one_replica_is_refused_on_the_other_within_two_seconds(
     test_controller.ingress(replicas.cluster, namespace, replicas.class_name, host,
                             annotations=SIGNED_IN)
     one, two = replicas.running["replica-a"], replicas.running["replica-b"]
-    cookie = cookie_for(replicas.cookie_secret, f"e2e-{os.urandom(8).hex()}")
+    cookie = signed_in.cookie(replicas.cookie_secret)
     headers = {"Cookie": cookie, "Accept": "application/json"}
 
     def serves(running: conftest.Controller) -> bool:
@@ -167,7 +121,7 @@ def test_a_sign_out_on_one_replica_is_refused_on_the_other_within_two_seconds(
     conftest.wait_until(lambda: two.send("GET", host, "/", headers)[0] == 401, timeout=2.0,
                         interval=0.02, what="the cookie refused by the other replica")
     assert time.monotonic() - signed_out < 2.0
-    another = cookie_for(replicas.cookie_secret, f"e2e-{os.urandom(8).hex()}")
+    another = signed_in.cookie(replicas.cookie_secret)
     assert two.send("GET", host, "/", {**headers, "Cookie": another})[0] == 200  # only that one
 
 

@@ -152,18 +152,9 @@ def secure_ingress(cluster: conftest.Cluster, namespace: str, ingress_class: str
         metadata: {{name: secure}}
         spec:
           ports: [{{name: https, port: 443, targetPort: {mutual.port}}}]
-        ---
-        apiVersion: discovery.k8s.io/v1
-        kind: EndpointSlice
-        metadata:
-          name: secure-1
-          labels: {{kubernetes.io/service-name: secure}}
-        addressType: IPv4
-        ports: [{{name: https, port: {mutual.port}, protocol: TCP}}]
-        endpoints:
-        - addresses: ["{mutual.ip}"]
-          conditions: {{ready: true}}
     """, namespace)
+    conftest.endpoint_slice(cluster, namespace, "secure-1", "secure", "https", mutual.port,
+                            mutual.ip, ready=True)
     test_controller.ingress(cluster, namespace, ingress_class, host, service="secure", port=443,
                             name=name, annotations=test_controller.PUBLIC | {
                                 "ingress.pomerium.io/secure_upstream": "true",

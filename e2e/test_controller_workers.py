@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -23,8 +22,7 @@ from typing import Any
 import pytest
 from tests.support import procnet
 
-from e2e import conftest, test_controller
-from e2e.test_controller_replicas import cookie_for
+from e2e import conftest, signed_in, test_controller
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 
@@ -101,39 +99,13 @@ def _response(sock: socket.socket) -> tuple[int, dict[str, Any]]:
 @pytest.fixture(scope="module")
 def setup(cluster: conftest.Cluster, upstream: conftest.Upstream,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    from vallum.proxy import jwt
-
-    raw = os.urandom(32)
-    settings_name = f"e2e-workers-{secrets.token_hex(4)}"
     with cluster.temporary_namespace() as home, conftest.own_ingress_class(cluster) as (
         class_name, controller_name
+    ), signed_in.settings(cluster, home, "e2e-workers", pomerium_compatibility=True) as (
+        settings_name, cookie_secret
     ):
-        key = jwt.private_key_pem(jwt.generate_private_key())
-        cluster.apply(f"""
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: bootstrap}}
-            data:
-              cookie_secret: {base64.b64encode(raw).decode()}
-              signing_key: {base64.b64encode(key.encode()).decode()}
-            ---
-            apiVersion: v1
-            kind: Secret
-            metadata: {{name: idp}}
-            stringData: {{client_id: vallum, client_secret: not-used-here}}
-        """, home)
-        cluster.apply(f"""
-            apiVersion: vallum.dev/v1alpha1
-            kind: Settings
-            metadata: {{name: {settings_name}}}
-            spec:
-              secrets: {home}/bootstrap
-              authenticate: {{url: "https://auth.e2e.test"}}
-              identityProvider: {{provider: oidc, url: "https://127.0.0.1:9", secret: {home}/idp}}
-              pomeriumCompatibility: true
-        """)
         found = Setup(cluster, home, class_name, controller_name, settings_name,
-                      base64.b64encode(raw).decode())
+                      cookie_secret)
         logs = tmp_path_factory.mktemp("workers")
         try:
             for name, count in (("workers", "2"), ("single", "1")):
@@ -150,8 +122,6 @@ def setup(cluster: conftest.Cluster, upstream: conftest.Upstream,
         finally:
             for running in found.running.values():
                 running.stop()
-            cluster.kubectl("delete", "settings", settings_name, "--ignore-not-found",
-                            check=False)
 
 
 def test_only_the_workers_listen_and_both_answer(
@@ -238,7 +208,7 @@ def test_a_sign_out_crosses_between_workers_and_the_other_replica_within_two_sec
                             annotations=SIGNED_IN)
     workers, single = setup.running["workers"], setup.running["single"]
     for one in (workers, single):
-        cookie = cookie_for(setup.cookie_secret, f"e2e-{os.urandom(8).hex()}")
+        cookie = signed_in.cookie(setup.cookie_secret)
         headers = {"Cookie": cookie, "Accept": "application/json"}
         for running in (workers, single):
             conftest.wait_until(lambda r=running, h=headers: r.send("GET", host, "/", h)[0] == 200,
@@ -263,20 +233,9 @@ def test_not_ready_and_not_listening_until_a_first_table(
     cluster: conftest.Cluster, ingress_class: str, upstream: conftest.Upstream,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    name = f"e2e-{secrets.token_hex(4)}"
-    cluster.apply(f"""
-        apiVersion: vallum.dev/v1alpha1
-        kind: Settings
-        metadata: {{name: {name}}}
-        spec: {{secrets: vallum-e2e-nowhere/missing}}
-    """)
-    controller_name = cluster.get("ingressclass", ingress_class)["spec"]["controller"]
-    running = conftest.Controller(
-        cluster, controller_name, tmp_path_factory.mktemp("workers-wait") / "controller.log",
-        extra=("--settings", name, "--workers", "2"),
-    )
-    running.start()
-    try:
+    with conftest.waiting_for_settings(
+        cluster, ingress_class, tmp_path_factory.mktemp("workers-wait"), ("--workers", "2")
+    ) as (running, name):
         conftest.wait_until(lambda: running.admin("/healthz")[0] == 200, what="alive")
         time.sleep(3)  # time enough to list everything: the Settings object does not load
         parent, zygote, workers = processes(running)
@@ -286,9 +245,7 @@ def test_not_ready_and_not_listening_until_a_first_table(
         cluster.delete("settings", name)  # defaults: a table, served by both
         running.wait_ready()
         assert procnet.listening(running.port, {parent, zygote, *workers}) == workers
-    finally:
         assert running.stop() == 0, running.log()
-        cluster.kubectl("delete", "settings", name, "--ignore-not-found", check=False)
 
 
 def test_the_workers_memory_holds_no_credential(setup: Setup) -> None:

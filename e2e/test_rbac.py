@@ -36,7 +36,7 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e import conftest, test_controller, test_controller_replicas
+from e2e import conftest, signed_in, test_controller
 
 RBAC = conftest.ROOT / "manifests" / "rbac.yaml"
 SIGNED_IN = {"ingress.pomerium.io/allow_any_authenticated_user": "true"}
@@ -426,8 +426,7 @@ def test_with_the_manifests_rbac_the_controller_fully_works_and_is_never_refused
     # The controller keys sessions with the Secret's bytes (the base64 text itself, here), so
     # the routes-file cookie_secret they make is the Secret's data field as the API shows it.
     secret = run.cluster.get("secret", "bootstrap", run.home)["data"]["cookie_secret"]
-    cookie = test_controller_replicas.cookie_for(secret,
-                                                 f"e2e-{secrets.token_hex(8)}")
+    cookie = signed_in.cookie(secret)
     headers = {"Cookie": cookie, "Accept": "application/json"}
     conftest.wait_until(lambda: run.controller.send("GET", host, "/", headers)[0] == 200,
                         what="the signed-in request served")
