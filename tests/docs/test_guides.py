@@ -26,6 +26,7 @@ from vallum.core import config, policy
 from vallum.core.identity import Identity
 from vallum.core.request import RequestInfo
 from vallum.operator import settings_crd, translate
+from vallum.proxy.identity import context
 
 GUIDES = ["quickstart-kind.md", "cert-manager.md"]
 QUICKSTART = pages.read("quickstart-kind.md")
@@ -162,7 +163,8 @@ def test_the_quickstart_settings_read_without_problems(test_ca: TestCA) -> None:
     read = settings_crd.read(settings, found)
     assert read.problems == () and read.warnings == ()
     assert read.values["authenticate_service_url"] == "https://authenticate.localtest.me:8443"
-    assert "https://authenticate.localtest.me:8443/.vallum/callback" in QUICKSTART
+    callback = context.AuthenticateService.parse(read.values["authenticate_service_url"]).callback
+    assert f"\n{callback}\n" in QUICKSTART  # the redirect URI to register, as Vallum sends it
 
 
 def k8s_key(obj: dict[str, Any]) -> tuple[str, str]:
@@ -303,3 +305,25 @@ def test_without_tls_server_name_the_service_dns_name_is_checked(test_ca: TestCA
     assert f"`{route.tls_server_name}`" in CERT_MANAGER
     server = one(documents(CERT_MANAGER), "Certificate", "app-server")
     assert {"app.demo.svc.cluster.local", "app.demo.svc"} <= set(server["spec"]["dnsNames"])
+
+
+def created_secrets(text: str) -> dict[tuple[str, str], set[str]]:
+    """``kubectl -n NS create secret generic NAME --from-…=KEY=…`` -> the keys by Secret."""
+    out = {}
+    for line in commands(text):
+        match = re.match(r"kubectl -n (\S+) create secret generic (\S+)", line)
+        if match:
+            keys = re.findall(r"--from-(?:literal|file)=([\w.]+)=", line)
+            out[(match.group(1), match.group(2))] = set(keys)
+    return out
+
+
+def test_the_secrets_the_quickstart_creates_are_those_its_settings_need(test_ca: TestCA) -> None:
+    created = created_secrets(QUICKSTART)
+    stubs = {k8s_key(s): s for s in bootstrap_secrets(test_ca)}
+    assert {key: set(s["data"]) for key, s in stubs.items()} == created
+    settings = one(documents(QUICKSTART), "Settings")
+    assert settings_crd.read(settings, stubs).secrets_used == set(created)
+    for key in created:  # each one is needed: without it the Settings are refused
+        fewer = {k: v for k, v in stubs.items() if k != key}
+        assert settings_crd.read(settings, fewer).problems
