@@ -9,6 +9,11 @@ in CI (``$CI`` set), where a suite that did not run must not pass: there they fa
 Objects are written with ``kubectl apply -f -``, as users write them. Each test gets a namespace
 of its own and the session an IngressClass and controller name of its own
 (``vallum.dev/e2e-<random>``), so runs sharing one cluster do not see each other's Ingresses.
+The session's ``controller`` runs with manifests/rbac.yaml's permissions (their ServiceAccount,
+ClusterRole and Role bound in a namespace of the session's own, a TokenRequest token in a
+kubeconfig of its own, its Lease in that namespace); the tests themselves use the admin
+kubeconfig. Tests starting a :class:`Controller` of their own pass the admin kubeconfig (the
+default) unless they give one.
 
 Upstreams: the API server refuses loopback addresses in EndpointSlices, so the session adds
 ``10.200.0.1/32`` to ``lo`` (root; removed at the end when it added it) and the upstream listens
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import pathlib
@@ -35,6 +41,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
 import pytest
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 E2E = ROOT / "e2e"
@@ -177,6 +184,120 @@ def upstream_address() -> Iterator[str]:
                            capture_output=True)
 
 
+# -- an identity: the manifests' RBAC objects in a namespace of their own ----------------------
+
+RBAC = ROOT / "manifests" / "rbac.yaml"
+
+
+def manifest_objects() -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(RBAC.read_text(encoding="utf-8")) if doc]
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [obj for obj in objects if obj["kind"] == kind]
+    assert len(found) == 1, f"{RBAC} has {len(found)} {kind} objects"
+    return found[0]
+
+
+CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "IngressClass",
+                            "Settings"})
+_SERVERS: dict[str, dict[str, Any]] = {}
+
+
+def api_server(cluster: Cluster) -> dict[str, Any]:
+    """The ``cluster`` entry (server, CA) of the suite's kubeconfig."""
+    if cluster.kubeconfig not in _SERVERS:
+        admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
+        _SERVERS[cluster.kubeconfig] = admin["clusters"][0]["cluster"]
+    return _SERVERS[cluster.kubeconfig]
+
+
+class Identity:
+    """The manifests' ServiceAccount with (a variation of) their ClusterRole and Role, bound in
+    namespace ``home``, and (once created: :func:`create_all`) a kubeconfig with a token of that
+    account. ``more``: other objects to apply with them (in ``home`` unless cluster-scoped)."""
+
+    def __init__(self, cluster: Cluster, workdir: pathlib.Path, label: str,
+                 change: Callable[[list[dict[str, Any]]], None] | None = None,
+                 more: list[dict[str, Any]] | None = None) -> None:
+        self.cluster = cluster
+        self.suffix = secrets.token_hex(4)
+        self.home = f"e2e-rbac-{self.suffix}"
+        self.label = label
+        objects = copy.deepcopy(manifest_objects())
+        if change is not None:
+            change(objects)
+        self.objects = self._remapped(objects)
+        extra = copy.deepcopy(more or [])
+        for obj in extra:
+            if obj["kind"] not in CLUSTER_SCOPED:
+                obj["metadata"].setdefault("namespace", self.home)
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.home}}
+        self.manifest = [namespace, *self.objects, *extra]
+        self.kubeconfig = workdir / f"{label}.kubeconfig"
+
+    def create(self) -> Identity:
+        create_all(self.cluster, [self])
+        return self
+
+    def login(self) -> None:
+        """A token of the account (TokenRequest API), written into :attr:`kubeconfig`."""
+        account = of_kind(self.objects, "ServiceAccount")["metadata"]["name"]
+        token = self.cluster.kubectl("create", "token", account, "-n", self.home,
+                                     "--duration=1h").strip()
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config",
+            "clusters": [{"name": "e2e", "cluster": api_server(self.cluster)}],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [{"name": account, "context": {"cluster": "e2e", "user": account,
+                                                       "namespace": self.home}}],
+            "current-context": account,
+        }))
+        self.kubeconfig.chmod(0o600)
+
+    def _remapped(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for obj in objects:
+            meta = obj["metadata"]
+            if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                meta["name"] = f"{meta['name']}-{self.suffix}"
+            else:
+                meta["namespace"] = self.home
+            if "roleRef" in obj and obj["roleRef"]["kind"] == "ClusterRole":
+                obj["roleRef"]["name"] = f"{obj['roleRef']['name']}-{self.suffix}"
+            for subject in obj.get("subjects", ()):
+                subject["namespace"] = self.home
+        return objects
+
+    def cleanup(self) -> None:
+        delete_all(self.cluster, [(obj["kind"], obj["metadata"]["name"])
+                                  for obj in self.manifest if obj["kind"] in CLUSTER_SCOPED])
+
+    def api_client(self) -> Any:
+        from vallum.operator import handlers
+
+        return handlers.api_client(handlers.load_client_config(str(self.kubeconfig)))
+
+
+def delete_all(cluster: Cluster, objects: list[tuple[str, str]]) -> None:
+    """Delete these cluster-scoped (kind, name) objects, one ``kubectl delete`` per kind (a
+    namespace without waiting for its objects to go)."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in objects:
+        by_kind.setdefault(kind, []).append(name)
+    for kind, names in sorted(by_kind.items()):
+        cluster.kubectl("delete", kind.lower(), *sorted(set(names)), "--ignore-not-found",
+                        "--wait=false", check=False)
+
+
+def create_all(cluster: Cluster, identities: list[Identity]) -> None:
+    """Apply every identity's objects in one ``kubectl apply`` (each is a process start, and
+    seconds on a busy machine), then log each in."""
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(
+        [obj for identity in identities for obj in identity.manifest]))
+    for identity in identities:
+        identity.login()
+
+
 # -- the upstream ---------------------------------------------------------------------------------
 
 
@@ -248,7 +369,8 @@ class Controller:
     """A ``vallum controller`` process on free ports (plain HTTP), and an HTTP client for it."""
 
     def __init__(self, cluster: Cluster, controller_name: str, log_path: pathlib.Path,
-                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None) -> None:
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None,
+                 kubeconfig: str | None = None) -> None:
         self.cluster = cluster
         self.env = env or {}
         """Extra environment (e.g. ``POD_NAME``: the replica's identity in the Lease)."""
@@ -258,7 +380,7 @@ class Controller:
         self.log_path = log_path
         self.args = [
             sys.executable, "-m", "vallum.cli", "controller",
-            "--kubeconfig", cluster.kubeconfig,
+            "--kubeconfig", kubeconfig or cluster.kubeconfig,
             "--address", f"127.0.0.1:{self.port}",
             "--metrics-address", f"127.0.0.1:{self.admin_port}",
             "--insecure-server",
@@ -468,12 +590,29 @@ def ingress_class(cluster: Cluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def service_account(cluster: Cluster,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[Identity]:
+    """manifests/rbac.yaml's ServiceAccount, ClusterRole and Role for the session, in a
+    namespace of its own, with a token in a kubeconfig of its own."""
+    identity = Identity(cluster, tmp_path_factory.mktemp("service-account"), "controller")
+    identity.create()
+    try:
+        yield identity
+    finally:
+        identity.cleanup()
+
+
+@pytest.fixture(scope="session")
 def controller(cluster: Cluster, ingress_class: str, upstream: Upstream,
+               service_account: Identity,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
-    """One ``vallum controller`` for the session, ready (first complete table served)."""
+    """One ``vallum controller`` for the session, ready (first complete table served), with
+    the ServiceAccount's own permissions (the tests themselves keep the admin kubeconfig)."""
     spec = cluster.get("ingressclass", ingress_class)["spec"]
     running = Controller(cluster, spec["controller"],
-                         tmp_path_factory.mktemp("controller") / "controller.log")
+                         tmp_path_factory.mktemp("controller") / "controller.log",
+                         extra=("--lease-namespace", service_account.home),
+                         kubeconfig=str(service_account.kubeconfig))
     running.start()
     try:
         running.wait_ready()

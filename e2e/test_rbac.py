@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import os
 import pathlib
@@ -38,20 +37,9 @@ import yaml
 
 from e2e import conftest, signed_in, test_controller
 
-RBAC = conftest.ROOT / "manifests" / "rbac.yaml"
 SIGNED_IN = {"ingress.pomerium.io/allow_any_authenticated_user": "true"}
 SETTLE = 60.0
 """How long a run may take to show everything it can do (many start at once on 2 cores)."""
-
-
-def manifest_objects() -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(RBAC.read_text(encoding="utf-8")) if doc]
-
-
-def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [obj for obj in objects if obj["kind"] == kind]
-    assert len(found) == 1, f"{RBAC} has {len(found)} {kind} objects"
-    return found[0]
 
 
 def rule_name(kind: str, rule: dict[str, Any]) -> str:
@@ -59,117 +47,16 @@ def rule_name(kind: str, rule: dict[str, Any]) -> str:
     return f"{kind}:{groups}:{'+'.join(rule['resources'])}"
 
 
-# -- an identity: the manifests' RBAC objects in a namespace of their own ---------------------
-
-CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "IngressClass",
-                            "Settings"})
-_SERVERS: dict[str, dict[str, Any]] = {}
-
-
-def api_server(cluster: conftest.Cluster) -> dict[str, Any]:
-    """The ``cluster`` entry (server, CA) of the suite's kubeconfig."""
-    if cluster.kubeconfig not in _SERVERS:
-        admin = json.loads(cluster.kubectl("config", "view", "--raw", "--minify", "-o", "json"))
-        _SERVERS[cluster.kubeconfig] = admin["clusters"][0]["cluster"]
-    return _SERVERS[cluster.kubeconfig]
-
-
-
-class Identity:
-    """The manifests' ServiceAccount with (a variation of) their ClusterRole and Role, bound in
-    namespace ``home``, and (once created: :func:`create_all`) a kubeconfig with a token of that
-    account. ``more``: other objects to apply with them (in ``home`` unless cluster-scoped)."""
-
-    def __init__(self, cluster: conftest.Cluster, workdir: pathlib.Path, label: str,
-                 change: Callable[[list[dict[str, Any]]], None] | None = None,
-                 more: list[dict[str, Any]] | None = None) -> None:
-        self.cluster = cluster
-        self.suffix = secrets.token_hex(4)
-        self.home = f"e2e-rbac-{self.suffix}"
-        self.label = label
-        objects = copy.deepcopy(manifest_objects())
-        if change is not None:
-            change(objects)
-        self.objects = self._remapped(objects)
-        extra = copy.deepcopy(more or [])
-        for obj in extra:
-            if obj["kind"] not in CLUSTER_SCOPED:
-                obj["metadata"].setdefault("namespace", self.home)
-        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.home}}
-        self.manifest = [namespace, *self.objects, *extra]
-        self.kubeconfig = workdir / f"{label}.kubeconfig"
-
-    def create(self) -> Identity:
-        create_all(self.cluster, [self])
-        return self
-
-    def login(self) -> None:
-        """A token of the account (TokenRequest API), written into :attr:`kubeconfig`."""
-        account = of_kind(self.objects, "ServiceAccount")["metadata"]["name"]
-        token = self.cluster.kubectl("create", "token", account, "-n", self.home,
-                                     "--duration=1h").strip()
-        self.kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "e2e", "cluster": api_server(self.cluster)}],
-            "users": [{"name": account, "user": {"token": token}}],
-            "contexts": [{"name": account, "context": {"cluster": "e2e", "user": account,
-                                                       "namespace": self.home}}],
-            "current-context": account,
-        }))
-        self.kubeconfig.chmod(0o600)
-
-    def _remapped(self, objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for obj in objects:
-            meta = obj["metadata"]
-            if obj["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-                meta["name"] = f"{meta['name']}-{self.suffix}"
-            else:
-                meta["namespace"] = self.home
-            if "roleRef" in obj and obj["roleRef"]["kind"] == "ClusterRole":
-                obj["roleRef"]["name"] = f"{obj['roleRef']['name']}-{self.suffix}"
-            for subject in obj.get("subjects", ()):
-                subject["namespace"] = self.home
-        return objects
-
-    def cleanup(self) -> None:
-        delete_all(self.cluster, [(obj["kind"], obj["metadata"]["name"])
-                                  for obj in self.manifest if obj["kind"] in CLUSTER_SCOPED])
-
-    def api_client(self) -> Any:
-        from vallum.operator import handlers
-
-        return handlers.api_client(handlers.load_client_config(str(self.kubeconfig)))
-
-
-def delete_all(cluster: conftest.Cluster, objects: list[tuple[str, str]]) -> None:
-    """Delete these cluster-scoped (kind, name) objects, one ``kubectl delete`` per kind (a
-    namespace without waiting for its objects to go)."""
-    by_kind: dict[str, list[str]] = {}
-    for kind, name in objects:
-        by_kind.setdefault(kind, []).append(name)
-    for kind, names in sorted(by_kind.items()):
-        cluster.kubectl("delete", kind.lower(), *sorted(set(names)), "--ignore-not-found",
-                        "--wait=false", check=False)
-
-
-def create_all(cluster: conftest.Cluster, identities: list[Identity]) -> None:
-    """Apply every identity's objects in one ``kubectl apply`` (each is a process start, and
-    seconds on a busy machine), then log each in."""
-    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(
-        [obj for identity in identities for obj in identity.manifest]))
-    for identity in identities:
-        identity.login()
-
-
 def without_rule(kind: str, index: int) -> Callable[[list[dict[str, Any]]], None]:
     def change(objects: list[dict[str, Any]]) -> None:
-        del of_kind(objects, kind)["rules"][index]
+        del conftest.of_kind(objects, kind)["rules"][index]
     return change
 
 
 def without_verb(kind: str, resource: str, verb: str) -> Callable[[list[dict[str, Any]]], None]:
     def change(objects: list[dict[str, Any]]) -> None:
-        rule = next(r for r in of_kind(objects, kind)["rules"] if resource in r["resources"])
+        rule = next(r for r in conftest.of_kind(objects, kind)["rules"]
+                    if resource in r["resources"])
         assert verb in rule["verbs"], (resource, verb)
         rule["verbs"].remove(verb)
     return change
@@ -209,7 +96,7 @@ class Run:
              "ports": [{"name": "http", "port": upstream.port, "protocol": "TCP"}],
              "endpoints": [{"addresses": [upstream.ip], "conditions": {"ready": True}}]},
         ]
-        self.identity = Identity(cluster, workdir, label, change, world)
+        self.identity = conftest.Identity(cluster, workdir, label, change, world)
         home = self.home = self.identity.home
         self.host = f"public.{home}.e2e.test"
         self.later_host = f"later.{home}.e2e.test"
@@ -255,7 +142,7 @@ class Run:
         """The cluster-scoped objects of this run (its namespace holds the rest)."""
         return [obj for obj in [*self.identity.manifest,
                                 {"kind": "Settings", "metadata": {"name": self.settings}}]
-                if obj["kind"] in CLUSTER_SCOPED]
+                if obj["kind"] in conftest.CLUSTER_SCOPED]
 
     def log(self) -> str:
         return self.controller.log_path.read_text(errors="replace")
@@ -317,11 +204,11 @@ def _variants() -> list[tuple[str, Callable[[list[dict[str, Any]]], None] | None
     """(label, change to the RBAC objects, the checks that must fail, a word the refusal in the
     log names) for every rule of the ClusterRole and the Role taken away, and for the one verb
     of a read rule the runs exercise apart."""
-    objects = manifest_objects()
+    objects = conftest.manifest_objects()
     found: list[tuple[str, Callable[[list[dict[str, Any]]], None] | None, frozenset[str],
                       str]] = []
     for kind in ("ClusterRole", "Role"):
-        for index, rule in enumerate(of_kind(objects, kind)["rules"]):
+        for index, rule in enumerate(conftest.of_kind(objects, kind)["rules"]):
             resources = set(rule["resources"])
             word = sorted(resources)[0]  # what the refusal in the log names
             if resources == {"customresourcedefinitions"}:
@@ -385,7 +272,7 @@ def runs(cluster: conftest.Cluster, upstream: conftest.Upstream,
         for number, (label, change, _, _) in enumerate(VARIANTS):
             started[label] = Run(cluster, upstream, workdir, f"without-{number}", bootstrap,
                                  change)
-        create_all(cluster, [run.identity for run in started.values()])
+        conftest.create_all(cluster, [run.identity for run in started.values()])
         for run in started.values():
             run.controller.start()
         yield started
@@ -396,7 +283,7 @@ def runs(cluster: conftest.Cluster, upstream: conftest.Upstream,
                 process.terminate()
         for run in started.values():
             run.controller.stop()
-        delete_all(cluster, [(obj["kind"], obj["metadata"]["name"])
+        conftest.delete_all(cluster, [(obj["kind"], obj["metadata"]["name"])
                              for run in started.values() for obj in run.owned()])
 
 
@@ -479,7 +366,7 @@ def test_the_lease_needs_get_create_and_update(
 
     from vallum.operator import lease
 
-    identity = Identity(cluster, workdir, f"lease-{verb}",
+    identity = conftest.Identity(cluster, workdir, f"lease-{verb}",
                         None if verb is None else without_verb("Role", "leases", verb)).create()
     try:
         elector = lease.Elector(client.CoordinationV1Api(identity.api_client()), identity.home,
@@ -503,7 +390,7 @@ def test_sign_outs_need_configmap_create_and_delete(
     from vallum.operator import revocations
     from vallum.proxy import session_state
 
-    identity = Identity(cluster, workdir, f"configmaps-{verb}",
+    identity = conftest.Identity(cluster, workdir, f"configmaps-{verb}",
                         None if verb is None else without_verb("Role", "configmaps", verb)).create()
     state = revocations.ClusterState.connect(session_state.LocalState(), identity.api_client(),
                                              identity.home)
@@ -528,8 +415,8 @@ def test_every_verb_granted_is_one_the_tests_take_away() -> None:
     """A verb added to rbac.yaml must come with a test that shows it is needed: the reads are
     list and watch (the first LIST, then the watches) plus get for Secrets only; the Lease's and
     the ConfigMaps' verbs are the ones the tests above take away one at a time."""
-    objects = manifest_objects()
-    for rule in of_kind(objects, "ClusterRole")["rules"]:
+    objects = conftest.manifest_objects()
+    for rule in conftest.of_kind(objects, "ClusterRole")["rules"]:
         resources = set(rule["resources"])
         if any("/" in name for name in resources):
             assert rule["verbs"] == ["patch"], rule
@@ -539,7 +426,7 @@ def test_every_verb_granted_is_one_the_tests_take_away() -> None:
             assert rule["verbs"] == ["get", "list", "watch"], rule
         else:
             assert rule["verbs"] == ["list", "watch"], rule
-    role = {name: rule["verbs"] for rule in of_kind(objects, "Role")["rules"]
+    role = {name: rule["verbs"] for rule in conftest.of_kind(objects, "Role")["rules"]
             for name in rule["resources"]}
     assert role == {"leases": ["get", "create", "update"],
                     "configmaps": ["list", "watch", "create", "delete"]}
