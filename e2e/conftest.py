@@ -416,11 +416,23 @@ class Controller:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def admin(self, path: str) -> tuple[int, dict[str, Any]]:
+        """GET ``path`` on the admin listener: (status, JSON body or {}); (0, {}) once the
+        process has ended: its free port may then be another test's controller's, whose
+        answer must not be taken for this one's (seen with a dozen controllers starting at
+        once on a loaded machine)."""
+        if not self.running():
+            return 0, {}
         return _get(f"http://127.0.0.1:{self.admin_port}{path}", {})
 
     def request(self, host: str, path: str = "/") -> tuple[int, dict[str, Any]]:
-        """GET ``path`` on the proxy with this Host header: (status, JSON body or {})."""
+        """GET ``path`` on the proxy with this Host header: (status, JSON body or {}); (0, {})
+        once the process has ended (see :meth:`admin`)."""
+        if not self.running():
+            return 0, {}
         return _get(f"http://127.0.0.1:{self.port}{path}", {"Host": host})
 
     def send(self, method: str, host: str, path: str = "/",
