@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from vallum.operator import lease, revocations, status, translate
+from vallum.operator import lease, retrying, status, translate
 from vallum.operator import snapshot as snap
 
 log = logging.getLogger("vallum.operator.leadership")
@@ -152,9 +152,9 @@ class ServiceAddresses:
                 if self._stop.is_set():
                     break
                 log.warning("--publish-service %s/%s: %s; retrying in %.0f s", self.namespace,
-                            self.name, revocations.brief(exc), pause)
+                            self.name, retrying.brief(exc), pause)
                 self._stop.wait(pause)
-                pause = min(pause * 2, 30.0)
+                pause = min(pause * 2, retrying.MAX)
 
     def _plain(self, obj: Any) -> Mapping[str, Any]:
         if isinstance(obj, Mapping):

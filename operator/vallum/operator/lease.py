@@ -34,6 +34,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
+from vallum.operator import retrying
+
 log = logging.getLogger("vallum.operator.lease")
 
 DURATION = 10
@@ -124,7 +126,7 @@ class Elector:
                     leader = await asyncio.to_thread(self.step)
                     last_said = ""
                 except Exception as exc:  # the API server unreachable: keep trying
-                    said = _one_line(exc)
+                    said = retrying.brief(exc)
                     if said != last_said:  # once per cause, not every retry
                         log.warning("lease %s/%s: %s", self.namespace, self.name, said)
                         last_said = said
@@ -218,15 +220,6 @@ def _record(lease: Any) -> Record:
         version=str(lease.metadata.resource_version),
         transitions=int(spec.lease_transitions or 0) if spec is not None else 0,
     )
-
-
-def _one_line(exc: Exception) -> str:
-    """The client's exceptions carry the whole response; ``403 Forbidden`` is what to say."""
-    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
-    if isinstance(status, int) and reason:
-        return f"{status} {reason}"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _now() -> dt.datetime:

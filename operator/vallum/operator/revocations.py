@@ -35,6 +35,8 @@ from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+from vallum.operator import retrying
+
 log = logging.getLogger("vallum.operator.revocations")
 
 LABEL = "vallum.dev/revocation"
@@ -87,14 +89,6 @@ def read(configmap: Any) -> tuple[str, float] | None:
         return str(data["session"]), float(data["until"])
     except (KeyError, ValueError):
         return None
-
-
-def brief(exc: BaseException) -> str:
-    """An API error in one line (the client's text carries every response header)."""
-    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
-    if status is not None:
-        return f"{status} {reason or ''}".strip()
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 class ClusterState:
@@ -205,10 +199,10 @@ class ClusterState:
                     break
                 log.warning(
                     "revocations watch (ConfigMaps labelled %s in namespace %s): %s; retrying "
-                    "in %.0f s", LABEL, self.namespace, brief(exc), pause,
+                    "in %.0f s", LABEL, self.namespace, retrying.brief(exc), pause,
                 )
                 self._stop.wait(pause)
-                pause = min(pause * 2, 30.0)  # e.g. no RBAC yet: not a warning every second
+                pause = min(pause * 2, retrying.MAX)  # e.g. no RBAC yet: not a warning every second
 
     def _add(self, item: Any, now: float) -> None:
         got = read(item)

@@ -31,6 +31,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vallum.operator import retrying
 from vallum.operator import snapshot as snap
 from vallum.operator import store as store_mod
 
@@ -39,23 +40,6 @@ log = logging.getLogger("vallum.operator.watches")
 SERVER_TIMEOUT = 300
 """``timeoutSeconds`` of each watch request: the API server ends it after this; we resume."""
 READ_TIMEOUT = SERVER_TIMEOUT + 30.0
-RETRY = 1.0
-"""The wait after a failed watch; it doubles with each failure in a row, up to MAX_RETRY."""
-MAX_RETRY = 30.0
-
-
-def retry_delay(failures: int) -> float:
-    """How long to wait after ``failures`` failed attempts in a row (1, 2, 4 … 30 s)."""
-    return float(min(MAX_RETRY, RETRY * 2 ** max(0, min(failures - 1, 16))))
-
-
-def _first_line(exc: Exception) -> str:
-    """The client's exceptions carry the whole response (headers and body); one line of it."""
-    status, reason = getattr(exc, "status", None), getattr(exc, "reason", None)
-    if isinstance(status, int) and reason:  # kubernetes.client ApiException: "(403)\nReason: …"
-        return f"{status} {reason}"
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 """Seconds before a watch that failed is tried again."""
 
 Get = Callable[[str, list[tuple[str, Any]]], Any]
@@ -139,17 +123,16 @@ class Watches:
                 self._failed(kind, exc, failures)
 
     def _failed(self, kind: str, exc: Exception, failures: int) -> None:
-        """Log and wait before the next try: RETRY, doubling with each failure in a row up to
-        MAX_RETRY (an API server that refuses us, e.g. 403 without RBAC, is not asked -- and
-        the log not written -- every second for ever)."""
+        """Log and wait before the next try (:func:`retrying.delay`: an API server that refuses
+        us, e.g. 403 without RBAC, is not asked -- and the log not written -- every second)."""
         if self.stopping.is_set():
             return
-        delay = retry_delay(failures)
+        delay = retrying.delay(failures)
         log.warning(
             "watch of %s failed, trying again in %.0f s: %s",
             kind,
             delay,
-            _first_line(exc),
+            retrying.brief(exc),
             extra={"event": "watch_failed", "kind": kind},
         )
         self.stopping.wait(delay)
