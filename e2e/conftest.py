@@ -163,6 +163,19 @@ def cluster() -> Iterator[Cluster]:
             subprocess.run([str(E2E / "control-plane"), "down"], capture_output=True, timeout=60)
 
 
+@pytest.fixture
+def api(cluster: Cluster) -> Iterator[Any]:
+    """A ``kubernetes`` ApiClient with the admin kubeconfig (for tests of the operator's own
+    API calls: listing, watching)."""
+    from vallum.operator import handlers
+
+    client = handlers.api_client(handlers.load_client_config(cluster.kubeconfig))
+    try:
+        yield client
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def upstream_address() -> Iterator[str]:
     """``10.200.0.1`` on ``lo`` for the session (added when missing, removed if added here)."""

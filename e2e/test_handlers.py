@@ -3,7 +3,6 @@ or keys), a kind that is not served, and the Secret re-read."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,15 +10,6 @@ import pytest
 from e2e import conftest
 from vallum.operator import handlers
 from vallum.operator import store as store_mod
-
-
-@pytest.fixture
-def api(cluster: conftest.Cluster) -> Iterator[Any]:
-    client = handlers.api_client(handlers.load_client_config(cluster.kubeconfig))
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def test_list_pages_through_every_object(

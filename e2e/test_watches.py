@@ -9,20 +9,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pytest
-
 from e2e import conftest
 from vallum.operator import handlers, watches
 from vallum.operator import store as store_mod
-
-
-@pytest.fixture
-def api(cluster: conftest.Cluster) -> Iterator[Any]:
-    client = handlers.api_client(handlers.load_client_config(cluster.kubeconfig))
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 def service(name: str, port: int = 80) -> str:
