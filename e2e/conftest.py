@@ -163,6 +163,32 @@ def cluster() -> Iterator[Cluster]:
             subprocess.run([str(E2E / "control-plane"), "down"], capture_output=True, timeout=60)
 
 
+@contextlib.contextmanager
+def replicas(
+    cluster: Cluster, controller_name: str, log_dir: pathlib.Path, settings_name: str,
+    lease_namespace: str, flags: dict[str, tuple[str, ...]],
+) -> Iterator[dict[str, Controller]]:
+    """Controllers sharing ``settings_name`` and the Lease in ``lease_namespace``, one per
+    ``POD_NAME`` in ``flags`` (with those extra flags): all started at once, all ready, all
+    stopped at the end."""
+    running: dict[str, Controller] = {}
+    try:
+        for name, extra in flags.items():
+            running[name] = Controller(
+                cluster, controller_name, log_dir / f"{name}.log",
+                extra=("--settings", settings_name, "--lease-namespace", lease_namespace,
+                       *extra),
+                env={"POD_NAME": name},
+            )
+            running[name].start()
+        for controller in running.values():
+            controller.wait_ready()
+        yield running
+    finally:
+        for controller in running.values():
+            controller.stop()
+
+
 @pytest.fixture
 def api(cluster: Cluster) -> Iterator[Any]:
     """A ``kubernetes`` ApiClient with the admin kubeconfig (for tests of the operator's own

@@ -61,21 +61,11 @@ def replicas(cluster: conftest.Cluster, upstream: conftest.Upstream,
     ):
         found = Replicas(cluster, home, class_name, controller_name, cookie_secret)
         logs = tmp_path_factory.mktemp("replicas")
-        try:
-            for name in ("replica-a", "replica-b"):
-                found.running[name] = conftest.Controller(
-                    cluster, controller_name, logs / f"{name}.log",
-                    extra=("--settings", settings_name, "--lease-namespace", home,
-                           "--publish-status-address", ADDRESS[0]["ip"]),
-                    env={"POD_NAME": name},
-                )
-                found.running[name].start()
-            for running in found.running.values():
-                running.wait_ready()
+        flags = ("--publish-status-address", ADDRESS[0]["ip"])
+        with conftest.replicas(cluster, controller_name, logs, settings_name, home,
+                               {"replica-a": flags, "replica-b": flags}) as running:
+            found.running.update(running)
             yield found
-        finally:
-            for running in found.running.values():
-                running.stop()
 
 
 def test_both_serve_the_same_routes_and_exactly_one_writes_events(

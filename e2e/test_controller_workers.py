@@ -107,21 +107,11 @@ def setup(cluster: conftest.Cluster, upstream: conftest.Upstream,
         found = Setup(cluster, home, class_name, controller_name, settings_name,
                       cookie_secret)
         logs = tmp_path_factory.mktemp("workers")
-        try:
-            for name, count in (("workers", "2"), ("single", "1")):
-                found.running[name] = conftest.Controller(
-                    cluster, controller_name, logs / f"{name}.log",
-                    extra=("--settings", settings_name, "--lease-namespace", home,
-                           "--workers", count),
-                    env={"POD_NAME": name},
-                )
-                found.running[name].start()
-            for running in found.running.values():
-                running.wait_ready()
+        with conftest.replicas(cluster, controller_name, logs, settings_name, home,
+                               {"workers": ("--workers", "2"),
+                                "single": ("--workers", "1")}) as running:
+            found.running.update(running)
             yield found
-        finally:
-            for running in found.running.values():
-                running.stop()
 
 
 def test_only_the_workers_listen_and_both_answer(
